@@ -1,0 +1,20 @@
+# R-FCN ResNet101 on COCO val2017, INT8 and FP32: from nothing to the inputs of inference.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/coco.smk"
+include: "rules/tfrecord.smk"
+include: "rules/models.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

@@ -1,0 +1,82 @@
+import re
+import shlex
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, schema="../config/schema.yaml")
+
+SCRIPTS = Path(workflow.basedir) / "scripts"
+DOWNLOADS = "resources/downloads"
+PRECISIONS = sorted(config["models"])
+
+
+def check_download_references():
+    """Every archive and model names an entry of `downloads`: say which key does not."""
+    references = {
+        "coco.images_archive": config["coco"]["images_archive"],
+        "coco.annotations_archive": config["coco"]["annotations_archive"],
+    }
+    for precision, model in config["models"].items():
+        references[f"models.{precision}.download"] = model["download"]
+    for key, name in references.items():
+        if name not in config["downloads"]:
+            raise WorkflowError(
+                f"config key {key}: {name!r} is not an entry of downloads "
+                f"({', '.join(config['downloads'])})"
+            )
+
+
+check_download_references()
+
+
+wildcard_constraints:
+    filename="|".join(re.escape(name) for name in config["downloads"]),
+    precision="|".join(PRECISIONS),
+
+
+def downloaded(name):
+    return f"{DOWNLOADS}/{name}"
+
+
+def get_download_url(wildcards):
+    return config["downloads"][wildcards.filename]["url"]
+
+
+def get_download_options(wildcards):
+    """Checksum, size and retry options of download.py for one configured file."""
+    entry = config["downloads"][wildcards.filename]
+    settings = config["download_settings"]
+    options = [
+        f"--retries {settings['retries']}",
+        f"--backoff {settings['backoff_seconds']}",
+        f"--connect-timeout {settings['connect_timeout']}",
+        f"--read-timeout {settings['read_timeout']}",
+    ]
+    for key in ("md5", "sha256", "size"):
+        if key in entry:
+            options.append(f"--{key} {shlex.quote(str(entry[key]))}")
+    return " ".join(options)
+
+
+def get_graph_source(wildcards):
+    return downloaded(config["models"][wildcards.precision]["download"])
+
+
+def get_graph_member_option(wildcards):
+    member = config["models"][wildcards.precision].get("member")
+    return f"--member {shlex.quote(member)}" if member else ""
+
+
+def get_download_targets():
+    return [downloaded(name) for name in config["downloads"]]
+
+
+def get_graph_targets():
+    return expand("resources/models/{precision}/frozen_inference_graph.pb", precision=PRECISIONS)
+
+
+def get_final_outputs():
+    return ["resources/coco_tfrecord", *get_graph_targets()]

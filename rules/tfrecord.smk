@@ -1,0 +1,42 @@
+rule checkout_tensorflow_models:
+    output:
+        directory("resources/tensorflow_models"),
+    params:
+        repository=config["tensorflow_models"]["repository"],
+        commit=config["tensorflow_models"]["commit"],
+    log:
+        "logs/checkout_tensorflow_models.log",
+    threads: 1
+    resources:
+        mem_mb=1024,
+        runtime="30m",
+    localrule: True
+    conda:
+        "../envs/tensorflow.yaml"
+    shell:
+        "python {SCRIPTS}/checkout_tensorflow_models.py {params.repository:q} {params.commit} {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule convert_coco_to_tfrecord:
+    input:
+        models="resources/tensorflow_models",
+        images="resources/coco/val2017",
+        annotations="resources/coco/annotations/instances_val2017.json",
+        empty_annotations="resources/coco/empty/empty.json",
+        empty_images="resources/coco/empty/images",
+    output:
+        directory("resources/coco_tfrecord"),
+    log:
+        "logs/convert_coco_to_tfrecord.log",
+    threads: 1
+    resources:
+        mem_mb=4096,
+        runtime="2h",
+    conda:
+        "../envs/tensorflow.yaml"
+    shell:
+        "python {SCRIPTS}/convert_coco_to_tfrecord.py --models-dir {input.models:q}"
+        " --image-dir {input.images:q} --annotations {input.annotations:q}"
+        " --empty-annotations {input.empty_annotations:q} --empty-image-dir {input.empty_images:q}"
+        " --output-dir {output:q} > {log:q} 2>&1"

@@ -1,0 +1,83 @@
+"""Helpers shared by the stage scripts: one-line errors, atomic outputs, digests, logging."""
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class StageError(Exception):
+    """A failure whose message is the one-line cause shown to the user."""
+
+
+def default_mode(directory=False):
+    """Permissions a plain open() or mkdir() would give; mkstemp and mkdtemp give 0600/0700."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def setup_logging(verbose=False):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=LOG_FORMAT,
+        stream=sys.stderr,
+    )
+
+
+def run_main(main):
+    """Run a script's main(); a StageError becomes `error: <cause>` and exit 1."""
+    setup_logging()
+    try:
+        main()
+    except StageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    temporary.chmod(default_mode())
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    temporary.chmod(default_mode(directory=True))
+    try:
+        yield temporary
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def file_digests(path, algorithms=("md5", "sha256"), chunk_size=1 << 20):
+    """Hex digests of a file, read once."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}

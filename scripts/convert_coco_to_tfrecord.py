@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Convert COCO val2017 to TFRecord with tensorflow/models' own create_coco_tf_record.py.
+
+The upstream script is run unmodified, with the recipe's flags, under TensorFlow
+2.x: it is given `tensorflow.compat.v1` as its `tensorflow` module, which still
+has the TF1 API it uses (tf.app.flags, tf.gfile, tf.python_io, tf.logging,
+tf.app.run). Both upstream output layouts are accepted: one `coco_val.record`
+(the recipe's pin) or shards `coco_val.record-0000K-of-0000N` (later versions).
+The records are then checked against the annotations file.
+"""
+
+import argparse
+import json
+import logging
+import re
+import runpy
+import sys
+from pathlib import Path
+
+from common import StageError, atomic_directory, run_main
+
+log = logging.getLogger("convert_coco_to_tfrecord")
+
+UPSTREAM_SCRIPT = "research/object_detection/dataset_tools/create_coco_tf_record.py"
+VAL_RECORD = "coco_val.record"
+SHARD_PATTERN = re.compile(re.escape(VAL_RECORD) + r"-(\d{5})-of-(\d{5})")
+REQUIRED_KEYS = (
+    "image/encoded",
+    "image/height",
+    "image/width",
+    "image/filename",
+    "image/source_id",
+    "image/object/bbox/xmin",
+    "image/object/bbox/xmax",
+    "image/object/bbox/ymin",
+    "image/object/bbox/ymax",
+)
+# The recipe's pin writes class ids, later versions class names: one of them must be there.
+CLASS_KEYS = ("image/object/class/label", "image/object/class/text")
+
+
+def run_upstream_converter(models_dir, flags):
+    """Run the checkout's create_coco_tf_record.py in this process with TF1 semantics."""
+    import tensorflow as tf
+
+    models_dir = Path(models_dir).resolve()
+    script = models_dir / UPSTREAM_SCRIPT
+    if not script.is_file():
+        raise StageError(f"{UPSTREAM_SCRIPT} not found in {models_dir}")
+    sys.modules["tensorflow"] = tf.compat.v1
+    sys.path[:0] = [str(models_dir / "research"), str(models_dir / "research" / "slim")]
+    sys.argv = [str(script), "--logtostderr", *(f"--{name}={value}" for name, value in flags.items())]
+    log.info("running %s", " ".join(sys.argv))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_status:
+        if exit_status.code not in (None, 0):
+            raise StageError(f"{UPSTREAM_SCRIPT} exited with {exit_status.code}") from None
+    finally:
+        sys.modules["tensorflow"] = tf
+
+
+def val_record_files(folder):
+    """The val records the upstream script wrote, in either layout, in shard order."""
+    folder = Path(folder)
+    single = folder / VAL_RECORD
+    shards = sorted(p for p in folder.iterdir() if SHARD_PATTERN.fullmatch(p.name))
+    if single.is_file() and shards:
+        raise StageError(f"{folder} holds both {VAL_RECORD} and its shards")
+    if single.is_file():
+        return [single]
+    if not shards:
+        raise StageError(f"no {VAL_RECORD} or {VAL_RECORD}-*-of-* written in {folder}")
+    counts = {SHARD_PATTERN.fullmatch(p.name).group(2) for p in shards}
+    expected = int(counts.pop()) if len(counts) == 1 else None
+    if expected != len(shards):
+        raise StageError(f"incomplete shard set in {folder}: {[p.name for p in shards]}")
+    return shards
+
+
+def read_examples(files):
+    """Yield each record of the files as a dict of feature name to list of values."""
+    import tensorflow as tf
+
+    for path in files:
+        for raw in tf.data.TFRecordDataset(str(path)):
+            example = tf.train.Example.FromString(raw.numpy())
+            features = {}
+            for key, feature in example.features.feature.items():
+                kind = feature.WhichOneof("kind")
+                features[key] = list(getattr(feature, kind).value) if kind else []
+            yield features
+
+
+def check_records(files, annotations_file):
+    """One record per annotated image, with the expected keys; returns a summary."""
+    with open(annotations_file) as stream:
+        annotations = json.load(stream)
+    expected_ids = {str(image["id"]) for image in annotations["images"]}
+    seen_ids = set()
+    objects = 0
+    class_key = None
+    for features in read_examples(files):
+        missing = [key for key in REQUIRED_KEYS if key not in features]
+        if missing:
+            raise StageError(f"record without {', '.join(missing)} in {files[0].parent}")
+        class_key = next((key for key in CLASS_KEYS if key in features), None)
+        if class_key is None:
+            raise StageError(f"record with neither {' nor '.join(CLASS_KEYS)}")
+        source_id = features["image/source_id"][0].decode()
+        if source_id in seen_ids:
+            raise StageError(f"image {source_id} written twice")
+        seen_ids.add(source_id)
+        objects += len(features["image/object/bbox/xmin"])
+    if seen_ids != expected_ids:
+        raise StageError(
+            f"{len(seen_ids)} records for {len(expected_ids)} images in {annotations_file}; "
+            f"missing {len(expected_ids - seen_ids)}, unexpected {len(seen_ids - expected_ids)}"
+        )
+    return {
+        "files": [path.name for path in files],
+        "records": len(seen_ids),
+        "objects": objects,
+        "class_key": class_key,
+    }
+
+
+def convert(models_dir, image_dir, annotations_file, empty_annotations, empty_image_dir, output_dir):
+    output_dir = Path(output_dir)
+    with atomic_directory(output_dir) as work:
+        run_upstream_converter(
+            models_dir,
+            {
+                "train_image_dir": empty_image_dir,
+                "val_image_dir": image_dir,
+                "test_image_dir": empty_image_dir,
+                "train_annotations_file": empty_annotations,
+                "val_annotations_file": annotations_file,
+                "testdev_annotations_file": empty_annotations,
+                "output_dir": work,
+            },
+        )
+        files = val_record_files(work)
+        # The empty train and test-dev outputs are of no use downstream.
+        for path in work.iterdir():
+            if path not in files:
+                path.unlink()
+        summary = check_records(files, annotations_file)
+        (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%d records, %d objects, in %s", summary["records"], summary["objects"], output_dir)
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, required=True, help="tensorflow/models checkout")
+    parser.add_argument("--image-dir", type=Path, required=True, help="val2017 image folder")
+    parser.add_argument("--annotations", type=Path, required=True, help="instances_val2017.json")
+    parser.add_argument("--empty-annotations", type=Path, required=True, help="empty.json stub")
+    parser.add_argument("--empty-image-dir", type=Path, required=True, help="empty image folder")
+    parser.add_argument("--output-dir", type=Path, required=True, help="folder for the val records")
+    args = parser.parse_args()
+    convert(
+        args.models_dir,
+        args.image_dir,
+        args.annotations,
+        args.empty_annotations,
+        args.empty_image_dir,
+        args.output_dir,
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Download one file: resumable, retried, checksum-verified, written atomically.
+
+Accepts http(s):// URLs, file:// URLs and plain local paths (for mirrors). An
+interrupted HTTP transfer leaves OUTPUT.part behind; the next attempt (or the next
+run) asks the server for the remaining bytes with an HTTP Range request.
+"""
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
+from tqdm import tqdm
+
+from common import StageError, file_digests, run_main
+
+log = logging.getLogger("download")
+
+CHUNK_SIZE = 1 << 20
+# 408 (request timeout) and 429 (too many requests) are worth another try; other 4xx are final.
+RETRYABLE_CLIENT_ERRORS = {408, 429}
+
+
+class RetryableError(Exception):
+    """A transfer failure that another attempt may cure."""
+
+
+def part_path(output):
+    output = Path(output)
+    return output.with_name(output.name + ".part")
+
+
+def local_source(url):
+    """The local path behind a file:// URL or plain path, or None for a remote URL."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        return None
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "":
+        return Path(url)
+    raise StageError(f"unsupported URL scheme {parsed.scheme!r} in {url}")
+
+
+def progress_bar(total, initial, name):
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=name,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        ascii=True,
+        mininterval=1 if sys.stderr.isatty() else 10,
+    )
+
+
+def copy_local(source, part):
+    if not source.is_file():
+        raise StageError(f"no such file: {source}")
+    with open(source, "rb") as reader, open(part, "wb") as writer:
+        with progress_bar(source.stat().st_size, 0, source.name) as bar:
+            while chunk := reader.read(CHUNK_SIZE):
+                writer.write(chunk)
+                bar.update(len(chunk))
+
+
+def describe_network_error(error):
+    """A short cause for a requests exception, whose own text spans several nested reprs."""
+    text = str(error)
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    for needle, cause in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host name not found"),
+        ("Failed to resolve", "host name not found"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("IncompleteRead", "connection closed before the end of the file"),
+        ("Connection broken", "connection broken"),
+    ):
+        if needle in text:
+            return cause
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def fetch_once(session, url, part, timeouts):
+    """One HTTP attempt, appending to `part` from where it stops. Returns when complete."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    with session.get(url, stream=True, timeout=timeouts, headers=headers) as response:
+        status = response.status_code
+        if status == 416 and offset:
+            # The part may already hold the whole file: the server says how long it is.
+            total = response.headers.get("Content-Range", "").rpartition("/")[2]
+            if total.isdigit() and int(total) == offset:
+                return
+            part.unlink()
+            raise RetryableError("server refused the resume range; starting over")
+        if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+            raise StageError(f"{url}: HTTP {status} {response.reason}")
+        if status not in (200, 206):
+            raise RetryableError(f"HTTP {status} {response.reason}")
+        if status == 206:
+            start = response.headers.get("Content-Range", "").split(" ")[-1].split("-")[0]
+            if start != str(offset):
+                part.unlink()
+                raise RetryableError("server answered a different range; starting over")
+            log.info("resuming %s at byte %d", url, offset)
+        else:
+            offset = 0  # the server sent the whole file
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        written = offset
+        with open(part, "ab" if offset else "wb") as writer:
+            with progress_bar(total, offset, Path(urlparse(url).path).name) as bar:
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    writer.write(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and written != total:
+            raise RetryableError(f"got {written} of {total} bytes")
+
+
+def fetch_http(url, part, retries, backoff_seconds, timeouts):
+    session = requests.Session()
+    session.headers["User-Agent"] = "rfcn-benchmark-workflow"
+    attempt = 0
+    while True:
+        try:
+            fetch_once(session, url, part, timeouts)
+            return
+        except (RetryableError, requests.RequestException) as error:
+            if isinstance(error, requests.RequestException):
+                cause = describe_network_error(error)
+            else:
+                cause = str(error)
+            attempt += 1
+            if attempt > retries:
+                host = urlparse(url).netloc
+                raise StageError(
+                    f"{url}: {cause} (host {host}, gave up after {attempt} attempts)"
+                ) from error
+            delay = backoff_seconds * 2 ** (attempt - 1)
+            log.warning("attempt %d failed (%s); retrying in %.1f s", attempt, cause, delay)
+            time.sleep(delay)
+
+
+def verify(part, url, md5=None, sha256=None, size=None):
+    """Check size and checksums of the finished part; a bad part is removed."""
+    actual_size = part.stat().st_size
+    digests = file_digests(part)
+    log.info("%s: %d bytes, sha256 %s, md5 %s", url, actual_size, digests["sha256"], digests["md5"])
+    problems = []
+    if size is not None and actual_size != size:
+        problems.append(f"size {actual_size} bytes, expected {size}")
+    for name, expected in (("md5", md5), ("sha256", sha256)):
+        if expected and digests[name] != expected.lower():
+            problems.append(f"{name} {digests[name]}, expected {expected.lower()}")
+    if problems:
+        part.unlink()
+        raise StageError(f"{url}: checksum mismatch: " + "; ".join(problems))
+    if not (md5 or sha256):
+        log.warning("no checksum configured for %s; observed sha256 %s", url, digests["sha256"])
+
+
+def download(
+    url,
+    output,
+    md5=None,
+    sha256=None,
+    size=None,
+    retries=5,
+    backoff_seconds=2.0,
+    connect_timeout=15.0,
+    read_timeout=60.0,
+):
+    """Fetch `url` to `output`; `output` exists afterwards only if it is complete and verified."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(output)
+    source = local_source(url)
+    if source is None:
+        fetch_http(url, part, retries, backoff_seconds, (connect_timeout, read_timeout))
+    else:
+        copy_local(source, part)
+    verify(part, url, md5=md5, sha256=sha256, size=size)
+    part.replace(output)
+    log.info("saved %s", output)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="http(s):// or file:// URL, or a local path")
+    parser.add_argument("output", type=Path, help="where the verified file goes")
+    parser.add_argument("--md5", help="expected MD5 (hex)")
+    parser.add_argument("--sha256", help="expected SHA-256 (hex)")
+    parser.add_argument("--size", type=int, help="expected size in bytes")
+    parser.add_argument("--retries", type=int, default=5, help="retries after the first attempt")
+    parser.add_argument("--backoff", type=float, default=2.0, help="first retry delay, seconds; doubles")
+    parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds")
+    parser.add_argument("--read-timeout", type=float, default=60.0, help="seconds")
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    download(
+        args.url,
+        args.output,
+        md5=args.md5,
+        sha256=args.sha256,
+        size=args.size,
+        retries=args.retries,
+        backoff_seconds=args.backoff,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Extract one file or one folder from a zip or tar archive, safely and atomically.
+
+The whole archive is checked first: a member with an absolute path, a `..`
+component, or a link that points outside the archive's folder is refused and
+nothing is extracted. The result appears under its final name only once it is
+complete.
+"""
+
+import argparse
+import logging
+import posixpath
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from common import StageError, atomic_directory, atomic_file, run_main
+
+log = logging.getLogger("extract_archive")
+
+
+class Member:
+    """What the checks need to know of a zip or tar member."""
+
+    def __init__(self, name, is_dir=False, link_target=None, is_special=False):
+        self.name = name
+        self.is_dir = is_dir
+        self.link_target = link_target
+        self.is_special = is_special
+
+
+def escapes(path):
+    """True if a relative archive path leaves the folder it is extracted into."""
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":") or "\\" in path:
+        return True
+    normalized = posixpath.normpath(path)
+    return normalized == ".." or normalized.startswith("../")
+
+
+def check_members(members, archive):
+    for member in members:
+        if escapes(member.name):
+            raise StageError(f"{archive}: refusing member {member.name!r}: it leaves the target folder")
+        if member.is_special:
+            raise StageError(f"{archive}: refusing member {member.name!r}: device or fifo")
+        if member.link_target is not None:
+            target = posixpath.join(posixpath.dirname(member.name), member.link_target)
+            if posixpath.isabs(member.link_target) or escapes(target):
+                raise StageError(
+                    f"{archive}: refusing link {member.name!r} -> {member.link_target!r}: "
+                    "it points outside the target folder"
+                )
+
+
+def zip_members(archive):
+    members = []
+    for info in archive.infolist():
+        mode = info.external_attr >> 16
+        target = archive.read(info).decode("utf-8", "replace") if stat.S_ISLNK(mode) else None
+        members.append(Member(info.filename, info.is_dir(), target))
+    return members
+
+
+def tar_members(archive):
+    members = []
+    for info in archive.getmembers():
+        target = info.linkname if (info.issym() or info.islnk()) else None
+        special = info.ischr() or info.isblk() or info.isfifo()
+        members.append(Member(info.name, info.isdir(), target, special))
+    return members
+
+
+def open_archive(path):
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"no such archive: {path}")
+    if zipfile.is_zipfile(path):
+        archive = zipfile.ZipFile(path)
+        return archive, zip_members(archive)
+    try:
+        archive = tarfile.open(path)
+    except tarfile.TarError as error:
+        raise StageError(f"{path}: not a zip or tar archive ({error})") from error
+    return archive, tar_members(archive)
+
+
+def member_stream(archive, name):
+    if isinstance(archive, zipfile.ZipFile):
+        return archive.open(name)
+    stream = archive.extractfile(name)
+    if stream is None:
+        raise StageError(f"{archive.name}: member {name!r} is not a regular file")
+    return stream
+
+
+def extract(archive_path, member_path, output):
+    """Extract `member_path` (a file, or a folder and all below it) of the archive to `output`."""
+    archive, members = open_archive(archive_path)
+    with archive:
+        check_members(members, archive_path)
+        wanted = member_path.strip("/")
+        files = [m for m in members if not m.is_dir and m.link_target is None]
+        exact = [m for m in files if m.name.strip("/") == wanted]
+        if exact:
+            with atomic_file(output) as temporary:
+                with member_stream(archive, exact[0].name) as reader, open(temporary, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)
+            log.info("extracted %s to %s", wanted, output)
+            return 1
+        below = [m for m in files if m.name.startswith(wanted + "/")]
+        if not below:
+            raise StageError(f"{archive_path}: no member {member_path!r}")
+        with atomic_directory(output) as temporary:
+            for member in tqdm(below, desc="extracting", unit="file", mininterval=10, ascii=True):
+                destination = temporary / member.name[len(wanted) + 1 :]
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with member_stream(archive, member.name) as reader, open(destination, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)
+        log.info("extracted %d files under %s/ to %s", len(below), wanted, output)
+        return len(below)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("archive", type=Path, help="zip, tar, tar.gz or tar.bz2 file")
+    parser.add_argument("member", help="member file, or folder whose contents to extract")
+    parser.add_argument("output", type=Path, help="file or folder to create")
+    args = parser.parse_args()
+    extract(args.archive, args.member, args.output)
+
+
+if __name__ == "__main__":
+    run_main(main)

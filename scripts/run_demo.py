@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Run the whole workflow offline on generated data, served from 127.0.0.1.
+
+Makes the demo data (once), serves its files over HTTP on a free local port,
+writes a config pointing at them, and runs snakemake in the demo folder. Extra
+arguments go to snakemake (for example a target, or `-n`).
+"""
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from common import StageError, run_main
+from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data
+from serve_files import FileServer
+
+log = logging.getLogger("run_demo")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake_command(workdir, configfile, cores, extra):
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        str(cores),
+        *extra,
+    ]
+
+
+def run_demo(workdir, cores, extra, wheel=DEFAULT_WHEEL):
+    workdir = Path(workdir).resolve()
+    data = workdir / "data"
+    if not (data / "manifest.json").is_file():
+        make_demo_data(data, wheel)
+    server = FileServer(data / "files").start()
+    try:
+        configfile = workdir / "config.yaml"
+        configfile.write_text(yaml.safe_dump(demo_config(data, server.url), sort_keys=False))
+        command = snakemake_command(workdir, configfile, cores, extra)
+        log.info("$ %s", " ".join(command))
+        # Scripts run as `python`: make it this interpreter, as the Makefile does.
+        environment = dict(os.environ)
+        environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+        status = subprocess.run(command, env=environment).returncode
+    finally:
+        server.stop()
+    if status != 0:
+        raise StageError(f"snakemake failed (exit {status}); see the logs under {workdir / 'logs'}")
+    log.info("demo finished: outputs under %s", workdir)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "demo", help="demo folder")
+    parser.add_argument("--cores", default="all", help="snakemake --cores")
+    parser.add_argument("--object-detection-wheel", type=Path, default=DEFAULT_WHEEL)
+    args, extra = parser.parse_known_args()
+    run_demo(args.workdir, args.cores, extra, args.object_detection_wheel)
+
+
+if __name__ == "__main__":
+    run_main(main)
