@@ -15,6 +15,6 @@ include: "rules/models.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_outputs(),
-    default_target: True

@@ -3,18 +3,19 @@ rule extract_coco_images:
         downloaded(config["coco"]["images_archive"]),
     output:
         directory("resources/coco/val2017"),
-    params:
-        member=config["coco"]["images_member"],
     log:
         "logs/extract_coco_images.log",
+    conda:
+        "../envs/download.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime="1h",
-    conda:
-        "../envs/download.yaml"
+    params:
+        script=script("extract_archive.py"),
+        member=config["coco"]["images_member"],
     shell:
-        "python {SCRIPTS}/extract_archive.py {input:q} {params.member:q} {output:q} > {log:q} 2>&1"
+        "python {params.script} {input:q} {params.member:q} {output:q} > {log:q} 2>&1"
 
 
 rule extract_coco_annotations:
@@ -22,18 +23,19 @@ rule extract_coco_annotations:
         downloaded(config["coco"]["annotations_archive"]),
     output:
         "resources/coco/annotations/instances_val2017.json",
-    params:
-        member=config["coco"]["annotations_member"],
     log:
         "logs/extract_coco_annotations.log",
+    conda:
+        "../envs/download.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime="30m",
-    conda:
-        "../envs/download.yaml"
+    params:
+        script=script("extract_archive.py"),
+        member=config["coco"]["annotations_member"],
     shell:
-        "python {SCRIPTS}/extract_archive.py {input:q} {params.member:q} {output:q} > {log:q} 2>&1"
+        "python {params.script} {input:q} {params.member:q} {output:q} > {log:q} 2>&1"
 
 
 rule write_empty_annotations:
@@ -42,11 +44,13 @@ rule write_empty_annotations:
         images=directory("resources/coco/empty/images"),
     log:
         "logs/write_empty_annotations.log",
+    conda:
+        "../envs/download.yaml"
     threads: 1
     resources:
         mem_mb=256,
         runtime="5m",
-    conda:
-        "../envs/download.yaml"
+    params:
+        script=script("write_empty_annotations.py"),
     shell:
-        "python {SCRIPTS}/write_empty_annotations.py {output.annotations:q} {output.images:q} > {log:q} 2>&1"
+        "python {params.script} {output.annotations:q} {output.images:q} > {log:q} 2>&1"

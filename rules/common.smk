@@ -1,10 +1,10 @@
+import os
 import re
 import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
-
 
 validate(config, schema="../config/schema.yaml")
 
@@ -35,6 +35,12 @@ check_download_references()
 wildcard_constraints:
     filename="|".join(re.escape(name) for name in config["downloads"]),
     precision="|".join(PRECISIONS),
+
+
+def script(name):
+    """A stage script's path, relative to the working directory so that moving a
+    checkout together with its results does not look like a changed parameter."""
+    return os.path.relpath(SCRIPTS / name)
 
 
 def downloaded(name):
@@ -75,7 +81,9 @@ def get_download_targets():
 
 
 def get_graph_targets():
-    return expand("resources/models/{precision}/frozen_inference_graph.pb", precision=PRECISIONS)
+    return expand(
+        "resources/models/{precision}/frozen_inference_graph.pb", precision=PRECISIONS
+    )
 
 
 def get_final_outputs():

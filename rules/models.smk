@@ -3,18 +3,19 @@ rule prepare_frozen_graph:
         get_graph_source,
     output:
         "resources/models/{precision}/frozen_inference_graph.pb",
-    params:
-        member=get_graph_member_option,
     log:
         "logs/prepare_frozen_graph/{precision}.log",
+    conda:
+        "../envs/tensorflow.yaml"
     threads: 1
     resources:
         mem_mb=4096,
         runtime="20m",
-    conda:
-        "../envs/tensorflow.yaml"
+    params:
+        script=script("prepare_frozen_graph.py"),
+        member=get_graph_member_option,
     shell:
-        "python {SCRIPTS}/prepare_frozen_graph.py {input:q} {output:q} {params.member} > {log:q} 2>&1"
+        "python {params.script} {input:q} {output:q} {params.member} > {log:q} 2>&1"
 
 
 rule prepare_models:

@@ -1,20 +1,21 @@
 rule checkout_tensorflow_models:
     output:
         directory("resources/tensorflow_models"),
-    params:
-        repository=config["tensorflow_models"]["repository"],
-        commit=config["tensorflow_models"]["commit"],
     log:
         "logs/checkout_tensorflow_models.log",
+    localrule: True
+    conda:
+        "../envs/tensorflow.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime="30m",
-    localrule: True
-    conda:
-        "../envs/tensorflow.yaml"
+    params:
+        script=script("checkout_tensorflow_models.py"),
+        repository=config["tensorflow_models"]["repository"],
+        commit=config["tensorflow_models"]["commit"],
     shell:
-        "python {SCRIPTS}/checkout_tensorflow_models.py {params.repository:q} {params.commit} {output:q}"
+        "python {params.script} {params.repository:q} {params.commit} {output:q}"
         " > {log:q} 2>&1"
 
 
@@ -29,14 +30,16 @@ rule convert_coco_to_tfrecord:
         directory("resources/coco_tfrecord"),
     log:
         "logs/convert_coco_to_tfrecord.log",
+    conda:
+        "../envs/tensorflow.yaml"
     threads: 1
     resources:
         mem_mb=4096,
         runtime="2h",
-    conda:
-        "../envs/tensorflow.yaml"
+    params:
+        script=script("convert_coco_to_tfrecord.py"),
     shell:
-        "python {SCRIPTS}/convert_coco_to_tfrecord.py --models-dir {input.models:q}"
+        "python {params.script} --models-dir {input.models:q}"
         " --image-dir {input.images:q} --annotations {input.annotations:q}"
         " --empty-annotations {input.empty_annotations:q} --empty-image-dir {input.empty_images:q}"
         " --output-dir {output:q} > {log:q} 2>&1"

@@ -12,6 +12,7 @@ import importlib.resources
 import logging
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from common import StageError, atomic_directory, run_main
@@ -54,18 +55,21 @@ def compile_protos(checkout):
     protos = sorted((checkout / PROTO_DIR).glob("*.proto"))
     if not protos:
         raise StageError(f"no .proto files under {PROTO_DIR} at this commit")
-    from grpc_tools import protoc
-
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    arguments = [
+    # A child process: protoc's C++ protobuf clashes with TensorFlow's in one process.
+    command = [
+        sys.executable,
+        "-m",
         "grpc_tools.protoc",
         f"--proto_path={research}",
         f"--proto_path={well_known}",
         f"--python_out={research}",
         *(str(path) for path in protos),
     ]
-    if protoc.main(arguments) != 0:
-        raise StageError(f"protoc failed on {PROTO_DIR} (see the log)")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        cause = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise StageError(f"protoc failed on {PROTO_DIR}: {cause}")
     log.info("compiled %d protos", len(protos))
 
 

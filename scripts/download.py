@@ -21,7 +21,7 @@ from common import StageError, file_digests, run_main
 
 log = logging.getLogger("download")
 
-CHUNK_SIZE = 1 << 20
+CHUNK_SIZE = 64 * 1024  # small, so a dropped connection loses little of what arrived
 # 408 (request timeout) and 429 (too many requests) are worth another try; other 4xx are final.
 RETRYABLE_CLIENT_ERRORS = {408, 429}
 

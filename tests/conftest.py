@@ -1,0 +1,85 @@
+"""Shared fixtures: generated demo data, a local HTTP server, and a snakemake runner."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO_ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E402
+from serve_files import FileServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The generated mini COCO, detectors and tensorflow/models stand-in (built once)."""
+    if not DEFAULT_WHEEL.is_file():
+        pytest.fail(f"{DEFAULT_WHEEL} is missing: run `make wheels` (the Makefile's test target does)")
+    folder = tmp_path_factory.mktemp("demo") / "data"
+    make_demo_data(folder)
+    return folder
+
+
+@pytest.fixture
+def file_server(demo_data):
+    """The demo files over real HTTP on 127.0.0.1; `.requests` lists what clients asked."""
+    server = FileServer(demo_data / "files").start()
+    yield server
+    server.stop()
+
+
+def tool_environment():
+    """Rule scripts run as `python`: make it this interpreter, as the Makefile does."""
+    environment = dict(os.environ)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    return environment
+
+
+class Workflow:
+    """One working directory of the workflow with its own config file."""
+
+    def __init__(self, workdir, config):
+        self.workdir = Path(workdir)
+        self.config = config
+
+    def write_config(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / "config.yaml"
+        path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        return path
+
+    def run(self, *arguments, check=True):
+        command = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+            "--directory", str(self.workdir), "--configfile", str(self.write_config()),
+            "--cores", "2", *arguments,
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, env=tool_environment())
+        if check and result.returncode != 0:
+            raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        return result
+
+    def planned_jobs(self, *targets):
+        """Jobs a dry run would execute, by rule name (the 'Job stats' table)."""
+        output = self.run("-n", *targets).stdout
+        jobs = {}
+        table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+        for line in table.splitlines()[3:]:
+            match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+            if not match:
+                break
+            jobs[match.group(1)] = int(match.group(2))
+        jobs.pop("total", None)
+        return jobs
+
+
+@pytest.fixture
+def workflow(tmp_path, demo_data, file_server):
+    return Workflow(tmp_path / "run", demo_config(demo_data, file_server.url))

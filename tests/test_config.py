@@ -1,0 +1,36 @@
+"""A bad config stops the run at once with a message that names the key."""
+
+import pytest
+from conftest import Workflow
+
+from make_demo_data import demo_config
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda c: c["tensorflow_models"].update(commit="7a9934df"), "commit"),
+        (lambda c: c["downloads"]["val2017.zip"].update(md5="not-an-md5"), "md5"),
+        (lambda c: c["models"].update(int4={"download": "val2017.zip"}), "int4"),
+        (lambda c: c["models"]["fp32"].update(member="../frozen_inference_graph.pb"), "member"),
+        (lambda c: c["models"]["int8"].update(download="missing.pb"), "models.int8.download"),
+        (lambda c: c["download_settings"].pop("retries"), "retries"),
+    ],
+)
+def test_bad_value_names_its_key(tmp_path, demo_data, change, key):
+    config = demo_config(demo_data, "http://127.0.0.1:9")
+    change(config)
+    result = Workflow(tmp_path, config).run("-n", check=False)
+    assert result.returncode != 0
+    assert key in result.stdout + result.stderr
+
+
+def test_shipped_config_is_valid_and_plans_the_real_run(tmp_path):
+    import yaml
+    from conftest import REPO_ROOT
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    assert config["tensorflow_models"]["commit"] == "7a9934df2afdf95be9405b4e9f1f2480d748dc40"
+    assert config["downloads"]["val2017.zip"]["md5"] == "442b8da7639aecaf257c1dceb8ba8c80"
+    jobs = Workflow(tmp_path, config).planned_jobs()
+    assert jobs["download_file"] == 4 and jobs["convert_coco_to_tfrecord"] == 1

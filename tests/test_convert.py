@@ -1,0 +1,54 @@
+"""The TFRecord checks on their own; the full conversion runs in test_workflow.py."""
+
+import json
+
+import pytest
+
+from common import StageError
+from convert_coco_to_tfrecord import check_records, val_record_files
+
+
+def test_both_output_layouts_are_recognised(tmp_path):
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "coco_val.record").write_bytes(b"")
+    (single / "coco_train.record").write_bytes(b"")
+    assert [p.name for p in val_record_files(single)] == ["coco_val.record"]
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for index in (1, 0, 2):
+        (sharded / f"coco_val.record-{index:05d}-of-00003").write_bytes(b"")
+    assert [p.name[-14:] for p in val_record_files(sharded)] == ["00000-of-00003", "00001-of-00003", "00002-of-00003"]
+
+
+def test_incomplete_shard_set_is_refused(tmp_path):
+    (tmp_path / "coco_val.record-00000-of-00002").write_bytes(b"")
+    with pytest.raises(StageError, match="incomplete shard set"):
+        val_record_files(tmp_path)
+
+
+def test_records_must_cover_every_image(tmp_path):
+    import tensorflow as tf
+
+    record = tmp_path / "coco_val.record"
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"1"]))
+                for key in ("image/encoded", "image/filename", "image/source_id", "image/object/class/text")
+            }
+            | {
+                key: tf.train.Feature(float_list=tf.train.FloatList(value=[0.5]))
+                for key in ("image/height", "image/width", "image/object/bbox/xmin", "image/object/bbox/xmax",
+                            "image/object/bbox/ymin", "image/object/bbox/ymax")
+            }
+        )
+    )  # fmt: skip
+    with tf.io.TFRecordWriter(str(record)) as writer:
+        writer.write(example.SerializeToString())
+    annotations = tmp_path / "instances.json"
+    annotations.write_text(json.dumps({"images": [{"id": 1}, {"id": 2}]}))
+    with pytest.raises(StageError, match="1 records for 2 images"):
+        check_records([record], annotations)
+    annotations.write_text(json.dumps({"images": [{"id": 1}]}))
+    assert check_records([record], annotations)["records"] == 1

@@ -1,0 +1,121 @@
+"""Downloads over real HTTP on 127.0.0.1: resume, checksums, and clean failures."""
+
+import hashlib
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import SCRIPTS, tool_environment
+
+from common import StageError
+from download import download, part_path
+from serve_files import FileServer
+
+PAYLOAD_SIZE = 3 * 1024 * 1024 + 17
+
+
+@pytest.fixture
+def payload_server(tmp_path):
+    """A server with one 3 MiB file of random bytes; yields (server, bytes)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    payload = bytes(range(256)) * (PAYLOAD_SIZE // 256) + b"x" * (PAYLOAD_SIZE % 256)
+    (root / "payload.bin").write_bytes(payload)
+    server = FileServer(root).start()
+    yield server, payload
+    server.stop()
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_download_verifies_and_leaves_only_the_output(payload_server, tmp_path):
+    server, payload = payload_server
+    output = tmp_path / "out" / "payload.bin"
+    download(f"{server.url}/payload.bin", output, md5=md5(payload), size=len(payload))
+    assert output.read_bytes() == payload
+    assert not part_path(output).exists()
+    assert list(output.parent.iterdir()) == [output]
+
+
+def test_cut_connection_is_resumed_with_a_range_request(payload_server, tmp_path):
+    server, payload = payload_server
+    server.cut_once("payload.bin", after_bytes=1_000_000)
+    output = tmp_path / "payload.bin"
+    download(f"{server.url}/payload.bin", output, sha256=hashlib.sha256(payload).hexdigest(), retries=2, backoff_seconds=0)
+    assert output.read_bytes() == payload
+    gets = [request for request in server.requests if request["method"] == "GET"]
+    assert len(gets) == 2
+    assert gets[0]["range"] is None
+    start = int(gets[1]["range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= 1_000_000
+
+
+def test_interrupted_run_leaves_part_and_next_run_resumes(payload_server, tmp_path):
+    server, payload = payload_server
+    server.cut_once("payload.bin", after_bytes=2_000_000)
+    output = tmp_path / "payload.bin"
+    url = f"{server.url}/payload.bin"
+    with pytest.raises(StageError, match="gave up after 1 attempts"):
+        download(url, output, md5=md5(payload), retries=0)
+    assert not output.exists()
+    resumed_from = part_path(output).stat().st_size
+    assert 0 < resumed_from <= 2_000_000
+    download(url, output, md5=md5(payload), retries=0)
+    assert output.read_bytes() == payload
+    assert server.requests[-1]["range"] == f"bytes={resumed_from}-"
+
+
+def test_wrong_checksum_fails_and_leaves_nothing(payload_server, tmp_path):
+    server, _ = payload_server
+    output = tmp_path / "out" / "payload.bin"
+    with pytest.raises(StageError, match="checksum mismatch: md5 .*, expected 0{32}"):
+        download(f"{server.url}/payload.bin", output, md5="0" * 32)
+    assert list(output.parent.iterdir()) == []
+
+
+def test_missing_file_is_a_clear_404(payload_server, tmp_path):
+    server, _ = payload_server
+    with pytest.raises(StageError, match="HTTP 404"):
+        download(f"{server.url}/nothing-here.zip", tmp_path / "out" / "x.zip", retries=3, backoff_seconds=0)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert len(server.requests) == 1  # a 404 is final: no retries
+
+
+def test_unreachable_host_is_a_clear_error(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/val2017.zip"
+    with pytest.raises(StageError, match=r"connection refused \(host 127\.0\.0\.1:\d+, gave up after 3 attempts\)"):
+        download(url, tmp_path / "val2017.zip", retries=2, backoff_seconds=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("form", ["file_url", "plain_path"])
+def test_local_mirrors(tmp_path, form):
+    source = tmp_path / "mirror" / "model.pb"
+    source.parent.mkdir()
+    source.write_bytes(b"graph bytes")
+    url = source.as_uri() if form == "file_url" else str(source)
+    output = tmp_path / "out" / "model.pb"
+    download(url, output, md5=md5(b"graph bytes"))
+    assert output.read_bytes() == b"graph bytes"
+
+
+def test_command_line_error_is_one_line_and_nonzero(payload_server, tmp_path):
+    server, _ = payload_server
+    output = tmp_path / "payload.bin"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "download.py"), f"{server.url}/payload.bin", str(output), "--md5", "1" * 32],
+        capture_output=True, text=True, env=tool_environment(),
+    )  # fmt: skip
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "checksum mismatch" in errors[0]
+    assert not output.exists() and not part_path(output).exists()

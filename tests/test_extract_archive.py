@@ -1,0 +1,100 @@
+"""Archive extraction: whole folders or one member, and refusal of members that escape."""
+
+import io
+import tarfile
+import zipfile
+
+import pytest
+
+from common import StageError
+from extract_archive import extract
+
+
+def make_zip(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def make_tar(path, members=(), links=()):
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target, kind in links:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = target
+            archive.addfile(info)
+    return path
+
+
+def test_folder_is_extracted_without_its_prefix(tmp_path):
+    archive = make_zip(tmp_path / "val2017.zip", {"val2017/a.jpg": b"a", "val2017/b.jpg": b"b", "other.txt": b"x"})
+    output = tmp_path / "coco" / "val2017"
+    assert extract(archive, "val2017", output) == 2
+    assert sorted(p.name for p in output.iterdir()) == ["a.jpg", "b.jpg"]
+    assert [p.name for p in output.parent.iterdir()] == ["val2017"]  # no temporary left
+
+
+def test_single_member_from_tarball(tmp_path):
+    archive = make_tar(tmp_path / "model.tar.gz", [("rfcn/frozen_inference_graph.pb", b"graph"), ("rfcn/ckpt", b"c")])
+    output = tmp_path / "frozen_inference_graph.pb"
+    extract(archive, "rfcn/frozen_inference_graph.pb", output)
+    assert output.read_bytes() == b"graph"
+
+
+def test_missing_member_is_named(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"annotations/captions_val2017.json": b"{}"})
+    with pytest.raises(StageError, match="no member 'annotations/instances_val2017.json'"):
+        extract(archive, "annotations/instances_val2017.json", tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("evil", ["../escape.jpg", "val2017/../../escape.jpg", "/etc/escape.jpg"])
+def test_zip_member_leaving_the_folder_is_refused(tmp_path, evil):
+    archive = make_zip(tmp_path / "val2017.zip", {"val2017/a.jpg": b"a", evil: b"evil"})
+    output = tmp_path / "out" / "val2017"
+    with pytest.raises(StageError, match="leaves the target folder"):
+        extract(archive, "val2017", output)
+    assert not output.exists()
+    assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_zip_symlink_out_of_the_folder_is_refused(tmp_path):
+    archive_path = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("val2017/a.jpg", b"a")
+        link = zipfile.ZipInfo("val2017/passwd")
+        link.external_attr = (0o120777 << 16)
+        archive.writestr(link, "../../../etc/passwd")
+    with pytest.raises(StageError, match="points outside"):
+        extract(archive_path, "val2017", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "members, links",
+    [
+        ([("../frozen_inference_graph.pb", b"x")], []),
+        ([("/tmp/frozen_inference_graph.pb", b"x")], []),
+        ([], [("rfcn/frozen_inference_graph.pb", "/etc/passwd", tarfile.SYMTYPE)]),
+        ([], [("rfcn/frozen_inference_graph.pb", "../../outside", tarfile.SYMTYPE)]),
+        ([("rfcn/a", b"x")], [("rfcn/frozen_inference_graph.pb", "../../../etc/passwd", tarfile.LNKTYPE)]),
+    ],
+)
+def test_tar_members_and_links_leaving_the_folder_are_refused(tmp_path, members, links):
+    archive = make_tar(tmp_path / "model.tar.gz", [("rfcn/ok.txt", b"ok"), *members], links)
+    output = tmp_path / "frozen_inference_graph.pb"
+    with pytest.raises(StageError, match="refusing"):
+        extract(archive, "rfcn/ok.txt", output)
+    assert not output.exists()
+
+
+def test_not_an_archive(tmp_path):
+    path = tmp_path / "val2017.zip"
+    path.write_bytes(b"<html>404</html>")
+    with pytest.raises(StageError, match="not a zip or tar archive"):
+        extract(path, "val2017", tmp_path / "out")

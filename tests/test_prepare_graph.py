@@ -1,0 +1,54 @@
+"""Frozen graphs: extracted or copied, and checked to be detection GraphDefs."""
+
+import tarfile
+
+import pytest
+
+from common import StageError
+from prepare_frozen_graph import OUTPUT_NODES, prepare_graph
+
+FP32_MEMBER = "rfcn_resnet101_fp32_coco/frozen_inference_graph.pb"
+
+
+def test_int8_graph_is_checked_and_uses_quantized_kernels(demo_data, tmp_path):
+    output = tmp_path / "int8" / "frozen_inference_graph.pb"
+    ops = prepare_graph(demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb", output)
+    assert output.is_file()
+    assert {"QuantizeV2", "QuantizedConv2DWithBiasAndReluAndRequantize", "Dequantize"} <= set(ops)
+
+
+def test_fp32_graph_comes_out_of_its_tarball(demo_data, tmp_path):
+    output = tmp_path / "fp32" / "frozen_inference_graph.pb"
+    ops = prepare_graph(demo_data / "files" / "rfcn_resnet101_fp32_coco_pretrained_model.tar.gz", output, FP32_MEMBER)
+    assert "Conv2D" in ops and "QuantizeV2" not in ops
+
+
+def test_truncated_graph_is_a_clear_error(demo_data, tmp_path):
+    whole = (demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb").read_bytes()
+    truncated = tmp_path / "truncated.pb"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    output = tmp_path / "out.pb"
+    with pytest.raises(StageError, match="not a TensorFlow GraphDef, or truncated"):
+        prepare_graph(truncated, output)
+    assert list(tmp_path.iterdir()) == [truncated]
+
+
+def test_graph_without_detection_outputs_is_refused(tmp_path):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
+    source = tmp_path / "classifier.pb"
+    source.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(StageError, match="not a detection graph, it has no " + ", ".join(OUTPUT_NODES)):
+        prepare_graph(source, tmp_path / "out.pb")
+    assert not (tmp_path / "out.pb").exists()
+
+
+def test_wrong_member_in_tarball(tmp_path, demo_data):
+    archive = demo_data / "files" / "rfcn_resnet101_fp32_coco_pretrained_model.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == [FP32_MEMBER]
+    with pytest.raises(StageError, match="no member 'frozen_inference_graph.pb'"):
+        prepare_graph(archive, tmp_path / "out.pb", "frozen_inference_graph.pb")

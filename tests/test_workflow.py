@@ -1,0 +1,133 @@
+"""The workflow end to end on the mini COCO, through a real HTTP server, and its caching."""
+
+import json
+import shutil
+
+import pytest
+from conftest import Workflow
+
+from convert_coco_to_tfrecord import read_examples
+from make_demo_data import demo_config
+from prepare_frozen_graph import check_detection_graph
+from serve_files import FileServer
+
+RULES_RUN_ONCE = {
+    "download_file": 4,
+    "extract_coco_images": 1,
+    "extract_coco_annotations": 1,
+    "write_empty_annotations": 1,
+    "checkout_tensorflow_models": 1,
+    "convert_coco_to_tfrecord": 1,
+    "prepare_frozen_graph": 2,
+    "all": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, demo_data):
+    """One complete run of the default target; yields the workflow and its server."""
+    server = FileServer(demo_data / "files").start()
+    workflow = Workflow(tmp_path_factory.mktemp("workflow"), demo_config(demo_data, server.url))
+    assert workflow.planned_jobs() == RULES_RUN_ONCE
+    workflow.run()
+    yield workflow, server
+    server.stop()
+
+
+def test_tfrecord_holds_every_image_with_its_boxes(finished_run):
+    workflow, _ = finished_run
+    annotations = json.loads((workflow.workdir / "resources/coco/annotations/instances_val2017.json").read_text())
+    folder = workflow.workdir / "resources/coco_tfrecord"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["coco_val.record", "summary.json"]
+    examples = {e["image/source_id"][0].decode(): e for e in read_examples([folder / "coco_val.record"])}
+    assert set(examples) == {str(image["id"]) for image in annotations["images"]}
+    for image in annotations["images"]:
+        example = examples[str(image["id"])]
+        assert example["image/height"] == [image["height"]] and example["image/width"] == [image["width"]]
+        assert example["image/encoded"][0][:2] == b"\xff\xd8"  # the JPEG itself
+        expected = sorted(
+            (a["category_id"], a["bbox"][0] / image["width"], a["bbox"][1] / image["height"],
+             (a["bbox"][0] + a["bbox"][2]) / image["width"], (a["bbox"][1] + a["bbox"][3]) / image["height"])
+            for a in annotations["annotations"] if a["image_id"] == image["id"]
+        )  # fmt: skip
+        written = sorted(
+            zip(example["image/object/class/label"], example["image/object/bbox/xmin"],
+                example["image/object/bbox/ymin"], example["image/object/bbox/xmax"],
+                example["image/object/bbox/ymax"])
+        )  # fmt: skip
+        assert [w[0] for w in written] == [e[0] for e in expected]
+        for got, want in zip(written, expected):
+            assert got[1:] == pytest.approx(want[1:], abs=1e-6)
+
+
+def test_both_graphs_are_in_place_and_checked(finished_run):
+    workflow, _ = finished_run
+    int8 = check_detection_graph(workflow.workdir / "resources/models/int8/frozen_inference_graph.pb")
+    fp32 = check_detection_graph(workflow.workdir / "resources/models/fp32/frozen_inference_graph.pb")
+    assert "QuantizedConv2DWithBiasAndReluAndRequantize" in int8
+    assert "Conv2D" in fp32
+
+
+def test_every_rule_wrote_its_log(finished_run):
+    workflow, _ = finished_run
+    logs = sorted(str(p.relative_to(workflow.workdir / "logs")) for p in (workflow.workdir / "logs").rglob("*.log"))
+    assert logs == [
+        "checkout_tensorflow_models.log",
+        "convert_coco_to_tfrecord.log",
+        "download_file/annotations_trainval2017.zip.log",
+        "download_file/rfcn_resnet101_fp32_coco_pretrained_model.tar.gz.log",
+        "download_file/rfcn_resnet101_int8_coco_pretrained_model.pb.log",
+        "download_file/val2017.zip.log",
+        "extract_coco_annotations.log",
+        "extract_coco_images.log",
+        "prepare_frozen_graph/fp32.log",
+        "prepare_frozen_graph/int8.log",
+        "write_empty_annotations.log",
+    ]
+    assert "sha256" in (workflow.workdir / "logs/download_file/val2017.zip.log").read_text()
+
+
+def test_reruns_exactly_what_a_change_touches(finished_run, demo_data):
+    workflow, server = finished_run
+    assert workflow.planned_jobs() == {}
+
+    # A new conversion pin: checkout and conversion again, no download.
+    workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"]["sharded"]
+    assert workflow.planned_jobs() == {"checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "all": 1}
+    requests_before = len(server.requests)
+    workflow.run()
+    assert len(server.requests) == requests_before
+    summary = json.loads((workflow.workdir / "resources/coco_tfrecord/summary.json").read_text())
+    assert len(summary["files"]) == 10 and summary["files"][0] == "coco_val.record-00000-of-00010"
+    assert summary["class_key"] == "image/object/class/text" and summary["records"] == 8
+
+    # A new URL for the INT8 graph: that download and that graph only.
+    mirror = demo_data / "files" / "mirror"
+    mirror.mkdir(exist_ok=True)
+    shutil.copy(demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb", mirror)
+    workflow.config["downloads"]["rfcn_resnet101_int8_coco_pretrained_model.pb"]["url"] = (
+        f"{server.url}/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
+    )
+    assert workflow.planned_jobs() == {"download_file": 1, "prepare_frozen_graph": 1, "all": 1}
+    workflow.run()
+    assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
+    assert workflow.planned_jobs() == {}
+
+
+def test_stage_targets_run_alone(tmp_path, demo_data, file_server):
+    workflow = Workflow(tmp_path, demo_config(demo_data, file_server.url))
+    assert workflow.planned_jobs("checkout_tensorflow_models") == {"checkout_tensorflow_models": 1}
+    assert workflow.planned_jobs("prepare_models") == {"download_file": 2, "prepare_frozen_graph": 2, "prepare_models": 1}
+    assert workflow.planned_jobs("download_inputs") == {"download_file": 4, "download_inputs": 1}
+
+
+def test_failed_download_stops_the_run_and_leaves_no_output(tmp_path, demo_data, file_server):
+    config = demo_config(demo_data, file_server.url)
+    config["downloads"]["val2017.zip"]["md5"] = "0" * 32
+    workflow = Workflow(tmp_path, config)
+    result = workflow.run("download_inputs", "--keep-going", check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "logs/download_file/val2017.zip.log").read_text()
+    assert "error: http://127.0.0.1:" in log and "checksum mismatch" in log
+    assert not (tmp_path / "resources/downloads/val2017.zip").exists()
+    assert (tmp_path / "resources/downloads/annotations_trainval2017.zip").exists()
