@@ -1,4 +1,4 @@
-# R-FCN ResNet101 on COCO val2017, INT8 and FP32: from nothing to the inputs of inference.
+# R-FCN ResNet101 on COCO val2017, INT8 and FP32: from nothing to benchmark, accuracy and report.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -12,6 +12,8 @@ include: "rules/download.smk"
 include: "rules/coco.smk"
 include: "rules/tfrecord.smk"
 include: "rules/models.smk"
+include: "rules/inference.smk"
+include: "rules/report.smk"
 
 
 rule all:

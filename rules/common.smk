@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import shlex
@@ -30,6 +31,17 @@ def check_download_references():
 
 
 check_download_references()
+
+
+def check_runtime_settings():
+    for precision in PRECISIONS:
+        if precision not in config["runtime"]:
+            raise WorkflowError(
+                f"config key runtime.{precision}: missing (models has {precision})"
+            )
+
+
+check_runtime_settings()
 
 
 wildcard_constraints:
@@ -86,5 +98,57 @@ def get_graph_targets():
     )
 
 
+def get_benchmark_options(wildcards):
+    settings = config["benchmark"]
+    height, width = settings["image_size"]
+    return (
+        f"--number-of-steps {settings['number_of_steps']} --warmup-steps {settings['warmup_steps']}"
+        f" --batch-size {settings['batch_size']} --image-size {height}x{width}"
+    )
+
+
+def get_runtime_options(wildcards, threads):
+    """detection_graph.py's runtime flags for one precision; 0 threads: the job's threads."""
+    settings = config["runtime"][wildcards.precision]
+    options = [
+        f"--intra-op-threads {settings['intra_op_threads'] or threads}",
+        f"--inter-op-threads {settings['inter_op_threads']}",
+        f"--omp-num-threads {settings['omp_num_threads'] or settings['intra_op_threads'] or threads}",
+        f"--kmp-blocktime {settings['kmp_blocktime']}",
+        f"--kmp-affinity {settings['kmp_affinity']}",
+        "--onednn" if settings["onednn"] else "--no-onednn",
+        "--tcmalloc" if settings["tcmalloc"] else "--no-tcmalloc",
+    ]
+    if settings.get("numa_socket") is not None:
+        options.append(f"--numa-socket {settings['numa_socket']}")
+    return " ".join(options)
+
+
+def get_detection_shards(wildcards):
+    shards = config["accuracy"]["shards"]
+    return expand(
+        "results/accuracy/{precision}/detections-{shard}-of-{shards}.json",
+        precision=wildcards.precision,
+        shard=range(shards),
+        shards=shards,
+    )
+
+
+def get_published_reference():
+    return json.dumps(config.get("published_reference", {}))
+
+
+def get_benchmark_results():
+    return expand("results/benchmark/{precision}.json", precision=PRECISIONS)
+
+
+def get_accuracy_results():
+    return expand("results/accuracy/{precision}.json", precision=PRECISIONS)
+
+
 def get_final_outputs():
-    return ["resources/coco_tfrecord", *get_graph_targets()]
+    return [
+        "resources/coco_tfrecord",
+        *get_graph_targets(),
+        "results/report/summary.md",
+    ]

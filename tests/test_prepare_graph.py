@@ -5,7 +5,8 @@ import tarfile
 import pytest
 
 from common import StageError
-from prepare_frozen_graph import OUTPUT_NODES, prepare_graph
+from detection_graph import OUTPUT_NODES
+from prepare_frozen_graph import prepare_graph
 
 FP32_MEMBER = "rfcn_resnet101_fp32_coco/frozen_inference_graph.pb"
 

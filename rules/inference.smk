@@ -1,0 +1,80 @@
+rule benchmark_graph:
+    input:
+        graph="resources/models/{precision}/frozen_inference_graph.pb",
+        images="resources/coco/val2017",
+    output:
+        "results/benchmark/{precision}.json",
+    log:
+        "logs/benchmark_graph/{precision}.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    # The whole machine (or node): nothing else should run while latency is measured.
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime="2h",
+    params:
+        script=script("benchmark_graph.py"),
+        benchmark=get_benchmark_options,
+        runtime=get_runtime_options,
+    shell:
+        "python {params.script} --graph {input.graph:q} --image-dir {input.images:q}"
+        " --output {output:q} {params.benchmark} {params.runtime} > {log:q} 2>&1"
+
+
+rule detect_objects:
+    input:
+        graph="resources/models/{precision}/frozen_inference_graph.pb",
+        records="resources/coco_tfrecord",
+    output:
+        "results/accuracy/{precision}/detections-{shard}-of-{shards}.json",
+    log:
+        "logs/detect_objects/{precision}-{shard}-of-{shards}.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime="12h",
+    params:
+        script=script("detect_objects.py"),
+        max_images=config["accuracy"]["max_images"],
+        runtime=get_runtime_options,
+    shell:
+        "python {params.script} --graph {input.graph:q} --records {input.records:q}"
+        " --output {output:q} --max-images {params.max_images}"
+        " --shard {wildcards.shard} --shards {wildcards.shards} {params.runtime} > {log:q} 2>&1"
+
+
+rule evaluate_accuracy:
+    input:
+        shards=get_detection_shards,
+        annotations="resources/coco/annotations/instances_val2017.json",
+        records="resources/coco_tfrecord",
+    output:
+        metrics="results/accuracy/{precision}.json",
+        detections="results/accuracy/{precision}_detections.json",
+    log:
+        "logs/evaluate_accuracy/{precision}.log",
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime="1h",
+    params:
+        script=script("evaluate_detections.py"),
+    shell:
+        "python {params.script} {input.shards:q} --annotations {input.annotations:q}"
+        " --records {input.records:q} --detections {output.detections:q}"
+        " --metrics {output.metrics:q} > {log:q} 2>&1"
+
+
+rule benchmark_all:
+    input:
+        get_benchmark_results(),
+
+
+rule evaluate_all:
+    input:
+        get_accuracy_results(),

@@ -1,0 +1,25 @@
+rule make_report:
+    input:
+        benchmarks=get_benchmark_results(),
+        accuracies=get_accuracy_results(),
+    output:
+        summary=report("results/report/summary.md", category="Summary"),
+        html=report("results/report/summary.html", category="Summary"),
+        latency=report("results/report/latency_per_step.png", category="Benchmark"),
+        histogram=report("results/report/latency_histogram.png", category="Benchmark"),
+        precision=report("results/report/average_precision.png", category="Accuracy"),
+    log:
+        "logs/make_report.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        script=script("make_report.py"),
+        references=get_published_reference(),
+        output_dir="results/report",
+    shell:
+        "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
+        " --references {params.references:q} --output-dir {params.output_dir:q} > {log:q} 2>&1"

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Benchmark a frozen detection graph on raw val2017 JPEGs: latency and throughput.
+
+Images are read and decoded (grayscale to 3 channels) by a background thread that
+keeps a few batches ready, so only `session.run` is timed. Batch 1 gives per-image
+latency (online mode); a larger batch gives throughput (batch mode), with every
+image resized to one configured size so that a batch is well formed. Warm-up
+steps are excluded from every statistic. The log keeps the recipe's shape
+(`Step N: X seconds` every 10 steps, `Avg. Duration per Step:` as Intel computes
+it, first step included) so that runs compare with published logs.
+"""
+
+import argparse
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import StageError, atomic_file, run_main
+from detection_graph import (
+    add_runtime_arguments,
+    apply_runtime,
+    check_interface,
+    check_kernels,
+    decode_image,
+    detect,
+    environment_facts,
+    executed_kernels,
+    load_graph_def,
+    open_session,
+    runtime_settings,
+)
+
+log = logging.getLogger("benchmark_graph")
+
+LOG_EVERY = 10
+PERCENTILES = (50, 90, 99)
+
+
+def list_images(image_dir):
+    images = sorted(Path(image_dir).glob("*.jpg"))
+    if not images:
+        raise StageError(f"no .jpg images in {image_dir}")
+    return images
+
+
+def load_batch(paths, image_size):
+    from PIL import Image
+
+    arrays = []
+    for path in paths:
+        array = decode_image(path.read_bytes())
+        if image_size is not None:
+            height, width = image_size
+            array = np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
+        arrays.append(array)
+    return np.stack(arrays)
+
+
+class BatchPrefetcher:
+    """Decodes batches on a background thread, `depth` batches ahead of the consumer."""
+
+    def __init__(self, images, batch_size, image_size, steps, depth=4):
+        self.queue = queue.Queue(maxsize=depth)
+        self.error = None
+        self.thread = threading.Thread(
+            target=self.produce, args=(images, batch_size, image_size, steps), daemon=True
+        )
+        self.thread.start()
+
+    def produce(self, images, batch_size, image_size, steps):
+        try:
+            for step in range(steps):
+                start = step * batch_size
+                paths = [images[(start + i) % len(images)] for i in range(batch_size)]
+                self.queue.put(load_batch(paths, image_size))
+        except Exception as error:  # handed to the consumer, which reports it
+            self.error = error
+            self.queue.put(None)
+
+    def __iter__(self):
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                raise StageError(f"reading images failed: {self.error}")
+            yield batch
+
+
+def time_steps(session, batches, steps):
+    """Seconds per step, timing `session.run` alone; logs as the recipe's benchmark does."""
+    seconds = []
+    for step, batch in zip(range(steps), batches):
+        start = time.perf_counter()
+        detect(session, batch)
+        seconds.append(time.perf_counter() - start)
+        if step % LOG_EVERY == 0:
+            log.info("Step %d: %s seconds", step, seconds[-1])
+    return seconds
+
+
+def summarize(seconds, warmup_steps, batch_size):
+    """Latency and throughput over the steps after warm-up."""
+    measured = np.array(seconds[warmup_steps:])
+    if measured.size == 0:
+        raise StageError(f"warmup_steps ({warmup_steps}) leaves no step to measure")
+    latency_ms = measured * 1000.0
+    summary = {
+        "latency_ms": {
+            "mean": float(latency_ms.mean()),
+            **{f"p{q}": float(np.percentile(latency_ms, q)) for q in PERCENTILES},
+            "min": float(latency_ms.min()),
+            "max": float(latency_ms.max()),
+        },
+        "throughput_images_per_second": float(batch_size * measured.size / measured.sum()),
+        "measured_steps": int(measured.size),
+        # Intel's figure: the mean over every step, the first (graph set-up) included.
+        "intel_avg_duration_per_step_seconds": float(np.mean(seconds)),
+    }
+    return summary
+
+
+def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output):
+    if warmup_steps >= steps:
+        raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
+    if batch_size > 1 and image_size is None:
+        raise StageError("batch_size > 1 needs an image size, so that a batch is well formed")
+    graph_def = load_graph_def(graph_path)
+    check_interface(graph_def, graph_path)
+    check_kernels(graph_def, graph_path)
+    session = open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
+    images = list_images(image_dir)
+    batches = iter(BatchPrefetcher(images, batch_size, image_size if batch_size > 1 else None, steps))
+    seconds = time_steps(session, batches, steps)
+    # Traced after the timed steps, so that step 0 includes graph set-up as in Intel's logs.
+    kernels = executed_kernels(session, load_batch(images[:batch_size], image_size if batch_size > 1 else None))
+    summary = summarize(seconds, warmup_steps, batch_size)
+    log.info("Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
+             summary["intel_avg_duration_per_step_seconds"])  # fmt: skip
+    log.info(
+        "after %d warm-up steps: latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms; %.2f images/s",
+        warmup_steps, summary["latency_ms"]["p50"], summary["latency_ms"]["p90"],
+        summary["latency_ms"]["p99"], summary["throughput_images_per_second"],
+    )  # fmt: skip
+    log.info("Ran inference with batch size %d", batch_size)
+    result = {
+        "mode": "online" if batch_size == 1 else "batch",
+        "batch_size": batch_size,
+        "image_size": list(image_size) if batch_size > 1 else None,
+        "images_resized": batch_size > 1,
+        "number_of_steps": steps,
+        "warmup_steps": warmup_steps,
+        "distinct_images": len(images),
+        **summary,
+        "executed_kernels": kernels,
+        **environment_facts(graph_path, applied),
+        "step_seconds": seconds,
+    }
+    with atomic_file(output) as temporary:
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def parse_image_size(text):
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, got {text!r}") from None
+    return height, width
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb")
+    parser.add_argument("--image-dir", type=Path, required=True, help="folder of val2017 JPEGs")
+    parser.add_argument("--output", type=Path, required=True, help="results JSON")
+    parser.add_argument("--number-of-steps", type=int, default=500)
+    parser.add_argument("--warmup-steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
+    add_runtime_arguments(parser)
+    args = parser.parse_args()
+    if args.batch_size < 1 or args.number_of_steps < 1 or args.warmup_steps < 0:
+        raise StageError("batch size and steps must be positive, warm-up steps not negative")
+    applied = apply_runtime(runtime_settings(args))
+    benchmark(
+        args.graph, args.image_dir, args.number_of_steps, args.warmup_steps,
+        args.batch_size, args.image_size, applied, args.output,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_main(main)

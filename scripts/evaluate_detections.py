@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Merge detection shards and score them: standard COCO metrics and the recipe's legacy ones.
+
+Standard: pycocotools COCOeval (bbox) against instances_val2017.json, the 12
+numbers of its summary table. Legacy: how the recipe's published numbers were
+computed: ground truth read from the TFRecord, crowd boxes scored as ordinary
+objects, and areas taken from normalized boxes (so every object counts as
+"small": AP small equals AP, medium and large are -1).
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+from pathlib import Path
+
+from common import StageError, atomic_file, run_main
+from convert_coco_to_tfrecord import read_examples, val_record_files
+
+log = logging.getLogger("evaluate_detections")
+
+METRICS = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+)  # fmt: skip
+
+
+def merge_shards(paths):
+    """One detection list from the shard files, checking they form one complete set."""
+    shards = [json.loads(Path(path).read_text()) for path in paths]
+    counts = {shard["shards"] for shard in shards}
+    indices = sorted(shard["shard"] for shard in shards)
+    if len(counts) != 1 or indices != list(range(counts.pop())):
+        raise StageError(f"detection shards do not form a complete set: {indices}")
+    image_ids = [image_id for shard in shards for image_id in shard["image_ids"]]
+    if len(set(image_ids)) != len(image_ids):
+        raise StageError("an image was detected in more than one shard")
+    detections = [d for shard in sorted(shards, key=lambda s: s["shard"]) for d in shard["detections"]]
+    facts = {key: value for key, value in shards[0].items() if key not in ("detections", "image_ids", "shard")}
+    return detections, sorted(image_ids), facts
+
+
+def quiet_coco(dataset=None, annotation_file=None):
+    """A pycocotools COCO index, without its chatter on stdout."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if annotation_file is not None:
+            return COCO(str(annotation_file))
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+        return coco
+
+
+def coco_metrics(ground_truth, detections, image_ids):
+    """COCOeval bbox on the given images; returns (the 12 metrics, the summary table)."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not detections:
+        raise StageError(f"no detections in {len(image_ids)} images: nothing to score")
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), "bbox")
+        evaluation.params.imgIds = sorted(image_ids)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    lines = [line for line in table.getvalue().splitlines() if line.lstrip().startswith("Average")]
+    return dict(zip(METRICS, (float(v) for v in evaluation.stats))), "\n".join(lines)
+
+
+def legacy_ground_truth(record_dir, image_ids, categories):
+    """Ground truth as the recipe's evaluator saw it: from the TFRecord, normalized, no crowds."""
+    wanted = set(image_ids)
+    id_by_name = {category["name"]: category["id"] for category in categories}
+    images, annotations, sizes = [], [], {}
+    for features in read_examples(val_record_files(record_dir)):
+        image_id = int(features["image/source_id"][0])
+        if image_id not in wanted:
+            continue
+        sizes[image_id] = (features["image/height"][0], features["image/width"][0])
+        images.append({"id": image_id})
+        if "image/object/class/label" in features:
+            labels = features["image/object/class/label"]
+        else:
+            labels = [id_by_name[name.decode()] for name in features["image/object/class/text"]]
+        boxes = zip(
+            features["image/object/bbox/xmin"], features["image/object/bbox/ymin"],
+            features["image/object/bbox/xmax"], features["image/object/bbox/ymax"], labels,
+        )  # fmt: skip
+        for xmin, ymin, xmax, ymax, label in boxes:
+            width, height = xmax - xmin, ymax - ymin
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                 "bbox": [xmin, ymin, width, height], "area": width * height, "iscrowd": 0}
+            )  # fmt: skip
+    dataset = {"images": images, "annotations": annotations, "categories": categories}
+    return dataset, sizes
+
+
+def normalized(detections, sizes):
+    """Detections in the legacy evaluator's normalized coordinates."""
+    result = []
+    for detection in detections:
+        height, width = sizes[detection["image_id"]]
+        x, y, w, h = detection["bbox"]
+        result.append({**detection, "bbox": [x / width, y / height, w / width, h / height]})
+    return result
+
+
+def evaluate(shard_paths, annotations_file, record_dir, detections_output, metrics_output):
+    detections, image_ids, facts = merge_shards(shard_paths)
+    ground_truth = quiet_coco(annotation_file=annotations_file)
+    standard, table = coco_metrics(ground_truth, detections, image_ids)
+    legacy_dataset, sizes = legacy_ground_truth(record_dir, image_ids, ground_truth.dataset["categories"])
+    legacy, legacy_table = coco_metrics(quiet_coco(legacy_dataset), normalized(detections, sizes), image_ids)
+    result = {
+        "images": len(image_ids),
+        "detections": len(detections),
+        "standard": standard,
+        "legacy": legacy,
+        "executed_kernels": facts.pop("executed_kernels"),
+        **facts,
+    }
+    with atomic_file(detections_output) as temporary:
+        temporary.write_text(json.dumps(detections) + "\n")
+    with atomic_file(metrics_output) as temporary:
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+    log.info("legacy metrics (TFRecord ground truth, crowds as objects, normalized areas):\n%s", legacy_table)
+    log.info("standard COCO metrics (pycocotools COCOeval, bbox), %d images:", len(image_ids))
+    print(table, flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shards", type=Path, nargs="+", help="detection files from detect_objects.py")
+    parser.add_argument("--annotations", type=Path, required=True, help="instances_val2017.json")
+    parser.add_argument("--records", type=Path, required=True, help="folder of coco_val.record*")
+    parser.add_argument("--detections", type=Path, required=True, help="merged COCO results JSON")
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON")
+    args = parser.parse_args()
+    evaluate(args.shards, args.annotations, args.records, args.detections, args.metrics)
+
+
+if __name__ == "__main__":
+    run_main(main)

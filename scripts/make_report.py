@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Summarise benchmark and accuracy results: one INT8/FP32 table (Markdown and HTML) and plots.
+
+Plots (PNG): latency per step, latency histogram (warm-up excluded), AP per precision.
+"""
+
+import argparse
+import html
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import StageError, atomic_file, run_main  # noqa: E402
+
+log = logging.getLogger("make_report")
+
+PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png")
+
+
+def load_results(paths):
+    """{precision: result} from files named <precision>.json."""
+    results = {}
+    for path in paths:
+        path = Path(path)
+        try:
+            results[path.stem] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise StageError(f"cannot read {path}: {error}") from None
+    return results
+
+
+def number(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(benchmarks, accuracies, references):
+    """(header, rows): one column per precision, one row per figure."""
+    precisions = sorted(set(benchmarks) | set(accuracies), key=lambda p: (p != "int8", p))
+    speedup = None
+    if "int8" in benchmarks and "fp32" in benchmarks:
+        speedup = (
+            benchmarks["int8"]["throughput_images_per_second"] / benchmarks["fp32"]["throughput_images_per_second"]
+        )
+
+    def bench(precision, key):
+        result = benchmarks.get(precision)
+        return None if result is None else result["latency_ms"][key]
+
+    def metric(precision, family, key):
+        result = accuracies.get(precision)
+        return None if result is None else result[family][key]
+
+    rows = [
+        ("Latency p50 (ms)", [number(bench(p, "p50"), 2) for p in precisions]),
+        ("Latency p90 (ms)", [number(bench(p, "p90"), 2) for p in precisions]),
+        ("Latency p99 (ms)", [number(bench(p, "p99"), 2) for p in precisions]),
+        (
+            "Throughput (images/s)",
+            [number(benchmarks[p]["throughput_images_per_second"], 2) if p in benchmarks else "n/a" for p in precisions],
+        ),
+        ("INT8 speed-up over FP32", [number(speedup, 2) + "x" if p == "int8" and speedup else "" for p in precisions]),
+    ]
+    for key, label in (("AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_small", "AP small"),
+                       ("AP_medium", "AP medium"), ("AP_large", "AP large")):  # fmt: skip
+        rows.append((label, [number(metric(p, "standard", key)) for p in precisions]))
+    rows.append(("Legacy AP (recipe's evaluator)", [number(metric(p, "legacy", "AP")) for p in precisions]))
+    rows.append(("Legacy AP50", [number(metric(p, "legacy", "AP50")) for p in precisions]))
+    rows.append(
+        ("Published (Intel)", [", ".join(f"{k} {v}" for k, v in references.get(p, {}).items()) or "n/a" for p in precisions])
+    )
+    details = []
+    for precision in precisions:
+        result = benchmarks.get(precision)
+        if result:
+            size = f", images resized to {result['image_size'][0]}x{result['image_size'][1]}" if result["images_resized"] else ""
+            details.append(
+                f"{precision}: batch {result['batch_size']}{size}, {result['measured_steps']} steps measured after "
+                f"{result['warmup_steps']} warm-up, {result['runtime']['intra_op_threads']} intra-op threads, "
+                f"oneDNN {'on' if result['onednn'] else 'off'}, TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
+                f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']}"
+            )
+        accuracy = accuracies.get(precision)
+        if accuracy:
+            details.append(f"{precision}: accuracy on {accuracy['images']} images, {accuracy['detections']} detections")
+    return ["", *precisions], rows, details
+
+
+def markdown(header, rows, details):
+    lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
+    lines += ["", *[f"- {detail}" for detail in details], ""]
+    lines += [
+        "AP figures are pycocotools COCOeval (bbox) against instances_val2017.json. The legacy rows",
+        "reproduce how the published numbers were computed: ground truth from the TFRecord, crowd",
+        "boxes scored as ordinary objects, areas from normalized boxes (every object 'small').",
+        "",
+        *[f"![{name}]({name})" for name in PLOTS],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def html_page(header, rows, details):
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in [label, *values]) + "</tr>" for label, values in rows
+    )
+    items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
+    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in PLOTS)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>R-FCN ResNet101 INT8 vs FP32</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
+        f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1><table><tr>{cells}</tr>{body}"
+        f"</table><ul>{items}</ul>{images}</body></html>\n"
+    )
+
+
+def plot_latency(benchmarks, per_step_path, histogram_path):
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for precision, result in sorted(benchmarks.items()):
+        milliseconds = np.array(result["step_seconds"]) * 1000
+        axis.plot(np.arange(len(milliseconds)), milliseconds, label=precision, linewidth=0.8)
+        axis.axvline(result["warmup_steps"] - 0.5, color="gray", linestyle=":", linewidth=0.8)
+    axis.set(xlabel="step", ylabel="latency (ms)", yscale="log", title="Latency per step (dotted: end of warm-up)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(per_step_path, format="png", dpi=100)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for precision, result in sorted(benchmarks.items()):
+        milliseconds = np.array(result["step_seconds"][result["warmup_steps"] :]) * 1000
+        axis.hist(milliseconds, bins=40, alpha=0.6, label=precision)
+    axis.set(xlabel="latency (ms)", ylabel="steps", title="Latency after warm-up")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(histogram_path, format="png", dpi=100)
+    plt.close(figure)
+
+
+def plot_precision(accuracies, path):
+    keys = ("AP", "AP50", "AP75")
+    figure, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(accuracies), 1)
+    for index, (precision, result) in enumerate(sorted(accuracies.items())):
+        values = [result["standard"][k] for k in keys] + [result["legacy"]["AP"]]
+        axis.bar(np.arange(len(values)) + index * width, values, width, label=precision)
+    axis.set_xticks(np.arange(len(keys) + 1) + width * (len(accuracies) - 1) / 2, [*keys, "legacy AP"])
+    axis.set(ylim=(0, 1), ylabel="average precision", title="COCO bbox average precision")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
+def make_report(benchmark_paths, accuracy_paths, references, output_dir):
+    benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    header, rows, details = table_rows(benchmarks, accuracies, references)
+    outputs = {name: output_dir / name for name in ("summary.md", "summary.html", *PLOTS)}
+    with atomic_file(outputs["latency_per_step.png"]) as per_step, atomic_file(outputs["latency_histogram.png"]) as hist:
+        plot_latency(benchmarks, per_step, hist)
+    with atomic_file(outputs["average_precision.png"]) as temporary:
+        plot_precision(accuracies, temporary)
+    with atomic_file(outputs["summary.html"]) as temporary:
+        temporary.write_text(html_page(header, rows, details))
+    with atomic_file(outputs["summary.md"]) as temporary:
+        temporary.write_text(markdown(header, rows, details))
+    log.info("report in %s", output_dir)
+    return header, rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmarks", type=Path, nargs="*", default=[], help="results/benchmark/<precision>.json")
+    parser.add_argument("--accuracies", type=Path, nargs="*", default=[], help="results/accuracy/<precision>.json")
+    parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    args = parser.parse_args()
+    make_report(args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir)
+
+
+if __name__ == "__main__":
+    run_main(main)
