@@ -250,6 +250,14 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def tcmalloc_loaded():
+    """Whether TCMalloc is mapped into this process (LD_PRELOAD took effect)."""
+    try:
+        return "tcmalloc" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
 def environment_facts(graph_path, applied):
     """What a result must say about where it came from."""
     import tensorflow as tf
@@ -262,4 +270,5 @@ def environment_facts(graph_path, applied):
         "cpu_model": cpu_model(),
         "usable_cores": usable_cores(),
         "runtime": applied,
+        "tcmalloc_loaded": tcmalloc_loaded(),
     }

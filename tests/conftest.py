@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Intel's INT8 kernels need oneDNN, which is read once, when TensorFlow loads.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))

@@ -1,0 +1,216 @@
+"""Benchmark, accuracy and report, end to end on the mini COCO and the tiny detectors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import SCRIPTS, Workflow, tool_environment
+
+from benchmark_graph import summarize
+from common import StageError
+from detect_objects import to_coco_results
+from detection_graph import find_tcmalloc
+from make_demo_data import demo_config
+from serve_files import FileServer
+
+PRECISIONS = ("int8", "fp32")
+# What the mini COCO and the detectors were designed to give (see make_demo_data.py): seven
+# palette classes found exactly, the gray banana never (AP 0), the gray crowd ignored.
+EXPECTED_STANDARD = {"AP": 7 / 8, "AP50": 7 / 8, "AP75": 7 / 8, "AP_small": 1.0, "AP_medium": 1.0,
+                     "AP_large": 4 / 5, "AR100": 7 / 8}  # fmt: skip
+# The recipe's evaluator counts the crowd as a missed person: recall 3/4, so 76 of the 101
+# recall points have precision 1; every area is "small".
+PERSON_LEGACY_AP = 76 / 101
+EXPECTED_LEGACY = {"AP": (6 + PERSON_LEGACY_AP) / 8, "AP_small": (6 + PERSON_LEGACY_AP) / 8,
+                   "AP_medium": -1.0, "AP_large": -1.0, "AR100": (6 + 3 / 4) / 8}  # fmt: skip
+INT8_KERNEL = "_MklQuantizedConv2DWithBiasAndReluAndRequantize"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, demo_data):
+    server = FileServer(demo_data / "files").start()
+    config = demo_config(demo_data, server.url)
+    config["benchmark"].update(number_of_steps=40, warmup_steps=5)
+    workflow = Workflow(tmp_path_factory.mktemp("inference"), config)
+    workflow.run()
+    yield workflow
+    server.stop()
+
+
+def result(workflow, kind, precision):
+    return json.loads((workflow.workdir / f"results/{kind}/{precision}.json").read_text())
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_accuracy_is_what_the_data_was_designed_to_give(finished_run, precision):
+    accuracy = result(finished_run, "accuracy", precision)
+    assert accuracy["images"] == 8
+    for key, value in EXPECTED_STANDARD.items():
+        assert accuracy["standard"][key] == pytest.approx(value, abs=1e-9), key
+    for key, value in EXPECTED_LEGACY.items():
+        assert accuracy["legacy"][key] == pytest.approx(value, abs=1e-9), key
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_metrics_equal_pycocotools_on_our_detections_file(finished_run, precision):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    workdir = finished_run.workdir
+    ground_truth = COCO(str(workdir / "resources/coco/annotations/instances_val2017.json"))
+    detections = ground_truth.loadRes(str(workdir / f"results/accuracy/{precision}_detections.json"))
+    evaluation = COCOeval(ground_truth, detections, "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    ours = result(finished_run, "accuracy", precision)["standard"]
+    assert list(ours.values()) == [float(v) for v in evaluation.stats]
+    log = (workdir / f"logs/evaluate_accuracy/{precision}.log").read_text().rstrip().splitlines()
+    assert len(log) > 12
+    assert all(line.lstrip().startswith("Average") for line in log[-12:])
+    assert log[-12].endswith(f"= {evaluation.stats[0]:0.3f}")
+
+
+def test_int8_ran_quantized_kernels_and_fp32_did_not(finished_run):
+    for kind in ("accuracy", "benchmark"):
+        int8, fp32 = (result(finished_run, kind, p) for p in PRECISIONS)
+        assert INT8_KERNEL in int8["executed_kernels"] and "_MklQuantizeV2" in int8["executed_kernels"]
+        assert not any("Quantize" in kernel for kernel in fp32["executed_kernels"])
+        assert int8["onednn"] is True
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_benchmark_json_is_sane(finished_run, precision):
+    benchmark = result(finished_run, "benchmark", precision)
+    steps, warmup = benchmark["number_of_steps"], benchmark["warmup_steps"]
+    assert (steps, warmup, benchmark["batch_size"], benchmark["mode"]) == (40, 5, 1, "online")
+    assert len(benchmark["step_seconds"]) == steps and benchmark["measured_steps"] == steps - warmup
+    latency = benchmark["latency_ms"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    measured = [s * 1000 for s in benchmark["step_seconds"][warmup:]]
+    assert latency["mean"] == pytest.approx(sum(measured) / len(measured))
+    assert latency["max"] == pytest.approx(max(measured))
+    assert benchmark["throughput_images_per_second"] == pytest.approx(1000 / latency["mean"])
+    assert benchmark["tensorflow_version"].startswith("2.") and len(benchmark["graph_sha256"]) == 64
+    assert benchmark["cpu_model"] and benchmark["runtime"]["intra_op_threads"] == 2
+    log = (finished_run.workdir / f"logs/benchmark_graph/{precision}.log").read_text()
+    assert "Step 0: " in log and "Step 10: " in log and "Step 30: " in log and "Step 5: " not in log
+    assert "Avg. Duration per Step:" in log
+
+
+def test_tcmalloc_is_preloaded_for_int8_only(finished_run):
+    int8, fp32 = (result(finished_run, "benchmark", p) for p in PRECISIONS)
+    if find_tcmalloc() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install libgoogle-perftools4 (see .ci/run)")
+        pytest.skip("TCMalloc is not installed here")
+    assert int8["runtime"]["tcmalloc"] and int8["tcmalloc_loaded"] is True
+    assert fp32["runtime"]["tcmalloc"] is None and fp32["tcmalloc_loaded"] is False
+
+
+def test_report_has_both_precisions_and_plots(finished_run):
+    report = finished_run.workdir / "results/report"
+    summary = (report / "summary.md").read_text()
+    assert "| Latency p50 (ms) |" in summary and "| int8 | fp32 |" in summary
+    assert "| INT8 speed-up over FP32 |" in summary and "| AP | 0.875 | 0.875 |" in summary
+    assert "| Legacy AP (recipe's evaluator) | 0.844 | 0.844 |" in summary
+    assert "AP 0.347, AP50 0.532" in summary
+    assert "<table>" in (report / "summary.html").read_text()
+    for plot in ("latency_per_step.png", "latency_histogram.png", "average_precision.png"):
+        assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_changing_number_of_steps_reruns_only_benchmarks_and_report(finished_run):
+    finished_run.config["benchmark"]["number_of_steps"] = 41
+    try:
+        assert finished_run.planned_jobs() == {"benchmark_graph": 2, "make_report": 1, "all": 1}
+    finally:
+        finished_run.config["benchmark"]["number_of_steps"] = 40
+
+
+def test_summary_excludes_warmup():
+    seconds = [5.0, 4.0, 0.010, 0.020, 0.030, 0.040]
+    summary = summarize(seconds, warmup_steps=2, batch_size=2)
+    assert summary["latency_ms"]["mean"] == pytest.approx(25.0)
+    assert summary["latency_ms"]["max"] == pytest.approx(40.0)
+    assert summary["throughput_images_per_second"] == pytest.approx(8 / 0.1)
+    assert summary["intel_avg_duration_per_step_seconds"] == pytest.approx(sum(seconds) / 6)
+    with pytest.raises(StageError, match="leaves no step"):
+        summarize(seconds, warmup_steps=6, batch_size=1)
+
+
+def test_detections_become_absolute_coco_boxes():
+    import numpy as np
+
+    outputs = {
+        "num_detections": np.array([1.0]),
+        "detection_boxes": np.array([[[0.25, 0.5, 0.75, 1.0], [0, 0, 0, 0]]]),
+        "detection_scores": np.array([[0.9, 0.0]]),
+        "detection_classes": np.array([[18.0, 1.0]]),
+    }
+    assert to_coco_results(139, 200, 400, outputs) == [
+        {"image_id": 139, "category_id": 18, "bbox": [200.0, 50.0, 200.0, 100.0], "score": 0.9}
+    ]
+
+
+def run_script(name, *arguments, environment=None):
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *map(str, arguments)],
+        capture_output=True, text=True, env=environment or tool_environment(),
+    )  # fmt: skip
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_batch_mode_resizes_and_says_so(finished_run, tmp_path):
+    workdir = finished_run.workdir
+    output = tmp_path / "batch.json"
+    run = run_script(
+        "benchmark_graph.py", "--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--image-dir", workdir / "resources/coco/val2017", "--output", output,
+        "--number-of-steps", 12, "--warmup-steps", 2, "--batch-size", 4, "--image-size", "256x320",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    benchmark = json.loads(output.read_text())
+    assert benchmark["mode"] == "batch" and benchmark["images_resized"] is True
+    assert benchmark["image_size"] == [256, 320]
+    assert benchmark["throughput_images_per_second"] == pytest.approx(4 * 10 / sum(benchmark["step_seconds"][2:]))
+
+
+def test_graph_with_an_op_this_tensorflow_lacks_is_named(finished_run, tmp_path):
+    from detection_graph import load_graph_def
+
+    graph_def = load_graph_def(finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb")
+    next(node for node in graph_def.node if node.op == "TopKV2").op = "IntelOnlyFusedTopK"
+    graph = tmp_path / "future.pb"
+    graph.write_bytes(graph_def.SerializeToString())
+    for script, arguments in (
+        ("detect_objects.py", ["--records", finished_run.workdir / "resources/coco_tfrecord"]),
+        ("benchmark_graph.py", ["--image-dir", finished_run.workdir / "resources/coco/val2017"]),
+    ):
+        run = run_script(script, "--graph", graph, "--output", tmp_path / "out.json", *arguments)
+        assert run.returncode == 1
+        assert error_lines(run) == [
+            f"error: {graph}: ops unknown to TensorFlow {result(finished_run, 'benchmark', 'int8')['tensorflow_version']}: "
+            "IntelOnlyFusedTopK"
+        ]
+        assert not (tmp_path / "out.json").exists()
+
+
+def test_truncated_graph_and_missing_onednn_are_clear_errors(finished_run, tmp_path):
+    whole = (finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb").read_bytes()
+    truncated = tmp_path / "truncated.pb"
+    truncated.write_bytes(whole[: len(whole) // 3])
+    records = finished_run.workdir / "resources/coco_tfrecord"
+    run = run_script("detect_objects.py", "--graph", truncated, "--records", records, "--output", tmp_path / "o.json")
+    assert run.returncode == 1 and "not a TensorFlow GraphDef, or truncated" in error_lines(run)[0]
+    run = run_script(
+        "detect_objects.py", "--graph", finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb",
+        "--records", records, "--output", tmp_path / "o.json", "--no-onednn",
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "QuantizedConv2DWithBiasAndReluAndRequantize run only with oneDNN" in error_lines(run)[0]
