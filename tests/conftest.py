@@ -86,3 +86,16 @@ class Workflow:
 @pytest.fixture
 def workflow(tmp_path, demo_data, file_server):
     return Workflow(tmp_path / "run", demo_config(demo_data, file_server.url))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, demo_data):
+    """One complete run of the default target on the demo data, shared by read-only tests."""
+    server = FileServer(demo_data / "files").start()
+    config = demo_config(demo_data, server.url)
+    config["benchmark"].update(number_of_steps=40, warmup_steps=5)
+    workflow = Workflow(tmp_path_factory.mktemp("finished") / "run", config)
+    workflow.run()
+    workflow.server = server
+    yield workflow
+    server.stop()

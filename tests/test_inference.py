@@ -12,8 +12,6 @@ from benchmark_graph import summarize
 from common import StageError
 from detect_objects import to_coco_results
 from detection_graph import find_tcmalloc
-from make_demo_data import demo_config
-from serve_files import FileServer
 
 PRECISIONS = ("int8", "fp32")
 # What the mini COCO and the detectors were designed to give (see make_demo_data.py): seven
@@ -26,17 +24,6 @@ PERSON_LEGACY_AP = 76 / 101
 EXPECTED_LEGACY = {"AP": (6 + PERSON_LEGACY_AP) / 8, "AP_small": (6 + PERSON_LEGACY_AP) / 8,
                    "AP_medium": -1.0, "AP_large": -1.0, "AR100": (6 + 3 / 4) / 8}  # fmt: skip
 INT8_KERNEL = "_MklQuantizedConv2DWithBiasAndReluAndRequantize"
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, demo_data):
-    server = FileServer(demo_data / "files").start()
-    config = demo_config(demo_data, server.url)
-    config["benchmark"].update(number_of_steps=40, warmup_steps=5)
-    workflow = Workflow(tmp_path_factory.mktemp("inference"), config)
-    workflow.run()
-    yield workflow
-    server.stop()
 
 
 def result(workflow, kind, precision):

@@ -9,8 +9,8 @@ from conftest import Workflow
 from convert_coco_to_tfrecord import read_examples
 from make_demo_data import demo_config
 from prepare_frozen_graph import check_detection_graph
-from serve_files import FileServer
 
+# Every job of a run from nothing: two precisions, one accuracy shard each.
 RULES_RUN_ONCE = {
     "download_file": 4,
     "extract_coco_images": 1,
@@ -19,23 +19,16 @@ RULES_RUN_ONCE = {
     "checkout_tensorflow_models": 1,
     "convert_coco_to_tfrecord": 1,
     "prepare_frozen_graph": 2,
+    "benchmark_graph": 2,
+    "detect_objects": 2,
+    "evaluate_accuracy": 2,
+    "make_report": 1,
     "all": 1,
 }
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, demo_data):
-    """One complete run of the default target; yields the workflow and its server."""
-    server = FileServer(demo_data / "files").start()
-    workflow = Workflow(tmp_path_factory.mktemp("workflow"), demo_config(demo_data, server.url))
-    assert workflow.planned_jobs() == RULES_RUN_ONCE
-    workflow.run()
-    yield workflow, server
-    server.stop()
-
-
 def test_tfrecord_holds_every_image_with_its_boxes(finished_run):
-    workflow, _ = finished_run
+    workflow = finished_run
     annotations = json.loads((workflow.workdir / "resources/coco/annotations/instances_val2017.json").read_text())
     folder = workflow.workdir / "resources/coco_tfrecord"
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["coco_val.record", "summary.json"]
@@ -61,7 +54,7 @@ def test_tfrecord_holds_every_image_with_its_boxes(finished_run):
 
 
 def test_both_graphs_are_in_place_and_checked(finished_run):
-    workflow, _ = finished_run
+    workflow = finished_run
     int8 = check_detection_graph(workflow.workdir / "resources/models/int8/frozen_inference_graph.pb")
     fp32 = check_detection_graph(workflow.workdir / "resources/models/fp32/frozen_inference_graph.pb")
     assert "QuantizedConv2DWithBiasAndReluAndRequantize" in int8
@@ -69,17 +62,24 @@ def test_both_graphs_are_in_place_and_checked(finished_run):
 
 
 def test_every_rule_wrote_its_log(finished_run):
-    workflow, _ = finished_run
+    workflow = finished_run
     logs = sorted(str(p.relative_to(workflow.workdir / "logs")) for p in (workflow.workdir / "logs").rglob("*.log"))
     assert logs == [
+        "benchmark_graph/fp32.log",
+        "benchmark_graph/int8.log",
         "checkout_tensorflow_models.log",
         "convert_coco_to_tfrecord.log",
+        "detect_objects/fp32-0-of-1.log",
+        "detect_objects/int8-0-of-1.log",
         "download_file/annotations_trainval2017.zip.log",
         "download_file/rfcn_resnet101_fp32_coco_pretrained_model.tar.gz.log",
         "download_file/rfcn_resnet101_int8_coco_pretrained_model.pb.log",
         "download_file/val2017.zip.log",
+        "evaluate_accuracy/fp32.log",
+        "evaluate_accuracy/int8.log",
         "extract_coco_annotations.log",
         "extract_coco_images.log",
+        "make_report.log",
         "prepare_frozen_graph/fp32.log",
         "prepare_frozen_graph/int8.log",
         "write_empty_annotations.log",
@@ -87,13 +87,21 @@ def test_every_rule_wrote_its_log(finished_run):
     assert "sha256" in (workflow.workdir / "logs/download_file/val2017.zip.log").read_text()
 
 
-def test_reruns_exactly_what_a_change_touches(finished_run, demo_data):
-    workflow, server = finished_run
+def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
+    server = file_server
+    config = demo_config(demo_data, server.url)
+    config["benchmark"].update(number_of_steps=12, warmup_steps=2)
+    workflow = Workflow(tmp_path, config)
+    assert workflow.planned_jobs() == RULES_RUN_ONCE
+    workflow.run()
     assert workflow.planned_jobs() == {}
 
     # A new conversion pin: checkout and conversion again, no download.
     workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"]["sharded"]
-    assert workflow.planned_jobs() == {"checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "all": 1}
+    assert workflow.planned_jobs() == {
+        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 2,
+        "evaluate_accuracy": 2, "make_report": 1, "all": 1,
+    }  # fmt: skip
     requests_before = len(server.requests)
     workflow.run()
     assert len(server.requests) == requests_before
@@ -108,7 +116,10 @@ def test_reruns_exactly_what_a_change_touches(finished_run, demo_data):
     workflow.config["downloads"]["rfcn_resnet101_int8_coco_pretrained_model.pb"]["url"] = (
         f"{server.url}/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
     )
-    assert workflow.planned_jobs() == {"download_file": 1, "prepare_frozen_graph": 1, "all": 1}
+    assert workflow.planned_jobs() == {
+        "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
+        "evaluate_accuracy": 1, "make_report": 1, "all": 1,
+    }  # fmt: skip
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
     assert workflow.planned_jobs() == {}
