@@ -44,6 +44,7 @@ rule write_empty_annotations:
         images=directory("resources/coco/empty/images"),
     log:
         "logs/write_empty_annotations.log",
+    localrule: True
     conda:
         "../envs/download.yaml"
     threads: 1

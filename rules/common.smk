@@ -98,6 +98,12 @@ def get_graph_targets():
     )
 
 
+def get_inference_threads():
+    """Inference jobs take the whole machine (or the configured node size): nothing should
+    share the cores a benchmark is timed on."""
+    return config.get("inference_threads") or workflow.cores
+
+
 def get_benchmark_options(wildcards):
     settings = config["benchmark"]
     height, width = settings["image_size"]

@@ -8,8 +8,7 @@ rule benchmark_graph:
         "logs/benchmark_graph/{precision}.log",
     conda:
         "../envs/tensorflow.yaml"
-    # The whole machine (or node): nothing else should run while latency is measured.
-    threads: workflow.cores
+    threads: get_inference_threads()
     resources:
         mem_mb=16000,
         runtime="2h",
@@ -32,7 +31,7 @@ rule detect_objects:
         "logs/detect_objects/{precision}-{shard}-of-{shards}.log",
     conda:
         "../envs/tensorflow.yaml"
-    threads: workflow.cores
+    threads: get_inference_threads()
     resources:
         mem_mb=16000,
         runtime="12h",

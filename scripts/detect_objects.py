@@ -36,12 +36,12 @@ log = logging.getLogger("detect_objects")
 
 
 def selected_records(record_dir, max_images=0, shard=0, shards=1):
-    """Yield (features) of the records this job handles, in TFRecord order."""
+    """Yield (index in the TFRecord, features) of the records this job handles, in order."""
     for index, features in enumerate(read_examples(val_record_files(record_dir))):
         if max_images and index >= max_images:
             return
         if index % shards == shard:
-            yield features
+            yield index, features
 
 
 def to_coco_results(image_id, height, width, outputs):
@@ -72,9 +72,9 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
     check_interface(graph_def, graph_path)
     check_kernels(graph_def, graph_path)
     session = open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
-    detections, image_ids, kernels = [], [], None
+    detections, image_ids, record_indices, kernels = [], [], [], None
     records = selected_records(record_dir, max_images, shard, shards)
-    for features in tqdm(records, desc="detecting", unit="image", file=sys.stderr, mininterval=10, ascii=True):
+    for index, features in tqdm(records, desc="detecting", unit="image", file=sys.stderr, mininterval=10, ascii=True):
         image_id = int(features["image/source_id"][0])
         image = decode_image(features["image/encoded"][0])[None]
         height, width = image.shape[1:3]
@@ -82,6 +82,7 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
             kernels = executed_kernels(session, image)
         detections.extend(to_coco_results(image_id, height, width, detect(session, image)))
         image_ids.append(image_id)
+        record_indices.append(index)
     if not image_ids:
         raise StageError(f"no images selected in {record_dir} (max_images {max_images}, shard {shard}/{shards})")
     log.info("%d detections in %d images (shard %d of %d)", len(detections), len(image_ids), shard, shards)
@@ -90,6 +91,7 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
         "shards": shards,
         "max_images": max_images,
         "image_ids": image_ids,
+        "record_indices": record_indices,
         "executed_kernels": kernels,
         **environment_facts(graph_path, applied),
         "detections": detections,

@@ -10,6 +10,7 @@ objects, and areas taken from normalized boxes (so every object counts as
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -27,7 +28,11 @@ METRICS = (
 
 
 def merge_shards(paths):
-    """One detection list from the shard files, checking they form one complete set."""
+    """One detection list from the shard files, checking they form one complete set.
+
+    Detections come out in TFRecord order, whatever the number of shards, so that a
+    sharded run writes the same file as an unsharded one.
+    """
     shards = [json.loads(Path(path).read_text()) for path in paths]
     counts = {shard["shards"] for shard in shards}
     indices = sorted(shard["shard"] for shard in shards)
@@ -36,8 +41,14 @@ def merge_shards(paths):
     image_ids = [image_id for shard in shards for image_id in shard["image_ids"]]
     if len(set(image_ids)) != len(image_ids):
         raise StageError("an image was detected in more than one shard")
-    detections = [d for shard in sorted(shards, key=lambda s: s["shard"]) for d in shard["detections"]]
-    facts = {key: value for key, value in shards[0].items() if key not in ("detections", "image_ids", "shard")}
+    record_index = {
+        image_id: index for shard in shards for image_id, index in zip(shard["image_ids"], shard["record_indices"])
+    }
+    detections = sorted(
+        (d for shard in shards for d in shard["detections"]), key=lambda d: record_index[d["image_id"]]
+    )
+    per_shard = ("detections", "image_ids", "record_indices", "shard")
+    facts = {key: value for key, value in shards[0].items() if key not in per_shard}
     return detections, sorted(image_ids), facts
 
 
@@ -62,7 +73,9 @@ def coco_metrics(ground_truth, detections, image_ids):
         raise StageError(f"no detections in {len(image_ids)} images: nothing to score")
     table = io.StringIO()
     with contextlib.redirect_stdout(table):
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), "bbox")
+        # loadRes adds fields to the dicts it is given: give it copies.
+        results = ground_truth.loadRes(copy.deepcopy(detections))
+        evaluation = COCOeval(ground_truth, results, "bbox")
         evaluation.params.imgIds = sorted(image_ids)
         evaluation.evaluate()
         evaluation.accumulate()

@@ -413,6 +413,7 @@ def demo_config(data_dir, base_url, layout="single_file"):
         },
         "benchmark": {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1, "image_size": [320, 320]},
         "accuracy": {"max_images": 0, "shards": 1},
+        "inference_threads": 0,
         "runtime": {precision: dict(DEMO_RUNTIME, tcmalloc=precision == "int8") for precision in ("int8", "fp32")},
         "published_reference": {"int8": {"AP": "0.320-0.327"}, "fp32": {"AP": "0.347", "AP50": "0.532"}},
     }

@@ -38,9 +38,9 @@ def file_server(demo_data):
     server.stop()
 
 
-def tool_environment():
+def tool_environment(base=None):
     """Rule scripts run as `python`: make it this interpreter, as the Makefile does."""
-    environment = dict(os.environ)
+    environment = dict(os.environ if base is None else base)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     return environment
 
@@ -58,13 +58,15 @@ class Workflow:
         path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return path
 
-    def run(self, *arguments, check=True):
+    def run(self, *arguments, check=True, environment=None):
         command = [
             sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
             "--directory", str(self.workdir), "--configfile", str(self.write_config()),
             "--cores", "2", *arguments,
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, env=tool_environment())
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=tool_environment(environment), cwd=REPO_ROOT
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
         return result

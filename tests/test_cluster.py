@@ -1,0 +1,142 @@
+"""Cluster execution: sharded accuracy, the profiles, and a real one-node SLURM."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, SCRIPTS, Workflow, tool_environment
+from slurm_cluster import SlurmCluster, SlurmUnavailable
+
+from make_demo_data import demo_config
+
+PRECISIONS = ("int8", "fp32")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SLURM must run under CI (.ci/run installs it): {error}")
+        pytest.skip(f"SLURM cannot be set up here: {error}")
+    yield cluster
+    cluster.stop()
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def test_sharded_accuracy_equals_unsharded(finished_run, tmp_path):
+    workdir = finished_run.workdir
+    for precision in PRECISIONS:
+        shards = []
+        for shard in range(3):
+            shards.append(tmp_path / f"{precision}-{shard}.json")
+            run = subprocess.run(
+                [sys.executable, str(SCRIPTS / "detect_objects.py"),
+                 "--graph", str(workdir / f"resources/models/{precision}/frozen_inference_graph.pb"),
+                 "--records", str(workdir / "resources/coco_tfrecord"), "--output", str(shards[-1]),
+                 "--shard", str(shard), "--shards", "3"],
+                capture_output=True, text=True, env=tool_environment(),
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr[-2000:]
+        assert sorted(len(load(path)["image_ids"]) for path in shards) == [2, 3, 3]
+        merged = tmp_path / f"{precision}_detections.json"
+        metrics = tmp_path / f"{precision}.json"
+        run = subprocess.run(
+            [sys.executable, str(SCRIPTS / "evaluate_detections.py"), *map(str, shards),
+             "--annotations", str(workdir / "resources/coco/annotations/instances_val2017.json"),
+             "--records", str(workdir / "resources/coco_tfrecord"),
+             "--detections", str(merged), "--metrics", str(metrics)],
+            capture_output=True, text=True, env=tool_environment(),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert merged.read_text() == (workdir / f"results/accuracy/{precision}_detections.json").read_text()
+        unsharded = load(workdir / f"results/accuracy/{precision}.json")
+        for key in ("images", "detections", "standard", "legacy"):
+            assert load(metrics)[key] == unsharded[key], key
+
+
+def test_incomplete_shard_set_is_refused(finished_run, tmp_path):
+    shard = tmp_path / "int8-0.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPTS / "detect_objects.py"),
+         "--graph", str(finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb"),
+         "--records", str(finished_run.workdir / "resources/coco_tfrecord"), "--output", str(shard),
+         "--shard", "0", "--shards", "2"],
+        capture_output=True, text=True, env=tool_environment(), check=True,
+    )  # fmt: skip
+    sys.path.insert(0, str(SCRIPTS))
+    from common import StageError
+    from evaluate_detections import merge_shards
+
+    with pytest.raises(StageError, match=r"do not form a complete set: \[0\]"):
+        merge_shards([shard])
+
+
+def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
+    workflow = Workflow(tmp_path, demo_config(demo_data, "http://127.0.0.1:9"))
+    jobs = workflow.planned_jobs("--profile", str(REPO_ROOT / "profiles" / "cluster-generic"))
+    assert jobs == {
+        "download_file": 4, "extract_coco_images": 1, "extract_coco_annotations": 1, "write_empty_annotations": 1,
+        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "prepare_frozen_graph": 2,
+        "benchmark_graph": 2, "detect_objects": 2, "evaluate_accuracy": 2, "make_report": 1, "all": 1,
+    }  # fmt: skip
+
+
+def test_every_rule_declares_cluster_resources():
+    from snakemake.api import SnakemakeApi  # noqa: F401 (the installed snakemake parses the rules)
+
+    text = "".join(path.read_text() for path in sorted((REPO_ROOT / "rules").glob("*.smk")))
+    for block in text.split("\nrule ")[1:]:
+        name = block.split(":", 1)[0].strip()
+        if "shell:" not in block:
+            continue  # target rules run nothing
+        assert "threads:" in block and "mem_mb=" in block and 'runtime="' in block, name
+        network = name in ("download_file", "checkout_tensorflow_models")
+        assert ("localrule: True" in block) == (network or name == "write_empty_annotations"), name
+
+
+def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_server, finished_run):
+    config = demo_config(demo_data, file_server.url)
+    config["accuracy"]["shards"] = 2
+    config["inference_threads"] = 2
+    config["benchmark"].update(number_of_steps=20, warmup_steps=5)
+    workflow = Workflow(tmp_path / "slurm-run", config)
+    profile = ["--profile", str(REPO_ROOT / "profiles" / "slurm")]
+    result = workflow.run(*profile, "--slurm-keep-successful-logs", environment=slurm.environment)
+    output = result.stdout + result.stderr
+
+    # Every job that is not a local rule went through SLURM.
+    submitted = [line for line in output.splitlines() if "has been submitted with SLURM jobid" in line]
+    assert len(submitted) == 14  # 2 extractions, conversion, 2 graphs, 2 benchmarks, 4 shards, 2 scores, report
+    queue = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True,
+                           env=slurm.environment).stdout  # fmt: skip
+    job_ids = [line.rsplit("SLURM jobid ", 1)[1].split()[0] for line in submitted]
+    states = dict(line.split() for line in queue.splitlines())
+    assert all(states[job_id] == "COMPLETED" for job_id in job_ids)
+    assert list((workflow.workdir / ".snakemake/slurm_logs/rule_detect_objects").iterdir())
+
+    for precision in PRECISIONS:
+        ours = load(workflow.workdir / f"results/accuracy/{precision}.json")
+        local = load(finished_run.workdir / f"results/accuracy/{precision}.json")
+        assert ours["shards"] == 2 and local["shards"] == 1
+        for key in ("images", "detections", "standard", "legacy"):
+            assert ours[key] == local[key], key
+        detections = f"results/accuracy/{precision}_detections.json"
+        assert (workflow.workdir / detections).read_text() == (finished_run.workdir / detections).read_text()
+
+    # A job that fails on the cluster: reported with its SLURM log, and the run fails.
+    workflow.config["benchmark"]["warmup_steps"] = 20
+    failed = workflow.run(*profile, "--retries", "0", check=False, environment=slurm.environment)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "Error in rule benchmark_graph" in output
+    assert ".snakemake/slurm_logs/rule_benchmark_graph/" in output
+    log = (workflow.workdir / "logs/benchmark_graph/int8.log").read_text()
+    assert "error: warmup_steps (20) must be less than number_of_steps (20)" in log
