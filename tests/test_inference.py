@@ -109,6 +109,14 @@ def test_report_has_both_precisions_and_plots(finished_run):
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_snakemake_report_shows_the_results(finished_run, tmp_path):
+    report = tmp_path / "report.html"
+    finished_run.run("--report", str(report))
+    text = report.read_text()
+    for name in ("summary.md", "summary.html", "latency_per_step.png", "latency_histogram.png", "average_precision.png"):
+        assert name in text, name
+
+
 def test_changing_number_of_steps_reruns_only_benchmarks_and_report(finished_run):
     finished_run.config["benchmark"]["number_of_steps"] = 41
     try:
