@@ -71,9 +71,9 @@ class Workflow:
             raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
         return result
 
-    def planned_jobs(self, *targets):
+    def planned_jobs(self, *arguments):
         """Jobs a dry run would execute, by rule name (the 'Job stats' table)."""
-        output = self.run("-n", *targets).stdout
+        output = self.run("-n", *arguments).stdout
         jobs = {}
         table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
         for line in table.splitlines()[3:]:
@@ -85,11 +85,6 @@ class Workflow:
         return jobs
 
 
-@pytest.fixture
-def workflow(tmp_path, demo_data, file_server):
-    return Workflow(tmp_path / "run", demo_config(demo_data, file_server.url))
-
-
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, demo_data):
     """One complete run of the default target on the demo data, shared by read-only tests."""
@@ -98,6 +93,5 @@ def finished_run(tmp_path_factory, demo_data):
     config["benchmark"].update(number_of_steps=40, warmup_steps=5)
     workflow = Workflow(tmp_path_factory.mktemp("finished") / "run", config)
     workflow.run()
-    workflow.server = server
     yield workflow
     server.stop()
