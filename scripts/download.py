@@ -2,11 +2,14 @@
 """Download one file: resumable, retried, checksum-verified, written atomically.
 
 Accepts http(s):// URLs, file:// URLs and plain local paths (for mirrors). An
-interrupted HTTP transfer leaves OUTPUT.part behind; the next attempt (or the next
-run) asks the server for the remaining bytes with an HTTP Range request.
+interrupted HTTP transfer leaves OUTPUT.part behind (and OUTPUT.part.origin, its URL
+and the server's ETag or Last-Modified); the next attempt, or the next run, asks the
+server for the remaining bytes with an HTTP Range request, conditional on the file
+being unchanged (If-Range). A part from another URL is never resumed.
 """
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -33,6 +36,30 @@ class RetryableError(Exception):
 def part_path(output):
     output = Path(output)
     return output.with_name(output.name + ".part")
+
+
+def origin_path(part):
+    """Beside a part: the URL it came from and the server's validator (ETag or Last-Modified)."""
+    return part.with_name(part.name + ".origin")
+
+
+def read_origin(part):
+    try:
+        return json.loads(origin_path(part).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def discard_part(part):
+    part.unlink(missing_ok=True)
+    origin_path(part).unlink(missing_ok=True)
+
+
+def discard_foreign_part(part, url):
+    """A part left by a download of another URL must not be resumed."""
+    if part.exists() and read_origin(part).get("url") != url:
+        log.warning("discarding %s: it was not downloaded from %s", part, url)
+        discard_part(part)
 
 
 def local_source(url):
@@ -93,7 +120,13 @@ def describe_network_error(error):
 def fetch_once(session, url, part, timeouts):
     """One HTTP attempt, appending to `part` from where it stops. Returns when complete."""
     offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    headers = {}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        validator = read_origin(part).get("validator")
+        if validator:
+            # The server sends the whole file instead if it changed since the part was written.
+            headers["If-Range"] = validator
     with session.get(url, stream=True, timeout=timeouts, headers=headers) as response:
         status = response.status_code
         if status == 416 and offset:
@@ -101,7 +134,7 @@ def fetch_once(session, url, part, timeouts):
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             if total.isdigit() and int(total) == offset:
                 return
-            part.unlink()
+            discard_part(part)
             raise RetryableError("server refused the resume range; starting over")
         if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
             raise StageError(f"{url}: HTTP {status} {response.reason}")
@@ -110,11 +143,13 @@ def fetch_once(session, url, part, timeouts):
         if status == 206:
             start = response.headers.get("Content-Range", "").split(" ")[-1].split("-")[0]
             if start != str(offset):
-                part.unlink()
+                discard_part(part)
                 raise RetryableError("server answered a different range; starting over")
             log.info("resuming %s at byte %d", url, offset)
         else:
             offset = 0  # the server sent the whole file
+            validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            origin_path(part).write_text(json.dumps({"url": url, "validator": validator}))
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         written = offset
@@ -164,7 +199,7 @@ def verify(part, url, md5=None, sha256=None, size=None):
         if expected and digests[name] != expected.lower():
             problems.append(f"{name} {digests[name]}, expected {expected.lower()}")
     if problems:
-        part.unlink()
+        discard_part(part)
         raise StageError(f"{url}: checksum mismatch: " + "; ".join(problems))
     if not (md5 or sha256):
         log.warning("no checksum configured for %s; observed sha256 %s", url, digests["sha256"])
@@ -186,12 +221,15 @@ def download(
     output.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(output)
     source = local_source(url)
+    discard_foreign_part(part, url)
     if source is None:
         fetch_http(url, part, retries, backoff_seconds, (connect_timeout, read_timeout))
     else:
         copy_local(source, part)
+        origin_path(part).write_text(json.dumps({"url": url}))
     verify(part, url, md5=md5, sha256=sha256, size=size)
     part.replace(output)
+    origin_path(part).unlink(missing_ok=True)
     log.info("saved %s", output)
 
 

@@ -44,15 +44,20 @@ class RequestHandler(BaseHTTPRequestHandler):
         return path
 
     def respond(self, send_body):
-        self.server.record(self.command, urlparse(self.path).path, self.headers.get("Range"))
+        self.server.record(self.command, urlparse(self.path).path, self.headers)
         path = self.resolve()
         if path is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
+        etag = f'"{size:x}-{stat.st_mtime_ns:x}"'
         start, end = 0, size - 1
         status = HTTPStatus.OK
         match = RANGE.fullmatch(self.headers.get("Range", "").strip())
+        if_range = self.headers.get("If-Range")
+        if match and if_range is not None and if_range != etag:
+            match = None  # the client's part is of an older version: send the whole file
         if match:
             start = int(match.group(1))
             end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
@@ -66,6 +71,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
         self.send_header("Content-Length", str(end - start + 1))
         if status == HTTPStatus.PARTIAL_CONTENT:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -109,9 +115,11 @@ class FileServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def record(self, method, path, range_header):
+    def record(self, method, path, headers):
         with self.lock:
-            self.requests.append({"method": method, "path": path, "range": range_header})
+            self.requests.append(
+                {"method": method, "path": path, "range": headers.get("Range"), "if_range": headers.get("If-Range")}
+            )
 
     def cut_once(self, path, after_bytes):
         """Drop the connection after `after_bytes` of the next GET of `path`."""

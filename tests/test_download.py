@@ -74,6 +74,30 @@ def test_interrupted_run_leaves_part_and_next_run_resumes(payload_server, tmp_pa
     assert server.requests[-1]["range"] == f"bytes={resumed_from}-"
 
 
+def test_changed_file_is_fetched_whole_not_spliced(payload_server, tmp_path):
+    server, payload = payload_server
+    server.cut_once("payload.bin", after_bytes=1_500_000)
+    output = tmp_path / "payload.bin"
+    url = f"{server.url}/payload.bin"
+    with pytest.raises(StageError):
+        download(url, output, retries=0)
+    new_payload = payload[::-1]
+    (server.root / "payload.bin").write_bytes(new_payload)
+    download(url, output, md5=md5(new_payload), retries=0)
+    assert output.read_bytes() == new_payload
+    assert server.requests[-1]["range"] is not None and server.requests[-1]["if_range"]
+
+
+def test_part_from_another_url_is_not_resumed(payload_server, tmp_path):
+    server, payload = payload_server
+    output = tmp_path / "payload.bin"
+    part_path(output).write_bytes(b"bytes of some other file")
+    download(f"{server.url}/payload.bin", output, md5=md5(payload))
+    assert output.read_bytes() == payload
+    assert server.requests[-1]["range"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.bin", "served"]
+
+
 def test_wrong_checksum_fails_and_leaves_nothing(payload_server, tmp_path):
     server, _ = payload_server
     output = tmp_path / "out" / "payload.bin"
