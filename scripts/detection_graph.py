@@ -258,6 +258,15 @@ def tcmalloc_loaded():
         return False
 
 
+def memory_policy():
+    """This process's NUMA memory policy as the kernel reports it ("default", "bind:0", ...)."""
+    try:
+        first = Path("/proc/self/numa_maps").read_text().split("\n", 1)[0]
+        return first.split()[1]
+    except (OSError, IndexError):
+        return None
+
+
 def environment_facts(graph_path, applied):
     """What a result must say about where it came from."""
     import tensorflow as tf
@@ -271,4 +280,5 @@ def environment_facts(graph_path, applied):
         "usable_cores": usable_cores(),
         "runtime": applied,
         "tcmalloc_loaded": tcmalloc_loaded(),
+        "memory_policy": memory_policy(),
     }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -82,6 +83,7 @@ def test_benchmark_json_is_sane(finished_run, precision):
     assert benchmark["throughput_images_per_second"] == pytest.approx(1000 / latency["mean"])
     assert benchmark["tensorflow_version"].startswith("2.") and len(benchmark["graph_sha256"]) == 64
     assert benchmark["cpu_model"] and benchmark["runtime"]["intra_op_threads"] == 2
+    assert benchmark["memory_policy"] == "default"
     log = (finished_run.workdir / f"logs/benchmark_graph/{precision}.log").read_text()
     assert "Step 0: " in log and "Step 10: " in log and "Step 30: " in log and "Step 5: " not in log
     assert "Avg. Duration per Step:" in log
@@ -209,3 +211,20 @@ def test_truncated_graph_and_missing_onednn_are_clear_errors(finished_run, tmp_p
     )  # fmt: skip
     assert run.returncode == 1
     assert "QuantizedConv2DWithBiasAndReluAndRequantize run only with oneDNN" in error_lines(run)[0]
+
+
+def test_numa_binding_runs_the_job_under_numactl(finished_run, tmp_path):
+    if shutil.which("numactl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install numactl (see .ci/run)")
+        pytest.skip("numactl is not installed here")
+    output = tmp_path / "numa.json"
+    run = run_script(
+        "benchmark_graph.py", "--graph", finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb",
+        "--image-dir", finished_run.workdir / "resources/coco/val2017", "--output", output,
+        "--number-of-steps", 3, "--warmup-steps", 1, "--numa-socket", 0,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    benchmark = json.loads(output.read_text())
+    assert benchmark["runtime"]["numa_socket"] == 0
+    assert benchmark["memory_policy"] == "bind:0"  # as the kernel sees it
