@@ -129,6 +129,18 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
         detections = f"results/accuracy/{precision}_detections.json"
         assert (workflow.workdir / detections).read_text() == (finished_run.workdir / detections).read_text()
 
+    # The cluster-generic profile on the same SLURM: sbatch to submit, its status.py to poll.
+    # Its commands are relative to the project folder, which the working directory stands for.
+    (workflow.workdir / "profiles").symlink_to(REPO_ROOT / "profiles")
+    generic = workflow.run(
+        "--profile", str(REPO_ROOT / "profiles" / "cluster-generic"), "--forcerun", "make_report",
+        environment=slurm.environment,
+    )  # fmt: skip
+    output = generic.stdout + generic.stderr
+    external = [line for line in output.splitlines() if "with external jobid" in line]
+    assert len(external) == 1 and "make_report" in output
+    assert list((workflow.workdir / "logs/cluster").glob("make_report-*.out"))
+
     # A job that fails on the cluster: reported with its SLURM log, and the run fails.
     workflow.config["benchmark"]["warmup_steps"] = 20
     failed = workflow.run(*profile, "--retries", "0", check=False, environment=slurm.environment)
