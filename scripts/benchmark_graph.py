@@ -154,13 +154,14 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
     check_kernels(graph_def, graph_path)
     session = open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
     images = list_images(image_dir)
-    prefetcher = BatchPrefetcher(images, batch_size, image_size if batch_size > 1 else None, steps)
+    resize_to = image_size if batch_size > 1 else None
+    prefetcher = BatchPrefetcher(images, batch_size, resize_to, steps)
     ready = prefetcher.wait_until_full()
     log.info("%d of %d batches decoded before timing starts", ready, steps)
     batches = iter(prefetcher)
     seconds = time_steps(session, batches, steps)
     # Traced after the timed steps, so that step 0 includes graph set-up as in Intel's logs.
-    kernels = executed_kernels(session, load_batch(images[:batch_size], image_size if batch_size > 1 else None))
+    kernels = executed_kernels(session, load_batch(images[:batch_size], resize_to))
     summary = summarize(seconds, warmup_steps, batch_size)
     log.info("Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
              summary["intel_avg_duration_per_step_seconds"])  # fmt: skip
@@ -173,8 +174,8 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
     result = {
         "mode": "online" if batch_size == 1 else "batch",
         "batch_size": batch_size,
-        "image_size": list(image_size) if batch_size > 1 else None,
-        "images_resized": batch_size > 1,
+        "image_size": list(resize_to) if resize_to else None,
+        "images_resized": resize_to is not None,
         "number_of_steps": steps,
         "warmup_steps": warmup_steps,
         "distinct_images": len(images),

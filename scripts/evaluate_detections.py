@@ -39,6 +39,8 @@ def merge_shards(paths):
     if len(counts) != 1 or indices != list(range(counts.pop())):
         raise StageError(f"detection shards do not form a complete set: {indices}")
     image_ids = [image_id for shard in shards for image_id in shard["image_ids"]]
+    if not image_ids:
+        raise StageError("the detection shards hold no images")
     if len(set(image_ids)) != len(image_ids):
         raise StageError("an image was detected in more than one shard")
     record_index = {
@@ -48,7 +50,8 @@ def merge_shards(paths):
         (d for shard in shards for d in shard["detections"]), key=lambda d: record_index[d["image_id"]]
     )
     per_shard = ("detections", "image_ids", "record_indices", "shard")
-    facts = {key: value for key, value in shards[0].items() if key not in per_shard}
+    first = next(shard for shard in shards if shard["image_ids"])  # kernels are known where images ran
+    facts = {key: value for key, value in first.items() if key not in per_shard}
     return detections, sorted(image_ids), facts
 
 

@@ -150,3 +150,28 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     assert ".snakemake/slurm_logs/rule_benchmark_graph/" in output
     log = (workflow.workdir / "logs/benchmark_graph/int8.log").read_text()
     assert "error: warmup_steps (20) must be less than number_of_steps (20)" in log
+
+
+def test_more_shards_than_images_still_scores(finished_run, tmp_path):
+    workdir = finished_run.workdir
+    shards = []
+    for shard in range(3):
+        shards.append(tmp_path / f"fp32-{shard}.json")
+        subprocess.run(
+            [sys.executable, str(SCRIPTS / "detect_objects.py"),
+             "--graph", str(workdir / "resources/models/fp32/frozen_inference_graph.pb"),
+             "--records", str(workdir / "resources/coco_tfrecord"), "--output", str(shards[-1]),
+             "--shard", str(shard), "--shards", "3", "--max-images", "2"],
+            capture_output=True, text=True, env=tool_environment(), check=True,
+        )  # fmt: skip
+    assert [len(load(path)["image_ids"]) for path in shards] == [1, 1, 0]
+    metrics = tmp_path / "fp32.json"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "evaluate_detections.py"), *map(str, shards),
+         "--annotations", str(workdir / "resources/coco/annotations/instances_val2017.json"),
+         "--records", str(workdir / "resources/coco_tfrecord"),
+         "--detections", str(tmp_path / "d.json"), "--metrics", str(metrics)],
+        capture_output=True, text=True, env=tool_environment(),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert load(metrics)["images"] == 2 and load(metrics)["standard"]["AP"] == pytest.approx(1.0)
