@@ -31,31 +31,40 @@ def load(path):
     return json.loads(path.read_text())
 
 
+def run_stage(script, *arguments):
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *map(str, arguments)],
+        capture_output=True, text=True, env=tool_environment(),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def detect_shard(workdir, precision, output, shard, shards, *extra):
+    run_stage(
+        "detect_objects.py", "--graph", workdir / f"resources/models/{precision}/frozen_inference_graph.pb",
+        "--records", workdir / "resources/coco_tfrecord", "--output", output,
+        "--shard", shard, "--shards", shards, *extra,
+    )  # fmt: skip
+
+
+def evaluate_shards(workdir, shards, detections, metrics):
+    run_stage(
+        "evaluate_detections.py", *shards,
+        "--annotations", workdir / "resources/coco/annotations/instances_val2017.json",
+        "--records", workdir / "resources/coco_tfrecord", "--detections", detections, "--metrics", metrics,
+    )  # fmt: skip
+
+
 def test_sharded_accuracy_equals_unsharded(finished_run, tmp_path):
     workdir = finished_run.workdir
     for precision in PRECISIONS:
-        shards = []
-        for shard in range(3):
-            shards.append(tmp_path / f"{precision}-{shard}.json")
-            run = subprocess.run(
-                [sys.executable, str(SCRIPTS / "detect_objects.py"),
-                 "--graph", str(workdir / f"resources/models/{precision}/frozen_inference_graph.pb"),
-                 "--records", str(workdir / "resources/coco_tfrecord"), "--output", str(shards[-1]),
-                 "--shard", str(shard), "--shards", "3"],
-                capture_output=True, text=True, env=tool_environment(),
-            )  # fmt: skip
-            assert run.returncode == 0, run.stderr[-2000:]
+        shards = [tmp_path / f"{precision}-{shard}.json" for shard in range(3)]
+        for shard, output in enumerate(shards):
+            detect_shard(workdir, precision, output, shard, 3)
         assert sorted(len(load(path)["image_ids"]) for path in shards) == [2, 3, 3]
         merged = tmp_path / f"{precision}_detections.json"
         metrics = tmp_path / f"{precision}.json"
-        run = subprocess.run(
-            [sys.executable, str(SCRIPTS / "evaluate_detections.py"), *map(str, shards),
-             "--annotations", str(workdir / "resources/coco/annotations/instances_val2017.json"),
-             "--records", str(workdir / "resources/coco_tfrecord"),
-             "--detections", str(merged), "--metrics", str(metrics)],
-            capture_output=True, text=True, env=tool_environment(),
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr[-2000:]
+        evaluate_shards(workdir, shards, merged, metrics)
         assert merged.read_text() == (workdir / f"results/accuracy/{precision}_detections.json").read_text()
         unsharded = load(workdir / f"results/accuracy/{precision}.json")
         for key in ("images", "detections", "standard", "legacy"):
@@ -64,14 +73,7 @@ def test_sharded_accuracy_equals_unsharded(finished_run, tmp_path):
 
 def test_incomplete_shard_set_is_refused(finished_run, tmp_path):
     shard = tmp_path / "int8-0.json"
-    subprocess.run(
-        [sys.executable, str(SCRIPTS / "detect_objects.py"),
-         "--graph", str(finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb"),
-         "--records", str(finished_run.workdir / "resources/coco_tfrecord"), "--output", str(shard),
-         "--shard", "0", "--shards", "2"],
-        capture_output=True, text=True, env=tool_environment(), check=True,
-    )  # fmt: skip
-    sys.path.insert(0, str(SCRIPTS))
+    detect_shard(finished_run.workdir, "int8", shard, 0, 2)
     from common import StageError
     from evaluate_detections import merge_shards
 
@@ -154,24 +156,10 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
 
 def test_more_shards_than_images_still_scores(finished_run, tmp_path):
     workdir = finished_run.workdir
-    shards = []
-    for shard in range(3):
-        shards.append(tmp_path / f"fp32-{shard}.json")
-        subprocess.run(
-            [sys.executable, str(SCRIPTS / "detect_objects.py"),
-             "--graph", str(workdir / "resources/models/fp32/frozen_inference_graph.pb"),
-             "--records", str(workdir / "resources/coco_tfrecord"), "--output", str(shards[-1]),
-             "--shard", str(shard), "--shards", "3", "--max-images", "2"],
-            capture_output=True, text=True, env=tool_environment(), check=True,
-        )  # fmt: skip
+    shards = [tmp_path / f"fp32-{shard}.json" for shard in range(3)]
+    for shard, output in enumerate(shards):
+        detect_shard(workdir, "fp32", output, shard, 3, "--max-images", 2)
     assert [len(load(path)["image_ids"]) for path in shards] == [1, 1, 0]
     metrics = tmp_path / "fp32.json"
-    run = subprocess.run(
-        [sys.executable, str(SCRIPTS / "evaluate_detections.py"), *map(str, shards),
-         "--annotations", str(workdir / "resources/coco/annotations/instances_val2017.json"),
-         "--records", str(workdir / "resources/coco_tfrecord"),
-         "--detections", str(tmp_path / "d.json"), "--metrics", str(metrics)],
-        capture_output=True, text=True, env=tool_environment(),
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
+    evaluate_shards(workdir, shards, tmp_path / "d.json", metrics)
     assert load(metrics)["images"] == 2 and load(metrics)["standard"]["AP"] == pytest.approx(1.0)
