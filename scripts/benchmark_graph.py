@@ -24,14 +24,11 @@ from common import StageError, atomic_file, run_main
 from detection_graph import (
     add_runtime_arguments,
     apply_runtime,
-    check_interface,
-    check_kernels,
     decode_image,
     detect,
     environment_facts,
     executed_kernels,
-    load_graph_def,
-    open_session,
+    open_checked_session,
     runtime_settings,
 )
 
@@ -149,10 +146,7 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
         raise StageError("batch_size > 1 needs an image size, so that a batch is well formed")
-    graph_def = load_graph_def(graph_path)
-    check_interface(graph_def, graph_path)
-    check_kernels(graph_def, graph_path)
-    session = open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
+    session = open_checked_session(graph_path, applied)
     images = list_images(image_dir)
     resize_to = image_size if batch_size > 1 else None
     prefetcher = BatchPrefetcher(images, batch_size, resize_to, steps)

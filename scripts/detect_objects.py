@@ -21,14 +21,11 @@ from convert_coco_to_tfrecord import read_examples, val_record_files
 from detection_graph import (
     add_runtime_arguments,
     apply_runtime,
-    check_interface,
-    check_kernels,
     decode_image,
     detect,
     environment_facts,
     executed_kernels,
-    load_graph_def,
-    open_session,
+    open_checked_session,
     runtime_settings,
 )
 
@@ -68,10 +65,7 @@ def to_coco_results(image_id, height, width, outputs):
 def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=0, shards=1):
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
-    graph_def = load_graph_def(graph_path)
-    check_interface(graph_def, graph_path)
-    check_kernels(graph_def, graph_path)
-    session = open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
+    session = open_checked_session(graph_path, applied)
     detections, image_ids, record_indices, kernels = [], [], [], None
     records = selected_records(record_dir, max_images, shard, shards)
     for index, features in tqdm(records, desc="detecting", unit="image", file=sys.stderr, mininterval=10, ascii=True):

@@ -108,6 +108,15 @@ def open_session(graph_def, intra_op_threads=0, inter_op_threads=0):
     return tf1.Session(graph=graph, config=config)
 
 
+def open_checked_session(graph_path, applied):
+    """Load a frozen graph, check its interface and kernels, and open a session with the
+    runtime's thread counts: what every job that runs a graph does first."""
+    graph_def = load_graph_def(graph_path)
+    check_interface(graph_def, graph_path)
+    check_kernels(graph_def, graph_path)
+    return open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
+
+
 FETCHES = [f"{name}:0" for name in OUTPUT_NODES]
 
 
@@ -157,13 +166,13 @@ def usable_cores():
     return len(os.sched_getaffinity(0))
 
 
-def runtime_environment(settings, environment=None):
+def runtime_environment(settings):
     """The environment a job runs in: threads, OpenMP, oneDNN, TCMalloc.
 
     settings: intra_op_threads, inter_op_threads, omp_num_threads (0 = all usable cores),
     kmp_blocktime, kmp_affinity, onednn, tcmalloc.
     """
-    environment = dict(os.environ if environment is None else environment)
+    environment = dict(os.environ)
     cores = usable_cores()
     applied = {
         "intra_op_threads": settings["intra_op_threads"] or cores,

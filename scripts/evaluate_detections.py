@@ -137,7 +137,6 @@ def evaluate(shard_paths, annotations_file, record_dir, detections_output, metri
         "detections": len(detections),
         "standard": standard,
         "legacy": legacy,
-        "executed_kernels": facts.pop("executed_kernels"),
         **facts,
     }
     with atomic_file(detections_output) as temporary:

@@ -21,11 +21,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from benchmark_graph import BatchPrefetcher, load_batch, time_steps  # noqa: E402
-from detection_graph import detect, open_session, usable_cores  # noqa: E402
+from detection_graph import FETCHES, detect, open_session, usable_cores  # noqa: E402
 from make_demo_data import build_detector, mini_coco  # noqa: E402
-
-
-FETCHES = ["detection_boxes:0", "detection_scores:0", "detection_classes:0", "num_detections:0"]
 
 
 def bare_loop(session, images, steps):
