@@ -6,30 +6,42 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 CORES ?= all
 WHEEL := .cache/wheels/object_detection-0.0.3-py3-none-any.whl
+PROTOS_WHEEL := .cache/wheels/object_detection_0.1-0.1-py3-none-any.whl
 
-.PHONY: help venv wheels test lint demo run clean-demo
+.PHONY: help venv wheels twin test lint demo twin-demo run clean-demo
 
 help:
-	@echo "make test   - set up .venv and run the test suite (offline once set up)"
-	@echo "make demo   - the whole workflow offline on generated data (demo/)"
-	@echo "make run    - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
-	@echo "make lint   - snakemake --lint and snakefmt --check"
+	@echo "make test      - set up .venv, build the twin and run the test suite (offline once set up)"
+	@echo "make demo      - the whole workflow offline on generated data (demo/)"
+	@echo "make twin      - build the full-size R-FCN twin graphs (.cache/twin/), if their inputs changed"
+	@echo "make twin-demo - the whole workflow offline on the twin (twin-demo/)"
+	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
+	@echo "make lint      - snakemake --lint and snakefmt --check"
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-twin.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-twin.txt
 	touch $@
 
 venv: $(BIN)/.installed
 
-# The tensorflow/models stand-in of the demo and tests is built from this PyPI snapshot.
+# The tensorflow/models stand-in of the demo and tests is built from this PyPI snapshot; the
+# twin takes the Object Detection API from it too, and its compiled protos from the second.
 $(WHEEL): | $(BIN)/.installed
 	$(BIN)/python -m pip download --quiet --no-deps --dest .cache/wheels object-detection==0.0.3
 
-wheels: $(WHEEL)
+$(PROTOS_WHEEL): | $(BIN)/.installed
+	$(BIN)/python -m pip download --quiet --no-deps --dest .cache/wheels object-detection-0-1==0.1
 
-test: venv wheels
+wheels: $(WHEEL) $(PROTOS_WHEEL)
+
+# Rebuilds only when an input changed (make_twin.py compares their digest with the manifest).
+twin: venv wheels
+	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python tests/generators/make_twin.py build
+
+test: venv wheels twin
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -37,10 +49,13 @@ lint: venv
 	$(BIN)/snakefmt --check .
 
 demo: venv wheels
-	$(BIN)/python scripts/run_demo.py --cores $(CORES)
+	$(BIN)/python tests/generators/run_demo.py --cores $(CORES)
+
+twin-demo: twin
+	$(BIN)/python tests/generators/run_demo.py --data .cache/twin --workdir twin-demo --cores $(CORES)
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
 
 clean-demo:
-	rm -rf demo
+	rm -rf demo twin-demo

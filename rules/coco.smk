@@ -5,6 +5,8 @@ rule extract_coco_images:
         directory("resources/coco/val2017"),
     log:
         "logs/extract_coco_images.log",
+    benchmark:
+        "benchmarks/extract_coco_images.tsv"
     conda:
         "../envs/download.yaml"
     threads: 1
@@ -25,6 +27,8 @@ rule extract_coco_annotations:
         "resources/coco/annotations/instances_val2017.json",
     log:
         "logs/extract_coco_annotations.log",
+    benchmark:
+        "benchmarks/extract_coco_annotations.tsv"
     conda:
         "../envs/download.yaml"
     threads: 1
@@ -44,6 +48,8 @@ rule write_empty_annotations:
         images=directory("resources/coco/empty/images"),
     log:
         "logs/write_empty_annotations.log",
+    benchmark:
+        "benchmarks/write_empty_annotations.tsv"
     localrule: True
     conda:
         "../envs/download.yaml"

@@ -98,6 +98,16 @@ def get_graph_targets():
     )
 
 
+# Peak memory of an inference job (benchmark_graph, detect_objects), MB. The full-size twin
+# measured 3.7 GB for FP32 and 1.7 GB for INT8 (README); the rest is headroom for the
+# benchmark's prefetched images (up to 2 GiB) and for graphs larger than the twin.
+INFERENCE_MEM_MB = {"int8": 4000, "fp32": 7000}
+
+
+def get_inference_mem_mb(wildcards):
+    return INFERENCE_MEM_MB.get(wildcards.precision, max(INFERENCE_MEM_MB.values()))
+
+
 def get_inference_threads():
     """Inference jobs take the whole machine (or the configured node size): nothing should
     share the cores a benchmark is timed on."""
@@ -154,6 +164,35 @@ def get_benchmark_results():
 
 def get_accuracy_results():
     return expand("results/accuracy/{precision}.json", precision=PRECISIONS)
+
+
+def get_stage_benchmarks():
+    """Every job's Snakemake benchmark file (wall time, peak memory) that the report sums up."""
+    shards = config["accuracy"]["shards"]
+    single_jobs = (
+        "extract_coco_images",
+        "extract_coco_annotations",
+        "write_empty_annotations",
+        "checkout_tensorflow_models",
+        "convert_coco_to_tfrecord",
+    )
+    return [
+        *expand(
+            "benchmarks/download_file/{filename}.tsv", filename=config["downloads"]
+        ),
+        *expand("benchmarks/{name}.tsv", name=single_jobs),
+        *expand(
+            "benchmarks/{name}/{precision}.tsv",
+            name=("prepare_frozen_graph", "benchmark_graph", "evaluate_accuracy"),
+            precision=PRECISIONS,
+        ),
+        *expand(
+            "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv",
+            precision=PRECISIONS,
+            shard=range(shards),
+            shards=shards,
+        ),
+    ]
 
 
 def get_final_outputs():

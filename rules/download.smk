@@ -3,6 +3,8 @@ rule download_file:
         f"{DOWNLOADS}/{{filename}}",
     log:
         "logs/download_file/{filename}.log",
+    benchmark:
+        "benchmarks/download_file/{filename}.tsv"
     localrule: True
     conda:
         "../envs/download.yaml"

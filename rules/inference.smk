@@ -6,11 +6,13 @@ rule benchmark_graph:
         "results/benchmark/{precision}.json",
     log:
         "logs/benchmark_graph/{precision}.log",
+    benchmark:
+        "benchmarks/benchmark_graph/{precision}.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: get_inference_threads()
     resources:
-        mem_mb=16000,
+        mem_mb=get_inference_mem_mb,
         runtime="2h",
     params:
         script=script("benchmark_graph.py"),
@@ -29,11 +31,13 @@ rule detect_objects:
         "results/accuracy/{precision}/detections-{shard}-of-{shards}.json",
     log:
         "logs/detect_objects/{precision}-{shard}-of-{shards}.log",
+    benchmark:
+        "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: get_inference_threads()
     resources:
-        mem_mb=16000,
+        mem_mb=get_inference_mem_mb,
         runtime="12h",
     params:
         script=script("detect_objects.py"),
@@ -55,6 +59,8 @@ rule evaluate_accuracy:
         detections="results/accuracy/{precision}_detections.json",
     log:
         "logs/evaluate_accuracy/{precision}.log",
+    benchmark:
+        "benchmarks/evaluate_accuracy/{precision}.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: 1

@@ -5,11 +5,14 @@ rule prepare_frozen_graph:
         "resources/models/{precision}/frozen_inference_graph.pb",
     log:
         "logs/prepare_frozen_graph/{precision}.log",
+    benchmark:
+        "benchmarks/prepare_frozen_graph/{precision}.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: 1
     resources:
-        mem_mb=4096,
+        # 0.9 GB for the twin's 217 MB FP32 graph
+        mem_mb=2000,
         runtime="20m",
     params:
         script=script("prepare_frozen_graph.py"),

@@ -2,6 +2,7 @@ rule make_report:
     input:
         benchmarks=get_benchmark_results(),
         accuracies=get_accuracy_results(),
+        costs=get_stage_benchmarks(),
     output:
         summary=report("results/report/summary.md", category="Summary"),
         html=report("results/report/summary.html", category="Summary"),
@@ -10,6 +11,8 @@ rule make_report:
         precision=report("results/report/average_precision.png", category="Accuracy"),
     log:
         "logs/make_report.log",
+    benchmark:
+        "benchmarks/make_report.tsv"
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -22,4 +25,5 @@ rule make_report:
         output_dir=get_report_dir,
     shell:
         "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
-        " --references {params.references:q} --output-dir {params.output_dir:q} > {log:q} 2>&1"
+        " --costs {input.costs:q} --references {params.references:q}"
+        " --output-dir {params.output_dir:q} > {log:q} 2>&1"

@@ -3,6 +3,8 @@ rule checkout_tensorflow_models:
         directory("resources/tensorflow_models"),
     log:
         "logs/checkout_tensorflow_models.log",
+    benchmark:
+        "benchmarks/checkout_tensorflow_models.tsv"
     localrule: True
     conda:
         "../envs/tensorflow.yaml"
@@ -30,6 +32,8 @@ rule convert_coco_to_tfrecord:
         directory("resources/coco_tfrecord"),
     log:
         "logs/convert_coco_to_tfrecord.log",
+    benchmark:
+        "benchmarks/convert_coco_to_tfrecord.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: 1

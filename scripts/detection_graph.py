@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import resource
 import shutil
 import sys
 from collections import Counter
@@ -68,17 +69,32 @@ def onednn_enabled():
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") == "1"
 
 
-def check_kernels(graph_def, path):
-    """Every op of the graph must have a CPU kernel in this TensorFlow, before anything runs."""
-    import tensorflow as tf
+# Kernels registered for DEFAULT run on any device, CPU included: TF1 control flow and
+# Assert have only those (NextIteration: DEFAULT, GPU, TPU; Assert: DEFAULT).
+CPU_PLACEABLE_DEVICES = ("CPU", "DEFAULT")
+
+
+def ops_without_cpu_kernel(graph_def):
+    """(ops unknown to this TensorFlow, ops it knows but would not place on CPU)."""
     from tensorflow.python.framework import kernels, op_def_registry
 
     unknown, no_cpu_kernel = [], []
     for op in sorted(op_counts(graph_def)):
         if op_def_registry.get(op) is None:
             unknown.append(op)
-        elif not any(k.device_type == "CPU" for k in kernels.get_registered_kernels_for_op(op).kernel):
+        elif not any(
+            kernel.device_type in CPU_PLACEABLE_DEVICES
+            for kernel in kernels.get_registered_kernels_for_op(op).kernel
+        ):
             no_cpu_kernel.append(op)
+    return unknown, no_cpu_kernel
+
+
+def check_kernels(graph_def, path):
+    """Every op of the graph must run on CPU in this TensorFlow, before anything runs."""
+    import tensorflow as tf
+
+    unknown, no_cpu_kernel = ops_without_cpu_kernel(graph_def)
     problems = []
     if unknown:
         problems.append(f"ops unknown to TensorFlow {tf.__version__}: {', '.join(unknown)}")
@@ -290,4 +306,6 @@ def environment_facts(graph_path, applied):
         "runtime": applied,
         "tcmalloc_loaded": tcmalloc_loaded(),
         "memory_policy": memory_policy(),
+        # Peak resident memory of the job so far: graph, session and images.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }

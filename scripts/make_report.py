@@ -2,6 +2,7 @@
 """Summarise benchmark and accuracy results: one INT8/FP32 table (Markdown and HTML) and plots.
 
 Plots (PNG): latency per step, latency histogram (warm-up excluded), AP per precision.
+A second table gives each stage's cost (wall time, peak memory) from Snakemake's benchmark files.
 """
 
 import argparse
@@ -21,6 +22,11 @@ from common import StageError, atomic_file, run_main  # noqa: E402
 log = logging.getLogger("make_report")
 
 PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png")
+# The workflow's stages in the order they run, for the cost table.
+STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "write_empty_annotations",
+          "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "benchmark_graph",
+          "detect_objects", "evaluate_accuracy")  # fmt: skip
+COST_HEADER = ["Stage", "Precision", "Jobs", "Wall time (s)", "Peak memory (MB)"]
 
 
 def load_results(paths):
@@ -91,12 +97,64 @@ def table_rows(benchmarks, accuracies, references):
     return ["", *precisions], rows, details
 
 
-def markdown(header, rows, details):
+def read_benchmark_file(path):
+    """Wall seconds and peak RSS (MB, None where Snakemake could not measure it) of one job."""
+    try:
+        header, *rows = Path(path).read_text().splitlines()
+    except (OSError, ValueError) as error:
+        raise StageError(f"cannot read benchmark file {path}: {error}") from None
+    columns = header.split("\t")
+    values = dict(zip(columns, rows[-1].split("\t"))) if rows else {}
+    if "s" not in values:
+        raise StageError(f"{path}: not a Snakemake benchmark file (no 's' column)")
+
+    def measured(key):
+        try:
+            return float(values.get(key, "NA"))
+        except ValueError:
+            return None
+
+    return measured("s"), measured("max_rss")
+
+
+def stage_costs(paths, precisions):
+    """Rows of the cost table: per stage and precision, jobs, summed wall time, largest peak memory.
+
+    Files are benchmarks/<rule>.tsv, or benchmarks/<rule>/<wildcards>.tsv whose name starts
+    with the precision for per-precision rules.
+    """
+    costs = {}
+    for path in map(Path, paths):
+        nested = path.parent.name in STAGES
+        stage = path.parent.name if nested else path.stem
+        first = path.stem.split("-")[0]
+        precision = first if nested and first in precisions else "all"
+        seconds, peak = read_benchmark_file(path)
+        jobs, total, largest = costs.get((stage, precision), (0, 0.0, None))
+        if peak is not None:
+            largest = peak if largest is None else max(largest, peak)
+        costs[(stage, precision)] = (jobs + 1, total + seconds, largest)
+    order = {stage: index for index, stage in enumerate(STAGES)}
+    return [
+        (stage, [precision, str(jobs), f"{seconds:.1f}", number(peak, 0)])
+        for (stage, precision), (jobs, seconds, peak) in sorted(
+            costs.items(), key=lambda item: (order.get(item[0][0], len(order)), item[0][1])
+        )
+    ]
+
+
+def markdown(header, rows, details, cost_rows):
     lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
     lines += ["", *[f"- {detail}" for detail in details], ""]
+    if cost_rows:
+        lines += ["## Cost per stage", "", COST_NOTE, ""]
+        lines.append("| " + " | ".join(COST_HEADER) + " |")
+        lines.append("|" + "---|" * len(COST_HEADER))
+        lines += ["| " + " | ".join([label, *values]) + " |" for label, values in cost_rows]
+        lines.append("")
     lines += [
         "AP figures are pycocotools COCOeval (bbox) against instances_val2017.json. The legacy rows",
         "reproduce how the published numbers were computed: ground truth from the TFRecord, crowd",
@@ -108,19 +166,28 @@ def markdown(header, rows, details):
     return "\n".join(lines)
 
 
-def html_page(header, rows, details):
+COST_NOTE = ("From Snakemake's benchmark files (benchmarks/): wall time summed over a stage's jobs, "
+             "peak resident memory the largest of them.")  # fmt: skip
+
+
+def html_table(header, rows):
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in [label, *values]) + "</tr>" for label, values in rows
     )
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+def html_page(header, rows, details, cost_rows):
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
+    costs = f"<h2>Cost per stage</h2><p>{html.escape(COST_NOTE)}</p>{html_table(COST_HEADER, cost_rows)}" if cost_rows else ""
     images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in PLOTS)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>R-FCN ResNet101 INT8 vs FP32</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
-        f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1><table><tr>{cells}</tr>{body}"
-        f"</table><ul>{items}</ul>{images}</body></html>\n"
+        f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1>{html_table(header, rows)}"
+        f"<ul>{items}</ul>{costs}{images}</body></html>\n"
     )
 
 
@@ -161,8 +228,9 @@ def plot_precision(accuracies, path):
     plt.close(figure)
 
 
-def make_report(benchmark_paths, accuracy_paths, references, output_dir):
+def make_report(benchmark_paths, accuracy_paths, references, output_dir, cost_paths=()):
     benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
+    cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     header, rows, details = table_rows(benchmarks, accuracies, references)
@@ -172,9 +240,9 @@ def make_report(benchmark_paths, accuracy_paths, references, output_dir):
     with atomic_file(outputs["average_precision.png"]) as temporary:
         plot_precision(accuracies, temporary)
     with atomic_file(outputs["summary.html"]) as temporary:
-        temporary.write_text(html_page(header, rows, details))
+        temporary.write_text(html_page(header, rows, details, cost_rows))
     with atomic_file(outputs["summary.md"]) as temporary:
-        temporary.write_text(markdown(header, rows, details))
+        temporary.write_text(markdown(header, rows, details, cost_rows))
     log.info("report in %s", output_dir)
     return header, rows
 
@@ -183,10 +251,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmarks", type=Path, nargs="*", default=[], help="results/benchmark/<precision>.json")
     parser.add_argument("--accuracies", type=Path, nargs="*", default=[], help="results/accuracy/<precision>.json")
+    parser.add_argument("--costs", type=Path, nargs="*", default=[], help="Snakemake benchmark files (benchmarks/)")
     parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
-    make_report(args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir)
+    make_report(args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs)
 
 
 if __name__ == "__main__":

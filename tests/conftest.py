@@ -15,6 +15,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "generators"))
 
 from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E402
 from serve_files import FileServer  # noqa: E402

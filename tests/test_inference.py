@@ -228,3 +228,44 @@ def test_numa_binding_runs_the_job_under_numactl(finished_run, tmp_path):
     benchmark = json.loads(output.read_text())
     assert benchmark["runtime"]["numa_socket"] == 0
     assert benchmark["memory_policy"] == "bind:0"  # as the kernel sees it
+
+
+def test_tf1_control_flow_graph_runs_through_benchmark_and_detection(finished_run, tmp_path):
+    """Object Detection API exports (Intel's graphs) loop with TF1 control flow and Assert, whose
+    kernels TensorFlow registers for DEFAULT only; they run on CPU, and the check must let them."""
+    from tensorflow.python.framework import kernels
+
+    from make_demo_data import build_detector
+
+    graph_def = build_detector("fp32", control_flow=True)
+    ops = {node.op for node in graph_def.node}
+    assert {"Enter", "Merge", "Switch", "NextIteration", "Exit", "TensorArrayV3", "Assert"} <= ops
+    # What a check for CPU-registered kernels alone would have refused:
+    cpu_registered = {op for op in ops if any(k.device_type == "CPU" for k in kernels.get_registered_kernels_for_op(op).kernel)}  # fmt: skip
+    assert {"Assert", "NextIteration"} <= ops - cpu_registered
+    graph = tmp_path / "control_flow.pb"
+    graph.write_bytes(graph_def.SerializeToString())
+    workdir = finished_run.workdir
+    run = run_script(
+        "benchmark_graph.py", "--graph", graph, "--image-dir", workdir / "resources/coco/val2017",
+        "--output", tmp_path / "benchmark.json", "--number-of-steps", 3, "--warmup-steps", 1,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Assert" in json.loads((tmp_path / "benchmark.json").read_text())["executed_kernels"]
+    run = run_script(
+        "detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
+        "--output", tmp_path / "detections.json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())["detections"]
+    assert json.loads((tmp_path / "detections.json").read_text())["detections"] == expected
+
+
+def test_op_with_kernels_for_other_devices_only_is_named(finished_run):
+    from detection_graph import check_kernels, load_graph_def
+
+    graph_def = load_graph_def(finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb")
+    # A real op whose only kernel in this TensorFlow is for GPU.
+    next(node for node in graph_def.node if node.op == "TopKV2").op = "ExperimentalMapDataset"
+    with pytest.raises(StageError, match=r"^g.pb: ops without a CPU kernel: ExperimentalMapDataset$"):
+        check_kernels(graph_def, "g.pb")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generators"))
 
 from benchmark_graph import BatchPrefetcher, load_batch, time_steps  # noqa: E402
 from detection_graph import FETCHES, detect, open_session, usable_cores  # noqa: E402

@@ -8,6 +8,7 @@ an interrupted download resumes.
 
 import argparse
 import logging
+import sys
 import re
 import socket
 import threading
@@ -16,7 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from common import run_main
+# The stages' shared helpers (one-line errors, atomic outputs) serve the generators too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from common import run_main  # noqa: E402
 
 log = logging.getLogger("serve_files")
 

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import sys
 import os
 import subprocess
 import tarfile
@@ -30,11 +31,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import StageError, atomic_directory, run_main
+# The stages' shared helpers (one-line errors, atomic outputs) serve the generators too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from common import StageError, atomic_directory, run_main  # noqa: E402
 
 log = logging.getLogger("make_demo_data")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WHEEL = REPO_ROOT / ".cache" / "wheels" / "object_detection-0.0.3-py3-none-any.whl"
 
 # COCO's 80 detection categories with their real ids (1..90, with gaps).
@@ -148,17 +152,21 @@ def annotation(annotation_id, image_id, width, height, category, x, y, w, h, cro
     }
 
 
-def mini_coco():
-    """The annotations file (as a dict) and the JPEG bytes of each image, by file name."""
+def mini_coco(layout=MINI_COCO, draw=draw_image, description="mini COCO val2017 for the R-FCN workflow demo"):
+    """The annotations file (as a dict) and the JPEG bytes of each image, by file name.
+
+    `layout` lists (image id, width, height, grayscale, objects) as MINI_COCO does; `draw`
+    turns one entry into a PIL image.
+    """
     images, annotations, jpegs = [], [], {}
-    for image_id, width, height, grayscale, objects in MINI_COCO:
+    for image_id, width, height, grayscale, objects in layout:
         name = image_file_name(image_id)
         images.append(
             {"id": image_id, "file_name": name, "width": width, "height": height, "license": 1,
              "coco_url": f"http://images.cocodataset.org/val2017/{name}",
              "date_captured": "2013-11-14 17:02:52"}
         )  # fmt: skip
-        jpegs[name] = jpeg_bytes(draw_image(width, height, grayscale, objects))
+        jpegs[name] = jpeg_bytes(draw(width, height, grayscale, objects))
         for category, x, y, w, h, _, crowd in objects:
             annotations.append(
                 annotation(len(annotations) + 1, image_id, width, height, category, x, y, w, h, crowd)
@@ -168,7 +176,7 @@ def mini_coco():
         for category, name in COCO_CATEGORIES.items()
     ]
     instances = {
-        "info": {"description": "mini COCO val2017 for the R-FCN workflow demo", "version": "1.0"},
+        "info": {"description": description, "version": "1.0"},
         "licenses": [{"id": 1, "name": "generated", "url": ""}],
         "images": images,
         "annotations": annotations,
@@ -183,24 +191,33 @@ def write_zip(path, members):
             archive.writestr(name, data)
 
 
-def build_detector(precision, extra_conv_layers=0, extra_channels=32):
+def build_detector(precision, extra_conv_layers=0, extra_channels=32, control_flow=False):
     """A frozen GraphDef with the Object Detection API interface that boxes palette colours.
 
     `extra_conv_layers` adds a tower of 3x3 convolutions over the image whose result is
     folded into the scores with a negligible weight: the same detections, at a real
     model's cost (about 1.4 GFLOPs per layer on a 320x240 image with 32 channels), for
-    measuring the harness.
+    measuring the harness. `control_flow` reads the images through TF1 control flow, as
+    Object Detection API exports do: a while loop over the batch into a TensorArray, and
+    an Assert (the same detections).
     """
     import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
 
     tf1 = tf.compat.v1
+    if control_flow and control_flow_util.ENABLE_CONTROL_FLOW_V2:
+        tf1.disable_control_flow_v2()
+        try:
+            return build_detector(precision, extra_conv_layers, extra_channels, control_flow)
+        finally:
+            tf1.enable_control_flow_v2()
     categories = list(PALETTE)
     filters = np.array([[1 if c else -1 for c in PALETTE[k]] for k in categories], np.float32).T
     biases = np.array([128.0 - sum(PALETTE[k]) for k in categories], np.float32)
     graph = tf.Graph()
     with graph.as_default():
         image = tf1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
-        pixels = tf.cast(image, tf.float32)
+        pixels = tf1_control_flow_cast(image) if control_flow else tf.cast(image, tf.float32)
         kernel = filters.reshape(1, 1, 3, len(categories))
         if precision == "fp32":
             scores = tf.nn.relu(
@@ -252,6 +269,24 @@ def build_detector(precision, extra_conv_layers=0, extra_channels=32):
         tf.identity(class_ids, name="detection_classes")
         tf.identity(tf.reduce_sum(found, axis=1), name="num_detections")
     return graph.as_graph_def()
+
+
+def tf1_control_flow_cast(images):
+    """uint8 images to float32 through a TF1 while loop (Enter, Merge, Switch, NextIteration,
+    Exit), a TensorArray and an Assert: the ops whose kernels are registered for DEFAULT."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    count = tf.shape(images)[0]
+
+    def cast_one(index, array):
+        return index + 1, array.write(index, tf.cast(images[index], tf.float32))
+
+    _, array = tf1.while_loop(lambda index, _: index < count, cast_one, [0, tf1.TensorArray(tf.float32, size=count)])
+    pixels = array.stack()
+    check = tf1.Assert(tf.reduce_all(pixels >= 0.0), ["negative pixel values"])
+    with tf.control_dependencies([check]):
+        return tf.identity(pixels)
 
 
 def conv_tower(pixels, layers, channels):
@@ -340,33 +375,53 @@ def md5_of(path):
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+FP32_ARCHIVE = "rfcn_resnet101_fp32_coco_pretrained_model.tar.gz"
+FP32_MEMBER = "rfcn_resnet101_fp32_coco/frozen_inference_graph.pb"
+INT8_GRAPH = "rfcn_resnet101_int8_coco_pretrained_model.pb"
+
+
+def write_coco_archives(files, instances, jpegs):
+    """val2017.zip and annotations_trainval2017.zip in COCO's layouts."""
+    write_zip(files / "val2017.zip", {f"val2017/{name}": data for name, data in jpegs.items()})
+    write_zip(
+        files / "annotations_trainval2017.zip",
+        {"annotations/instances_val2017.json": json.dumps(instances)},
+    )
+
+
+def write_fp32_archive(files, graph_path):
+    """The FP32 graph in a tarball, where Intel's tarball holds it."""
+    with tarfile.open(files / FP32_ARCHIVE, "w:gz") as tar:
+        tar.add(graph_path, arcname=FP32_MEMBER)
+
+
+def write_manifest(work, files, wheel, **extra):
+    """The tensorflow/models stand-in, then manifest.json: checksums, commits and `extra`."""
+    repository = work / "tensorflow_models"
+    repository.mkdir()
+    commits = make_models_repository(wheel, repository)
+    manifest = {
+        "md5": {path.name: md5_of(path) for path in sorted(files.iterdir())},
+        "commits": commits,
+        **extra,
+    }
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 def make_demo_data(output, wheel=DEFAULT_WHEEL):
     """Write everything under `output` (replaced whole); returns the manifest."""
     output = Path(output)
     with atomic_directory(output) as work:
         files = work / "files"
         files.mkdir()
-        instances, jpegs = mini_coco()
-        write_zip(files / "val2017.zip", {f"val2017/{name}": data for name, data in jpegs.items()})
-        write_zip(
-            files / "annotations_trainval2017.zip",
-            {"annotations/instances_val2017.json": json.dumps(instances)},
-        )
-        int8_graph = files / "rfcn_resnet101_int8_coco_pretrained_model.pb"
-        int8_graph.write_bytes(build_detector("int8").SerializeToString())
+        write_coco_archives(files, *mini_coco())
+        (files / INT8_GRAPH).write_bytes(build_detector("int8").SerializeToString())
         fp32_graph = work / "frozen_inference_graph.pb"
         fp32_graph.write_bytes(build_detector("fp32").SerializeToString())
-        with tarfile.open(files / "rfcn_resnet101_fp32_coco_pretrained_model.tar.gz", "w:gz") as tar:
-            tar.add(fp32_graph, arcname="rfcn_resnet101_fp32_coco/frozen_inference_graph.pb")
+        write_fp32_archive(files, fp32_graph)
         fp32_graph.unlink()
-        repository = work / "tensorflow_models"
-        repository.mkdir()
-        commits = make_models_repository(wheel, repository)
-        manifest = {
-            "md5": {path.name: md5_of(path) for path in sorted(files.iterdir())},
-            "commits": commits,
-        }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = write_manifest(work, files, wheel)
     # The repository moved with the folder; git finds it by path, so nothing to fix.
     log.info("demo data in %s", output)
     return manifest
@@ -385,7 +440,10 @@ DEMO_RUNTIME = {
 
 
 def demo_config(data_dir, base_url, layout="single_file"):
-    """A workflow config that takes every input from the demo data, served at `base_url`."""
+    """A workflow config that takes every input from the demo data, served at `base_url`.
+
+    A data folder's manifest may hold `benchmark` settings of its own (the twin's do).
+    """
     manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
     downloads = {
         name: {"url": f"{base_url.rstrip('/')}/{name}", "md5": md5}
@@ -405,13 +463,12 @@ def demo_config(data_dir, base_url, layout="single_file"):
             "commit": manifest["commits"][layout],
         },
         "models": {
-            "int8": {"download": "rfcn_resnet101_int8_coco_pretrained_model.pb"},
-            "fp32": {
-                "download": "rfcn_resnet101_fp32_coco_pretrained_model.tar.gz",
-                "member": "rfcn_resnet101_fp32_coco/frozen_inference_graph.pb",
-            },
+            "int8": {"download": INT8_GRAPH},
+            "fp32": {"download": FP32_ARCHIVE, "member": FP32_MEMBER},
         },
-        "benchmark": {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1, "image_size": [320, 320]},
+        "benchmark": manifest.get(
+            "benchmark", {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1, "image_size": [320, 320]}
+        ),
         "accuracy": {"max_images": 0, "shards": 1},
         "inference_threads": 0,
         "runtime": {precision: dict(DEMO_RUNTIME, tcmalloc=precision == "int8") for precision in ("int8", "fp32")},

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Run the whole workflow offline on generated data, served from 127.0.0.1.
 
-Makes the demo data (once), serves its files over HTTP on a free local port,
-writes a config pointing at them, and runs snakemake in the demo folder. Extra
-arguments go to snakemake (for example a target, or `-n`).
+Makes the demo data (once), or takes another data folder (`--data`, the twin's),
+serves its files over HTTP on a free local port, writes a config pointing at them,
+and runs snakemake in the demo folder. Extra arguments go to snakemake (for
+example a target, or `-n`).
 """
 
 import argparse
@@ -15,13 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from common import StageError, run_main
-from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data
-from serve_files import FileServer
+# The stages' shared helpers (one-line errors, atomic outputs) serve the generators too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from common import StageError, run_main  # noqa: E402
+from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E402
+from serve_files import FileServer  # noqa: E402
 
 log = logging.getLogger("run_demo")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def snakemake_command(workdir, configfile, cores, extra):
@@ -41,11 +45,18 @@ def snakemake_command(workdir, configfile, cores, extra):
     ]
 
 
-def run_demo(workdir, cores, extra, wheel=DEFAULT_WHEEL):
+def run_demo(workdir, cores, extra, wheel=DEFAULT_WHEEL, data=None):
+    """Run the workflow in `workdir` on a data folder: `data` (the twin's, say), or the demo's,
+    generated into `workdir`/data when missing."""
     workdir = Path(workdir).resolve()
-    data = workdir / "data"
-    if not (data / "manifest.json").is_file():
-        make_demo_data(data, wheel)
+    if data is None:
+        data = workdir / "data"
+        if not (data / "manifest.json").is_file():
+            make_demo_data(data, wheel)
+    elif not (Path(data) / "manifest.json").is_file():
+        raise StageError(f"{data} has no manifest.json: build it first (make twin)")
+    data = Path(data).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
     server = FileServer(data / "files").start()
     try:
         configfile = workdir / "config.yaml"
@@ -68,8 +79,9 @@ def main():
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "demo", help="demo folder")
     parser.add_argument("--cores", default="all", help="snakemake --cores")
     parser.add_argument("--object-detection-wheel", type=Path, default=DEFAULT_WHEEL)
+    parser.add_argument("--data", type=Path, help="a data folder with manifest.json (default: the demo's)")
     args, extra = parser.parse_known_args()
-    run_demo(args.workdir, args.cores, extra, args.object_detection_wheel)
+    run_demo(args.workdir, args.cores, extra, args.object_detection_wheel, args.data)
 
 
 if __name__ == "__main__":

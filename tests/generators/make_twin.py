@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Build a full-size twin of Intel's R-FCN ResNet101 COCO graphs, offline, from PyPI packages only.
+
+The demo's detectors are tiny and loop-free; Intel's graphs are Object Detection API exports
+with ~7,800 nodes, TF1 while loops, TensorArrays and Assert. The twin has their structure:
+- FP32: R-FCN ResNet101 built by the real Object Detection API code (PyPI object-detection
+  0.0.3, run on TensorFlow 2 by odapi_compat.py) from the model section of upstream
+  samples/configs/rfcn_resnet101_coco.config, with seeded random weights whose BatchNorm
+  statistics are measured on images (so activations stay finite through 101 layers), and
+  exported by the upstream exporter (`export_inference_graph`, input type `image_tensor`);
+- INT8: that graph quantized by Intel Neural Compressor (static post-training quantization,
+  calibrated on a few images), which gives Intel's fused quantized op family;
+- a generated COCO val2017 at real image sizes, and the tensorflow/models stand-in.
+
+The folder has the demo data's layout (files/, tensorflow_models/, manifest.json), so
+run_demo.py runs the workflow on it. It is rebuilt only when its inputs change (the
+manifest records their digest), and appears under its name only when complete.
+
+Steps run as child processes (`export-fp32`, `quantize-int8`): the Object Detection API
+needs TF1 behaviour process-wide, and each step's peak memory is its own.
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+GENERATORS = Path(__file__).resolve().parent
+REPO_ROOT = GENERATORS.parents[1]
+# The stages' shared helpers (one-line errors, atomic outputs) serve the generators too.
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+from common import StageError, atomic_directory, atomic_file, file_digests, run_main  # noqa: E402
+from make_demo_data import (  # noqa: E402
+    COCO_CATEGORIES,
+    DEFAULT_WHEEL,
+    INT8_GRAPH,
+    mini_coco,
+    write_coco_archives,
+    write_fp32_archive,
+    write_manifest,
+)
+
+log = logging.getLogger("make_twin")
+
+DEFAULT_OUTPUT = REPO_ROOT / ".cache" / "twin"
+PROTOS_WHEEL = REPO_ROOT / ".cache" / "wheels" / "object_detection_0.1-0.1-py3-none-any.whl"
+MODEL_CONFIG = GENERATORS / "rfcn_resnet101_coco.config"
+REQUIREMENTS = REPO_ROOT / "requirements-twin.txt"
+# What a change to should rebuild the twin.
+INPUT_FILES = (Path(__file__), GENERATORS / "odapi_compat.py", GENERATORS / "make_demo_data.py", MODEL_CONFIG,
+               REQUIREMENTS, REPO_ROOT / "requirements.txt")  # fmt: skip
+REQUIRED_MODULES = {"tf_slim": "tf-slim", "tf_keras": "tf-keras", "neural_compressor": "neural-compressor-tf"}
+INPUT_NODE = "image_tensor"
+OUTPUT_NODES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+# Intel's INT8 R-FCN carries these; a quantizer that gives anything else is not a twin of it.
+INT8_OPS = ("QuantizeV2", "QuantizedConv2DWithBiasAndReluAndRequantize",
+            "QuantizedConv2DWithBiasSumAndReluAndRequantize", "Dequantize")  # fmt: skip
+# Image sizes of COCO val2017's most common shapes.
+IMAGE_SIZES = ((640, 480), (480, 640), (640, 427), (640, 360), (500, 375), (612, 612))
+# The twin's run: a short benchmark (the real config has 500 steps) over all images.
+TWIN_BENCHMARK = {"number_of_steps": 25, "warmup_steps": 5, "batch_size": 1, "image_size": [600, 1024]}
+
+
+def twin_layout(count, seed):
+    """`count` images in make_demo_data's layout format: COCO sizes, 1-6 objects each."""
+    generator = np.random.default_rng(seed)
+    categories = sorted(COCO_CATEGORIES)
+    layout = []
+    for index in range(count):
+        width, height = IMAGE_SIZES[index % len(IMAGE_SIZES)]
+        objects = []
+        for _ in range(int(generator.integers(1, 7))):
+            w, h = (int(generator.integers(16, size // 2)) for size in (width, height))
+            x, y = int(generator.integers(0, width - w)), int(generator.integers(0, height - h))
+            colour = tuple(int(c) for c in generator.integers(0, 256, 3))
+            objects.append((int(generator.choice(categories)), x, y, w, h, colour, 0))
+        layout.append((100000 + index, width, height, False, objects))
+    return layout
+
+
+def twin_painter(seed):
+    """Draws images with textured backgrounds, so that calibration sees varied statistics."""
+    generator = np.random.default_rng(seed)
+
+    def draw(width, height, grayscale, objects):
+        rows, columns = np.mgrid[0:height, 0:width] / max(width, height)
+        slopes = generator.uniform(-200, 200, (2, 3))
+        pixels = generator.uniform(40, 215, 3) + rows[..., None] * slopes[0] + columns[..., None] * slopes[1]
+        pixels += generator.normal(0, 20, (height, width, 3))
+        for _, x, y, w, h, colour, _ in objects:
+            pixels[y : y + h, x : x + w] = colour
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+
+    return draw
+
+
+def decode_jpegs(jpegs):
+    return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in jpegs]
+
+
+def inputs_digest(count, seed, calibration_images):
+    """sha256 over everything the twin is made from."""
+    digest = hashlib.sha256(json.dumps([count, seed, calibration_images]).encode())
+    for path in (*INPUT_FILES, DEFAULT_WHEEL, PROTOS_WHEEL):
+        digest.update(path.name.encode())
+        digest.update(file_digests(path, ("sha256",))["sha256"].encode())
+    return digest.hexdigest()
+
+
+def check_packages():
+    import importlib.util
+
+    missing = [package for module, package in REQUIRED_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise StageError(f"twin step check_packages: {', '.join(missing)} not installed: run `make twin`")
+    for wheel in (DEFAULT_WHEEL, PROTOS_WHEEL):
+        if not wheel.is_file():
+            raise StageError(f"twin step check_packages: no {wheel}: run `make wheels`")
+
+
+def unpack_object_detection(wheel, protos_wheel, root):
+    """object_detection/ from the 0.0.3 wheel, with protos compiled for today's protobuf from
+    the descriptors in object-detection-0-1's generated modules (0.0.3 ships none)."""
+    from odapi_compat import compile_protos
+
+    with zipfile.ZipFile(wheel) as archive:
+        members = [name for name in archive.namelist() if name.startswith("object_detection/")]
+        archive.extractall(root, members)
+    old_protos = root / "old_protos"
+    with zipfile.ZipFile(protos_wheel) as archive:
+        members = [name for name in archive.namelist() if name.startswith("object_detection/protos/") and name.endswith("_pb2.py")]  # fmt: skip
+        archive.extractall(old_protos, members)
+    compiled = compile_protos(sorted(old_protos.rglob("*_pb2.py")), root)
+    shutil.rmtree(old_protos)
+    log.info("object_detection 0.0.3 unpacked, %d protos compiled", len(compiled))
+
+
+def calibrate_batch_norms(tf, session, image_tensor, images):
+    """Set each BatchNorm's moving mean and variance to those of its input on `images`.
+
+    In graph order, one layer at a time, so that each layer sees inputs already normalized
+    by the layers before it: with random weights and unit statistics, activations would
+    grow to ~1e8 by block4 and the scores saturate.
+    """
+    graph = session.graph
+    variables = {variable.op.name: variable for variable in tf.global_variables()}
+    batch_norms = [op for op in graph.get_operations() if op.type.startswith("FusedBatchNorm")]
+    for op in batch_norms:
+        values = session.run(op.inputs[0], {image_tensor: images})
+        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+        for index, statistic in ((3, flat.mean(axis=0)), (4, flat.var(axis=0))):
+            variables[op.inputs[index].op.name.removesuffix("/read")].load(statistic.astype(np.float32), session)
+    return len(batch_norms)
+
+
+def export_fp32(source_root, images_zip, output_dir, seed, batch_norm_images=1):
+    """Build R-FCN ResNet101 with the Object Detection API, give it weights, export it."""
+    import odapi_compat
+
+    odapi_compat.install(source_root)
+    import tensorflow as tf  # tensorflow.compat.v1, as the 2019 code expects
+    from google.protobuf import text_format
+    from object_detection import exporter
+    from object_detection.builders import model_builder
+    from object_detection.protos import pipeline_pb2
+
+    pipeline = pipeline_pb2.TrainEvalPipelineConfig()
+    text_format.Merge(MODEL_CONFIG.read_text(), pipeline)
+    images = read_images(images_zip)[:batch_norm_images]
+    checkpoint = Path(output_dir) / "random" / "model.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        model = model_builder.build(pipeline.model, is_training=False)
+        image_tensor = tf.placeholder(tf.uint8, [None, None, None, 3], name=INPUT_NODE)
+        preprocessed, true_shapes = model.preprocess(tf.to_float(image_tensor))
+        model.postprocess(model.predict(preprocessed, true_shapes), true_shapes)
+        tf.train.get_or_create_global_step()
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            started = time.perf_counter()
+            for image in images:
+                layers = calibrate_batch_norms(tf, session, image_tensor, image[None])
+            log.info("%d BatchNorm layers calibrated in %.0f s", layers, time.perf_counter() - started)
+            tf.train.Saver().save(session, str(checkpoint))
+    with tf.Graph().as_default():
+        exporter.export_inference_graph(INPUT_NODE, pipeline, str(checkpoint), str(output_dir))
+    shutil.rmtree(checkpoint.parent)
+
+
+def read_images(images_zip):
+    with zipfile.ZipFile(images_zip) as archive:
+        return decode_jpegs(archive.read(name) for name in sorted(archive.namelist()) if name.endswith(".jpg"))
+
+
+class CalibrationImages:
+    """Neural Compressor's calibration data loader: (batch, label) pairs of one image each."""
+
+    batch_size = 1
+
+    def __init__(self, images):
+        self.images = images
+
+    def __iter__(self):
+        for image in self.images:
+            yield image[None], 0
+
+
+def quantize_int8(fp32_graph, images_zip, output, calibration_images):
+    """Static post-training quantization of the FP32 graph with Intel Neural Compressor."""
+    from neural_compressor.tensorflow import StaticQuantConfig, quantize_model
+    from neural_compressor.tensorflow.utils import Model
+
+    images = read_images(images_zip)[:calibration_images]
+    model = Model(str(fp32_graph))
+    model.input_tensor_names = [INPUT_NODE]
+    model.output_tensor_names = list(OUTPUT_NODES)
+    quantized = quantize_model(model, StaticQuantConfig(), CalibrationImages(images), calib_iteration=len(images))
+    if quantized is None:
+        raise StageError("Neural Compressor returned no model")
+    graph_def = quantized.graph_def
+    ops = {node.op for node in graph_def.node}
+    missing = [op for op in INT8_OPS if op not in ops]
+    if missing:
+        raise StageError(f"the quantized graph lacks Intel's {', '.join(missing)}")
+    with atomic_file(output) as temporary:
+        temporary.write_bytes(graph_def.SerializeToString())
+
+
+def graph_facts(path):
+    from collections import Counter
+
+    from tensorflow.core.framework import graph_pb2
+
+    graph_def = graph_pb2.GraphDef()
+    graph_def.ParseFromString(Path(path).read_bytes())
+    ops = Counter(node.op for node in graph_def.node)
+    return {"bytes": Path(path).stat().st_size, "nodes": len(graph_def.node), "ops": dict(sorted(ops.items()))}
+
+
+def run_step(name, arguments, logs):
+    """Run one step of this script in a child process; its log goes to `logs`/<name>.log."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    command = [sys.executable, str(Path(__file__).resolve()), name, *map(str, arguments)]
+    log.info("step %s: %s (log: %s)", name, " ".join(command[2:]), log_path)
+    started = time.perf_counter()
+    with open(log_path, "w") as log_file:
+        status = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - started
+    text = log_path.read_text(errors="replace")
+    if status != 0:
+        lines = [line for line in text.splitlines() if line.strip()]
+        cause = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "")
+        raise StageError(f"twin step {name} failed (exit {status}): {cause.removeprefix('error: ')} (log: {log_path})")
+    peak = json.loads(text.rsplit("PEAK_RSS_MB ", 1)[1].split()[0]) if "PEAK_RSS_MB " in text else None
+    log.info("step %s: %.0f s, peak %s MB", name, seconds, peak)
+    return {"seconds": round(seconds, 1), "peak_rss_mb": peak}
+
+
+def make_twin(output=DEFAULT_OUTPUT, count=24, seed=0, calibration_images=4, force=False):
+    """Build the twin under `output` unless it is there with the same inputs; returns the manifest."""
+    output = Path(output)
+    check_packages()
+    digest = inputs_digest(count, seed, calibration_images)
+    manifest_path = output / "manifest.json"
+    if not force and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("inputs_sha256") == digest:
+            log.info("twin in %s is up to date", output)
+            return manifest
+    logs = output.parent / f"{output.name}-logs"
+    with atomic_directory(output) as work:
+        files = work / "files"
+        files.mkdir()
+        instances, jpegs = mini_coco(twin_layout(count, seed), twin_painter(seed), "COCO val2017 twin at real image sizes")
+        write_coco_archives(files, instances, jpegs)
+        source_root = work / "object_detection_api"
+        unpack_object_detection(DEFAULT_WHEEL, PROTOS_WHEEL, source_root)
+        export_dir = work / "export"
+        steps = {"export_fp32": run_step("export-fp32", [source_root, files / "val2017.zip", export_dir, "--seed", seed], logs)}
+        fp32_graph = export_dir / "frozen_inference_graph.pb"
+        steps["quantize_int8"] = run_step(
+            "quantize-int8", [fp32_graph, files / "val2017.zip", files / INT8_GRAPH, "--calibration-images", calibration_images], logs
+        )  # fmt: skip
+        graphs = {"fp32": graph_facts(fp32_graph), "int8": graph_facts(files / INT8_GRAPH)}
+        write_fp32_archive(files, fp32_graph)
+        shutil.rmtree(export_dir)
+        shutil.rmtree(source_root)
+        manifest = write_manifest(
+            work, files, DEFAULT_WHEEL, inputs_sha256=digest, benchmark=TWIN_BENCHMARK, images=count,
+            build=steps, graphs=graphs,
+        )  # fmt: skip
+    for precision, facts in graphs.items():
+        log.info("%s graph: %d bytes, %d nodes", precision, facts["bytes"], facts["nodes"])
+    log.info("twin in %s", output)
+    return manifest
+
+
+def report_peak_memory():
+    print(f"PEAK_RSS_MB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    steps = parser.add_subparsers(dest="step")
+    build = steps.add_parser("build", help="the whole twin (the default)")
+    build.add_argument("output", type=Path, nargs="?", default=DEFAULT_OUTPUT)
+    build.add_argument("--images", type=int, default=24, help="generated COCO images")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--calibration-images", type=int, default=4, help="images Neural Compressor calibrates on")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    export = steps.add_parser("export-fp32", help="step: build, weight and export the FP32 graph")
+    export.add_argument("source_root", type=Path, help="folder holding object_detection/")
+    export.add_argument("images_zip", type=Path, help="val2017.zip (BatchNorm statistics)")
+    export.add_argument("output_dir", type=Path)
+    export.add_argument("--seed", type=int, default=0)
+    quantize = steps.add_parser("quantize-int8", help="step: quantize the FP32 graph with Neural Compressor")
+    quantize.add_argument("fp32_graph", type=Path)
+    quantize.add_argument("images_zip", type=Path, help="val2017.zip (calibration)")
+    quantize.add_argument("output", type=Path)
+    quantize.add_argument("--calibration-images", type=int, default=4)
+    args = parser.parse_args(sys.argv[1:] or ["build"])
+    if args.step == "export-fp32":
+        export_fp32(args.source_root, args.images_zip, args.output_dir, args.seed)
+        report_peak_memory()
+    elif args.step == "quantize-int8":
+        quantize_int8(args.fp32_graph, args.images_zip, args.output, args.calibration_images)
+        report_peak_memory()
+    else:
+        make_twin(args.output, args.images, args.seed, args.calibration_images, args.force)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,82 @@
+"""The whole workflow on the full-size R-FCN ResNet101 twin (`make twin`), in one run.
+
+The demo's detectors are tiny and loop-free; this run meets what Intel's real graphs bring:
+~7,800 nodes of Object Detection API export, TF1 while loops, TensorArrays, Assert, and
+Neural Compressor's INT8 graph with Intel's fused quantized ops.
+"""
+
+import csv
+import json
+import os
+
+import pytest
+from conftest import REPO_ROOT, Workflow
+
+from make_demo_data import demo_config
+from serve_files import FileServer
+
+TWIN = REPO_ROOT / ".cache" / "twin"
+PRECISIONS = ("int8", "fp32")
+CONTROL_FLOW_OPS = {"Enter", "Exit", "Merge", "Switch", "NextIteration", "LoopCond", "TensorArrayV3"}
+
+
+@pytest.fixture(scope="module")
+def twin_run(tmp_path_factory):
+    if not (TWIN / "manifest.json").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no twin in {TWIN}: CI must build it (make test runs make twin)")
+        pytest.skip(f"no twin in {TWIN}: run `make twin`")
+    server = FileServer(TWIN / "files").start()
+    workflow = Workflow(tmp_path_factory.mktemp("twin") / "run", demo_config(TWIN, server.url))
+    workflow.run()
+    yield workflow
+    server.stop()
+
+
+def read_json(workflow, path):
+    return json.loads((workflow.workdir / path).read_text())
+
+
+def test_twin_graphs_have_the_real_structure():
+    manifest = json.loads((TWIN / "manifest.json").read_text())
+    fp32, int8 = manifest["graphs"]["fp32"], manifest["graphs"]["int8"]
+    assert fp32["nodes"] > 7000 and fp32["ops"]["Conv2D"] == 110 and fp32["bytes"] > 200e6
+    assert CONTROL_FLOW_OPS | {"Assert"} <= set(fp32["ops"])
+    assert "Conv2D" not in int8["ops"] and CONTROL_FLOW_OPS <= set(int8["ops"])
+    quantized = sum(count for op, count in int8["ops"].items() if op.startswith("QuantizedConv2DWith"))
+    assert quantized == 110
+
+
+def test_benchmark_runs_both_twin_graphs(twin_run):
+    for precision in PRECISIONS:
+        result = read_json(twin_run, f"results/benchmark/{precision}.json")
+        assert result["measured_steps"] == 20 and result["warmup_steps"] == 5
+        assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    int8 = read_json(twin_run, "results/benchmark/int8.json")["executed_kernels"]
+    assert {"_MklQuantizedConv2DWithBiasAndReluAndRequantize", "_MklQuantizedConv2DWithBiasSumAndReluAndRequantize"} <= set(int8)  # fmt: skip
+    fp32 = read_json(twin_run, "results/benchmark/fp32.json")["executed_kernels"]
+    assert "NextIteration" in fp32 and not any("Quantized" in kernel for kernel in fp32)
+
+
+def test_accuracy_scores_every_twin_image(twin_run):
+    for precision in PRECISIONS:
+        accuracy = read_json(twin_run, f"results/accuracy/{precision}.json")
+        assert accuracy["images"] == 24
+        # Random weights find nothing, but every image gets R-FCN's 300 finite detections.
+        assert accuracy["detections"] == 24 * 300
+        assert 0.0 <= accuracy["standard"]["AP"] < 0.05
+        detections = read_json(twin_run, f"results/accuracy/{precision}_detections.json")
+        assert all(0.0 <= d["score"] <= 1.0 and d["bbox"][2] >= 0 for d in detections)
+
+
+def test_every_job_has_a_benchmark_file_and_the_report_sums_them(twin_run):
+    benchmarks = sorted((twin_run.workdir / "benchmarks").rglob("*.tsv"))
+    names = {path.relative_to(twin_run.workdir / "benchmarks").as_posix() for path in benchmarks}
+    assert {"benchmark_graph/int8.tsv", "detect_objects/fp32-0-of-1.tsv", "convert_coco_to_tfrecord.tsv",
+            "make_report.tsv"} <= names  # fmt: skip
+    with open(twin_run.workdir / "benchmarks/detect_objects/fp32-0-of-1.tsv") as stream:
+        row = next(csv.DictReader(stream, delimiter="\t"))
+    assert float(row["s"]) > 1 and float(row["max_rss"]) > 1000  # a full-size graph in memory
+    summary = (twin_run.workdir / "results/report/summary.md").read_text()
+    assert "## Cost per stage" in summary
+    assert "| detect_objects | fp32 | 1 |" in summary and "| download_file | all | 4 |" in summary
