@@ -4,18 +4,53 @@ import re
 import shlex
 from pathlib import Path
 
+import jsonschema
+import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-validate(config, schema="../config/schema.yaml")
+
+def config_problems(config, schema):
+    """Every way `config` breaks `schema`, one line each, naming the key."""
+    problems = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for error in validator.iter_errors(config):
+        key = ".".join(str(part) for part in error.absolute_path)
+        prefix = f"{key}." if key else ""
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            known = error.schema.get("properties", {})
+            for name in sorted(set(error.instance) - set(known)):
+                problems.append(
+                    f"config key {prefix}{name}: unknown key (known: {', '.join(known)})"
+                )
+        elif error.validator == "required":
+            for name in error.validator_value:
+                if name not in error.instance:
+                    problems.append(f"config key {prefix}{name}: missing")
+        else:
+            problems.append(f"config key {key or '(top level)'}: {error.message}")
+    return sorted(problems)
+
+
+def validate_config():
+    schema = yaml.safe_load(
+        (Path(workflow.basedir) / "config" / "schema.yaml").read_text()
+    )
+    problems = config_problems(config, schema)
+    if problems:
+        raise WorkflowError("invalid config:\n" + "\n".join(problems))
+
+
+validate_config()
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
 DOWNLOADS = "resources/downloads"
 PRECISIONS = sorted(config["models"])
 
 
-def check_download_references():
-    """Every archive and model names an entry of `downloads`: say which key does not."""
+def reference_problems():
+    """What the schema cannot see: names of downloads that do not exist, local sources that
+    are missing, precisions without runtime settings."""
+    problems = []
     references = {
         "coco.images_archive": config["coco"]["images_archive"],
         "coco.annotations_archive": config["coco"]["annotations_archive"],
@@ -24,24 +59,34 @@ def check_download_references():
         references[f"models.{precision}.download"] = model["download"]
     for key, name in references.items():
         if name not in config["downloads"]:
-            raise WorkflowError(
+            problems.append(
                 f"config key {key}: {name!r} is not an entry of downloads "
                 f"({', '.join(config['downloads'])})"
             )
-
-
-check_download_references()
-
-
-def check_runtime_settings():
+    for name, entry in config["downloads"].items():
+        url = entry["url"]
+        if not url.startswith(("http://", "https://")):
+            path = Path(url.removeprefix("file://"))
+            if not path.is_file():
+                problems.append(
+                    f"config key downloads.{name}.url: no such file {path} "
+                    "(a URL is http://, https:// or file://)"
+                )
     for precision in PRECISIONS:
         if precision not in config["runtime"]:
-            raise WorkflowError(
+            problems.append(
                 f"config key runtime.{precision}: missing (models has {precision})"
             )
+    return problems
 
 
-check_runtime_settings()
+def check_config_references():
+    problems = reference_problems()
+    if problems:
+        raise WorkflowError("invalid config:\n" + "\n".join(problems))
+
+
+check_config_references()
 
 
 wildcard_constraints:
@@ -59,8 +104,35 @@ def downloaded(name):
     return f"{DOWNLOADS}/{name}"
 
 
+class Untracked:
+    """A rule parameter that goes into the shell command but not into Snakemake's decision to
+    rerun the job (its params trigger records builtin values only). For how a file is fetched
+    (URL, retries, timeouts), which does not change what the file is: the `identity`
+    parameter decides that."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return str(self.value)
+
+
 def get_download_url(wildcards):
-    return config["downloads"][wildcards.filename]["url"]
+    return Untracked(config["downloads"][wildcards.filename]["url"])
+
+
+def get_download_identity(wildcards):
+    """What a download is: its checksums and size where configured (the same file from any
+    mirror), else its URL. A change reruns the download and all that depends on it."""
+    entry = config["downloads"][wildcards.filename]
+    checked = {
+        key: str(entry[key]).lower()
+        for key in ("md5", "sha256", "size")
+        if key in entry
+    }
+    if "md5" in checked or "sha256" in checked:
+        return checked
+    return {"url": entry["url"], **checked}
 
 
 def get_download_options(wildcards):
@@ -76,7 +148,7 @@ def get_download_options(wildcards):
     for key in ("md5", "sha256", "size"):
         if key in entry:
             options.append(f"--{key} {shlex.quote(str(entry[key]))}")
-    return " ".join(options)
+    return Untracked(" ".join(options))
 
 
 def get_graph_source(wildcards):

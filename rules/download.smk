@@ -15,6 +15,8 @@ rule download_file:
     params:
         script=script("download.py"),
         url=get_download_url,
+        # what the file is (checksums, or the URL); url and options are how (see Untracked)
+        identity=get_download_identity,
         options=get_download_options,
     shell:
         "python {params.script} {params.url:q} {output:q} {params.options} > {log:q} 2>&1"

@@ -5,7 +5,10 @@ Accepts http(s):// URLs, file:// URLs and plain local paths (for mirrors). An
 interrupted HTTP transfer leaves OUTPUT.part behind (and OUTPUT.part.origin, its URL
 and the server's ETag or Last-Modified); the next attempt, or the next run, asks the
 server for the remaining bytes with an HTTP Range request, conditional on the file
-being unchanged (If-Range). A part from another URL is never resumed.
+being unchanged (If-Range). A part from another URL is never resumed, nor one that
+nothing can vouch for: without a validator from the server or a configured checksum,
+a changed file would be spliced unnoticed, so the transfer starts again from byte 0.
+A checksum mismatch after a resume is retried once from byte 0.
 """
 
 import argparse
@@ -117,13 +120,21 @@ def describe_network_error(error):
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def fetch_once(session, url, part, timeouts):
-    """One HTTP attempt, appending to `part` from where it stops. Returns when complete."""
+def fetch_once(session, url, part, timeouts, checksummed):
+    """One HTTP attempt, appending to `part` from where it stops. Returns when complete, with
+    the byte it resumed at (0: the whole file was sent)."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {}
+    validator = read_origin(part).get("validator") if offset else None
+    if offset and not (validator or checksummed):
+        log.warning(
+            "not resuming %s at byte %d: the server sent no ETag or Last-Modified and no checksum is "
+            "configured, so a changed file could not be told apart; starting again from byte 0", url, offset
+        )  # fmt: skip
+        discard_part(part)
+        offset = 0
     if offset:
         headers["Range"] = f"bytes={offset}-"
-        validator = read_origin(part).get("validator")
         if validator:
             # The server sends the whole file instead if it changed since the part was written.
             headers["If-Range"] = validator
@@ -133,7 +144,7 @@ def fetch_once(session, url, part, timeouts):
             # The part may already hold the whole file: the server says how long it is.
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             if total.isdigit() and int(total) == offset:
-                return
+                return offset
             discard_part(part)
             raise RetryableError("server refused the resume range; starting over")
         if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
@@ -161,16 +172,18 @@ def fetch_once(session, url, part, timeouts):
                     bar.update(len(chunk))
         if total is not None and written != total:
             raise RetryableError(f"got {written} of {total} bytes")
+    return offset
 
 
-def fetch_http(url, part, retries, backoff_seconds, timeouts):
+def fetch_http(url, part, retries, backoff_seconds, timeouts, checksummed=False):
+    """Fetch `url` into `part`, resuming and retrying; returns the byte the final attempt
+    resumed at (0 if it received the whole file)."""
     session = requests.Session()
     session.headers["User-Agent"] = "rfcn-benchmark-workflow"
     attempt = 0
     while True:
         try:
-            fetch_once(session, url, part, timeouts)
-            return
+            return fetch_once(session, url, part, timeouts, checksummed)
         except (RetryableError, requests.RequestException) as error:
             if isinstance(error, requests.RequestException):
                 cause = describe_network_error(error)
@@ -223,11 +236,25 @@ def download(
     source = local_source(url)
     discard_foreign_part(part, url)
     if source is None:
-        fetch_http(url, part, retries, backoff_seconds, (connect_timeout, read_timeout))
+        timeouts = (connect_timeout, read_timeout)
+        checksummed = bool(md5 or sha256)
+        resumed_at = fetch_http(url, part, retries, backoff_seconds, timeouts, checksummed)
+        try:
+            verify(part, url, md5=md5, sha256=sha256, size=size)
+        except StageError as mismatch:
+            if not resumed_at:
+                raise
+            # The part may predate a change of the file that no validator revealed.
+            log.warning("%s; it was resumed at byte %d: downloading again from byte 0", mismatch, resumed_at)
+            fetch_http(url, part, retries, backoff_seconds, timeouts, checksummed)
+            try:
+                verify(part, url, md5=md5, sha256=sha256, size=size)
+            except StageError as again:
+                raise StageError(f"{again} (also after downloading again from byte 0)") from None
     else:
         copy_local(source, part)
         origin_path(part).write_text(json.dumps({"url": url}))
-    verify(part, url, md5=md5, sha256=sha256, size=size)
+        verify(part, url, md5=md5, sha256=sha256, size=size)
     part.replace(output)
     origin_path(part).unlink(missing_ok=True)
     log.info("saved %s", output)

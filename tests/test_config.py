@@ -14,7 +14,14 @@ from make_demo_data import demo_config
         (lambda c: c["models"].update(int4={"download": "val2017.zip"}), "int4"),
         (lambda c: c["models"]["fp32"].update(member="../frozen_inference_graph.pb"), "member"),
         (lambda c: c["models"]["int8"].update(download="missing.pb"), "models.int8.download"),
-        (lambda c: c["download_settings"].pop("retries"), "retries"),
+        (lambda c: c["download_settings"].pop("retries"), "config key download_settings.retries: missing"),
+        (lambda c: c.update(acuracy={"shards": 4}), "config key acuracy: unknown key"),
+        (lambda c: c.update(benchmrk={}), "config key benchmrk: unknown key"),
+        (lambda c: c["accuracy"].update(shard=2), "config key accuracy.shard: unknown key"),
+        (lambda c: c["downloads"]["val2017.zip"].update(url="htp://example.org/val2017.zip"), "downloads.val2017.zip.url"),
+        (lambda c: c["downloads"]["val2017.zip"].update(url="ftp://example.org/val2017.zip"), "downloads.val2017.zip.url"),
+        (lambda c: c["downloads"]["val2017.zip"].update(url="mirror/val2017.zip"),
+         "config key downloads.val2017.zip.url: no such file mirror/val2017.zip"),
     ],
 )
 def test_bad_value_names_its_key(tmp_path, demo_data, change, key):
@@ -34,3 +41,16 @@ def test_shipped_config_is_valid_and_plans_the_real_run(tmp_path):
     assert config["downloads"]["val2017.zip"]["md5"] == "442b8da7639aecaf257c1dceb8ba8c80"
     jobs = Workflow(tmp_path, config).planned_jobs()
     assert jobs["download_file"] == 4 and jobs["convert_coco_to_tfrecord"] == 1
+
+
+def test_every_problem_is_reported_at_once(tmp_path, demo_data):
+    config = demo_config(demo_data, "http://127.0.0.1:9")
+    config["acuracy"] = {"shards": 4}
+    config["benchmark"]["number_of_steps"] = 0
+    config["downloads"]["val2017.zip"]["url"] = "ftp://example.org/val2017.zip"
+    result = Workflow(tmp_path, config).run("-n", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    for key in ("config key acuracy: unknown key", "config key benchmark.number_of_steps: 0 is less than",
+                "config key downloads.val2017.zip.url: 'ftp://"):  # fmt: skip
+        assert key in output, output[-2000:]

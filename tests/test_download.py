@@ -143,3 +143,56 @@ def test_command_line_error_is_one_line_and_nonzero(payload_server, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "checksum mismatch" in errors[0]
     assert not output.exists() and not part_path(output).exists()
+
+
+@pytest.fixture
+def bare_server(tmp_path):
+    """A server that sends no ETag or Last-Modified (so no If-Range) for one 3 MiB file."""
+    root = tmp_path / "bare"
+    root.mkdir()
+    old = bytes(range(256)) * (PAYLOAD_SIZE // 256)
+    (root / "f.bin").write_bytes(old)
+    server = FileServer(root, validators=False).start()
+    yield server, root / "f.bin", old
+    server.stop()
+
+
+def cut_then_change(server, served, output):
+    """A transfer cut after 1 MB, then the server's file replaced: returns the new bytes."""
+    server.cut_once("f.bin", after_bytes=1_000_000)
+    with pytest.raises(StageError, match="gave up after 1 attempts"):
+        download(f"{server.url}/f.bin", output, retries=0)
+    assert 0 < part_path(output).stat().st_size <= 1_000_000
+    new = bytes(reversed(served.read_bytes()))
+    served.write_bytes(new)
+    return new
+
+
+def test_unguarded_part_is_not_resumed(bare_server, tmp_path, caplog):
+    server, served, _ = bare_server
+    output = tmp_path / "f.bin"
+    new = cut_then_change(server, served, output)
+    download(f"{server.url}/f.bin", output, retries=0)
+    assert output.read_bytes() == new  # whole, never the old head spliced to the new tail
+    assert server.requests[-1]["range"] is None
+    assert "starting again from byte 0" in caplog.text
+
+
+def test_checksum_guards_a_resume_and_a_bad_splice_is_fetched_again(bare_server, tmp_path, caplog):
+    server, served, _ = bare_server
+    output = tmp_path / "f.bin"
+    new = cut_then_change(server, served, output)
+    download(f"{server.url}/f.bin", output, md5=md5(new), retries=0)
+    assert output.read_bytes() == new
+    ranges = [request["range"] for request in server.requests if request["method"] == "GET"]
+    assert ranges[1].startswith("bytes=") and ranges[2] is None  # resumed, spliced, fetched again
+    assert "downloading again from byte 0" in caplog.text
+
+
+def test_mismatch_after_fetching_again_says_so(bare_server, tmp_path):
+    server, served, old = bare_server
+    output = tmp_path / "f.bin"
+    cut_then_change(server, served, output)
+    with pytest.raises(StageError, match=r"checksum mismatch: .*\(also after downloading again from byte 0\)$"):
+        download(f"{server.url}/f.bin", output, md5=md5(old), retries=0)
+    assert not output.exists() and not part_path(output).exists()

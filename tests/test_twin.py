@@ -80,3 +80,42 @@ def test_every_job_has_a_benchmark_file_and_the_report_sums_them(twin_run):
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
     assert "## Cost per stage" in summary
     assert "| detect_objects | fp32 | 1 |" in summary and "| download_file | all | 4 |" in summary
+
+
+def test_an_unchanged_twin_is_not_rebuilt():
+    import time
+
+    import make_twin
+
+    before = (TWIN / "manifest.json").stat().st_mtime_ns
+    started = time.perf_counter()
+    manifest = make_twin.make_twin(TWIN)
+    assert time.perf_counter() - started < 10
+    assert (TWIN / "manifest.json").stat().st_mtime_ns == before
+    assert manifest["inputs_sha256"] == make_twin.inputs_digest(24, 0, 4)
+    assert make_twin.inputs_digest(24, 1, 4) != manifest["inputs_sha256"]
+
+
+def test_a_failing_step_names_itself_and_leaves_no_twin(tmp_path, monkeypatch):
+    import make_twin
+    from common import StageError
+
+    broken = tmp_path / "broken.config"
+    broken.write_text("model { faster_rcnn { num_classes: 'ninety' } }\n")
+    monkeypatch.setattr(make_twin, "MODEL_CONFIG", broken)
+    output = tmp_path / "twin"
+    with pytest.raises(StageError) as failure:
+        make_twin.make_twin(output, count=2)
+    message = str(failure.value)
+    assert message.startswith("twin step export-fp32 failed (exit 1): ") and "\n" not in message
+    assert "num_classes" in message and f"log: {tmp_path / 'twin-logs' / 'export-fp32.log'}" in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["broken.config", "twin-logs"]
+
+
+def test_a_missing_package_is_named(monkeypatch):
+    import make_twin
+    from common import StageError
+
+    monkeypatch.setitem(make_twin.REQUIRED_MODULES, "no_such_module_here", "no-such-package")
+    with pytest.raises(StageError, match=r"^twin step check_packages: no-such-package not installed: run `make twin`$"):
+        make_twin.check_packages()

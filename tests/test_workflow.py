@@ -6,6 +6,7 @@ import shutil
 import pytest
 from conftest import Workflow
 
+from common import file_digests
 from convert_coco_to_tfrecord import read_examples
 from make_demo_data import demo_config
 from prepare_frozen_graph import check_detection_graph
@@ -109,13 +110,16 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
     assert len(summary["files"]) == 10 and summary["files"][0] == "coco_val.record-00000-of-00010"
     assert summary["class_key"] == "image/object/class/text" and summary["records"] == 8
 
-    # A new URL for the INT8 graph: that download and that graph only.
+    # A mirror with the same files (a new URL, the same checksums): nothing reruns.
     mirror = demo_data / "files" / "mirror"
     mirror.mkdir(exist_ok=True)
     shutil.copy(demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb", mirror)
-    workflow.config["downloads"]["rfcn_resnet101_int8_coco_pretrained_model.pb"]["url"] = (
-        f"{server.url}/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
-    )
+    int8_download = workflow.config["downloads"]["rfcn_resnet101_int8_coco_pretrained_model.pb"]
+    int8_download["url"] = f"{server.url}/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
+    assert workflow.planned_jobs() == {}
+
+    # A new checksum for the INT8 graph (a sha256 beside its md5): that download and that graph only.
+    int8_download["sha256"] = file_digests(mirror / "rfcn_resnet101_int8_coco_pretrained_model.pb")["sha256"]
     assert workflow.planned_jobs() == {
         "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
         "evaluate_accuracy": 1, "make_report": 1, "all": 1,
@@ -123,6 +127,14 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
     assert workflow.planned_jobs() == {}
+
+    # Without a checksum the URL is all that says which file it is: a new one reruns.
+    annotations = workflow.config["downloads"]["annotations_trainval2017.zip"]
+    annotations.pop("md5")
+    assert workflow.planned_jobs()["download_file"] == 1
+    workflow.run()
+    annotations["url"] += "?mirror=2"
+    assert workflow.planned_jobs()["download_file"] == 1
 
 
 def test_stage_targets_run_alone(tmp_path, demo_data, file_server):

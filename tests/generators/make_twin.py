@@ -165,7 +165,7 @@ def calibrate_batch_norms(tf, session, image_tensor, images):
     return len(batch_norms)
 
 
-def export_fp32(source_root, images_zip, output_dir, seed, batch_norm_images=1):
+def export_fp32(source_root, model_config, images_zip, output_dir, seed, batch_norm_images=1):
     """Build R-FCN ResNet101 with the Object Detection API, give it weights, export it."""
     import odapi_compat
 
@@ -177,7 +177,7 @@ def export_fp32(source_root, images_zip, output_dir, seed, batch_norm_images=1):
     from object_detection.protos import pipeline_pb2
 
     pipeline = pipeline_pb2.TrainEvalPipelineConfig()
-    text_format.Merge(MODEL_CONFIG.read_text(), pipeline)
+    text_format.Merge(Path(model_config).read_text(), pipeline)
     images = read_images(images_zip)[:batch_norm_images]
     checkpoint = Path(output_dir) / "random" / "model.ckpt"
     checkpoint.parent.mkdir(parents=True)
@@ -290,7 +290,8 @@ def make_twin(output=DEFAULT_OUTPUT, count=24, seed=0, calibration_images=4, for
         source_root = work / "object_detection_api"
         unpack_object_detection(DEFAULT_WHEEL, PROTOS_WHEEL, source_root)
         export_dir = work / "export"
-        steps = {"export_fp32": run_step("export-fp32", [source_root, files / "val2017.zip", export_dir, "--seed", seed], logs)}
+        export_arguments = [source_root, MODEL_CONFIG, files / "val2017.zip", export_dir, "--seed", seed]
+        steps = {"export_fp32": run_step("export-fp32", export_arguments, logs)}
         fp32_graph = export_dir / "frozen_inference_graph.pb"
         steps["quantize_int8"] = run_step(
             "quantize-int8", [fp32_graph, files / "val2017.zip", files / INT8_GRAPH, "--calibration-images", calibration_images], logs
@@ -324,6 +325,7 @@ def main():
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     export = steps.add_parser("export-fp32", help="step: build, weight and export the FP32 graph")
     export.add_argument("source_root", type=Path, help="folder holding object_detection/")
+    export.add_argument("model_config", type=Path, help="a pipeline config with the model section")
     export.add_argument("images_zip", type=Path, help="val2017.zip (BatchNorm statistics)")
     export.add_argument("output_dir", type=Path)
     export.add_argument("--seed", type=int, default=0)
@@ -334,7 +336,7 @@ def main():
     quantize.add_argument("--calibration-images", type=int, default=4)
     args = parser.parse_args(sys.argv[1:] or ["build"])
     if args.step == "export-fp32":
-        export_fp32(args.source_root, args.images_zip, args.output_dir, args.seed)
+        export_fp32(args.source_root, args.model_config, args.images_zip, args.output_dir, args.seed)
         report_peak_memory()
     elif args.step == "quantize-int8":
         quantize_int8(args.fp32_graph, args.images_zip, args.output, args.calibration_images)

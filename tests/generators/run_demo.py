@@ -8,6 +8,8 @@ example a target, or `-n`).
 """
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import subprocess
@@ -49,14 +51,39 @@ def run_demo(workdir, cores, extra, wheel=DEFAULT_WHEEL, data=None):
     """Run the workflow in `workdir` on a data folder: `data` (the twin's, say), or the demo's,
     generated into `workdir`/data when missing."""
     workdir = Path(workdir).resolve()
-    if data is None:
-        data = workdir / "data"
-        if not (data / "manifest.json").is_file():
-            make_demo_data(data, wheel)
-    elif not (Path(data) / "manifest.json").is_file():
-        raise StageError(f"{data} has no manifest.json: build it first (make twin)")
-    data = Path(data).resolve()
+    with exclusive_use(workdir):
+        if data is None:
+            data = workdir / "data"
+            if not (data / "manifest.json").is_file():
+                make_demo_data(data, wheel)
+        elif not (Path(data) / "manifest.json").is_file():
+            raise StageError(f"{data} has no manifest.json: build it first (make twin)")
+        run_workflow(workdir, Path(data).resolve(), cores, extra)
+    log.info("demo finished: outputs under %s", workdir)
+
+
+@contextlib.contextmanager
+def exclusive_use(workdir):
+    """Hold the demo folder for this run: a second run there would rewrite its config (with
+    its own server's port) under the first one's feet."""
     workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".run_demo.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise StageError(
+                f"{workdir} is in use by another demo run ({holder}): wait for it, or give another --workdir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
+def run_workflow(workdir, data, cores, extra):
     server = FileServer(data / "files").start()
     try:
         configfile = workdir / "config.yaml"
@@ -71,7 +98,6 @@ def run_demo(workdir, cores, extra, wheel=DEFAULT_WHEEL, data=None):
         server.stop()
     if status != 0:
         raise StageError(f"snakemake failed (exit {status}); see the logs under {workdir / 'logs'}")
-    log.info("demo finished: outputs under %s", workdir)
 
 
 def main():

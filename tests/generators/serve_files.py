@@ -60,7 +60,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         status = HTTPStatus.OK
         match = RANGE.fullmatch(self.headers.get("Range", "").strip())
         if_range = self.headers.get("If-Range")
-        if match and if_range is not None and if_range != etag:
+        if match and if_range is not None and if_range != etag and self.server.validators:
             match = None  # the client's part is of an older version: send the whole file
         if match:
             start = int(match.group(1))
@@ -75,7 +75,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", etag)
+        if self.server.validators:
+            self.send_header("ETag", etag)
         self.send_header("Content-Length", str(end - start + 1))
         if status == HTTPStatus.PARTIAL_CONTENT:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -106,9 +107,11 @@ class RequestHandler(BaseHTTPRequestHandler):
 class FileServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root, host="127.0.0.1", port=0):
+    def __init__(self, root, host="127.0.0.1", port=0, validators=True):
+        """`validators=False` sends no ETag and ignores If-Range, as some mirrors do."""
         super().__init__((host, port), RequestHandler)
         self.root = Path(root).resolve()
+        self.validators = validators
         self.requests = []
         self.cuts = {}
         self.lock = threading.Lock()
