@@ -1,6 +1,7 @@
 """Helpers shared by the stage scripts: one-line errors, atomic outputs, digests, logging."""
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -14,6 +15,24 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 class StageError(Exception):
     """A failure whose message is the one-line cause shown to the user."""
+
+
+# What a user can do about the OS errors a stage meets when it writes.
+OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free some space, then run again",
+    errno.EDQUOT: "free some space (disk quota), then run again",
+    errno.EACCES: "check the folder's permissions",
+    errno.EPERM: "check the folder's permissions",
+    errno.EROFS: "choose a writable folder",
+}
+
+
+def describe_os_error(error, path=None):
+    """One line for an OSError: the file, what went wrong, and what to do."""
+    where = error.filename if error.filename is not None else path
+    text = error.strerror or str(error)
+    advice = OS_ERROR_ADVICE.get(error.errno)
+    return f"{where}: {text}" + (f": {advice}" if advice else "")
 
 
 def default_mode(directory=False):
@@ -32,12 +51,16 @@ def setup_logging(verbose=False):
 
 
 def run_main(main):
-    """Run a script's main(); a StageError becomes `error: <cause>` and exit 1."""
+    """Run a script's main(); a StageError, or an OSError (disk full, permissions), becomes
+    `error: <cause>` on one line and exit 1."""
     setup_logging()
     try:
         main()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         sys.exit(1)
 
 

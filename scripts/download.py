@@ -12,6 +12,7 @@ A checksum mismatch after a resume is retried once from byte 0.
 """
 
 import argparse
+import errno
 import json
 import logging
 import shutil
@@ -23,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import requests
 from tqdm import tqdm
 
-from common import StageError, file_digests, run_main
+from common import StageError, describe_os_error, file_digests, run_main
 
 log = logging.getLogger("download")
 
@@ -231,12 +232,26 @@ def download(
 ):
     """Fetch `url` to `output`; `output` exists afterwards only if it is complete and verified."""
     output = Path(output)
+    if output.is_dir():
+        raise StageError(f"{output} is a folder: remove it, or download to another path")
     output.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(output)
+    try:
+        fetch_and_verify(url, part, md5, sha256, size, retries, backoff_seconds, (connect_timeout, read_timeout))
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            discard_part(part)  # it cannot be finished where it is
+        raise StageError(describe_os_error(error, part)) from None
+    part.replace(output)
+    origin_path(part).unlink(missing_ok=True)
+    log.info("saved %s", output)
+
+
+def fetch_and_verify(url, part, md5, sha256, size, retries, backoff_seconds, timeouts):
+    """Bring `url` into `part` and check it; a checksum mismatch after a resume is fetched again."""
     source = local_source(url)
     discard_foreign_part(part, url)
     if source is None:
-        timeouts = (connect_timeout, read_timeout)
         checksummed = bool(md5 or sha256)
         resumed_at = fetch_http(url, part, retries, backoff_seconds, timeouts, checksummed)
         try:
@@ -255,9 +270,6 @@ def download(
         copy_local(source, part)
         origin_path(part).write_text(json.dumps({"url": url}))
         verify(part, url, md5=md5, sha256=sha256, size=size)
-    part.replace(output)
-    origin_path(part).unlink(missing_ok=True)
-    log.info("saved %s", output)
 
 
 def parse_args(argv=None):

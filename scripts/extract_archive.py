@@ -14,11 +14,12 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
 
-from common import StageError, atomic_directory, atomic_file, run_main
+from common import StageError, atomic_directory, atomic_file, describe_os_error, run_main
 
 log = logging.getLogger("extract_archive")
 
@@ -97,8 +98,25 @@ def member_stream(archive, name):
     return stream
 
 
+# What a damaged archive raises while it is read: a bad CRC, a truncated gzip stream, ...
+CORRUPT_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, tarfile.TarError, EOFError)
+
+
 def extract(archive_path, member_path, output):
-    """Extract `member_path` (a file, or a folder and all below it) of the archive to `output`."""
+    """Extract `member_path` (a file, or a folder and all below it) of the archive to `output`.
+
+    A damaged archive or a failed write (disk full, permissions) is a one-line error, and
+    nothing is left under `output`.
+    """
+    try:
+        return extract_checked(archive_path, member_path, output)
+    except CORRUPT_ARCHIVE_ERRORS as error:
+        raise StageError(f"{archive_path}: corrupt or truncated archive ({error}): download it again") from None
+    except OSError as error:
+        raise StageError(describe_os_error(error, output)) from None
+
+
+def extract_checked(archive_path, member_path, output):
     archive, members = open_archive(archive_path)
     with archive:
         check_members(members, archive_path)

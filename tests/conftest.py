@@ -39,6 +39,29 @@ def file_server(demo_data):
     server.stop()
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """`mount(size, readonly)` mounts a tmpfs (a full disk, a read-only folder) and returns it;
+    unmounted after the test. Needs root: skipped without it, except under CI."""
+    mounted = []
+
+    def mount(size="1m", readonly=False):
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        options = f"size={size}" + (",ro" if readonly else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+        if result.returncode != 0:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI runs as root and must mount a tmpfs: {result.stderr.strip()}")
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", str(target)], check=True)
+
+
 def tool_environment(base=None):
     """Rule scripts run as `python`: make it this interpreter, as the Makefile does."""
     environment = dict(os.environ if base is None else base)

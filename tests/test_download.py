@@ -196,3 +196,40 @@ def test_mismatch_after_fetching_again_says_so(bare_server, tmp_path):
     with pytest.raises(StageError, match=r"checksum mismatch: .*\(also after downloading again from byte 0\)$"):
         download(f"{server.url}/f.bin", output, md5=md5(old), retries=0)
     assert not output.exists() and not part_path(output).exists()
+
+
+def run_download(*arguments):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "download.py"), *map(str, arguments)],
+        capture_output=True, text=True, env=tool_environment(),
+    )  # fmt: skip
+    return result.returncode, [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_full_disk_is_one_line_and_leaves_no_part(payload_server, small_tmpfs):
+    server, payload = payload_server
+    disk = small_tmpfs("1m")
+    status, errors = run_download(f"{server.url}/payload.bin", disk / "payload.bin", "--retries", 0)
+    assert status == 1
+    assert errors == [f"error: {disk}/payload.bin.part: No space left on device: free some space, then run again"]
+    assert list(disk.iterdir()) == []
+
+
+def test_read_only_folder_is_one_line(payload_server, small_tmpfs):
+    server, _ = payload_server
+    folder = small_tmpfs(readonly=True)
+    status, errors = run_download(f"{server.url}/payload.bin", folder / "payload.bin", "--retries", 0)
+    assert status == 1 and len(errors) == 1
+    assert errors[0].startswith(f"error: {folder}/payload.bin.part") and errors[0].endswith(
+        "Read-only file system: choose a writable folder"
+    )
+
+
+def test_output_that_is_a_folder_is_refused_before_downloading(payload_server, tmp_path):
+    server, _ = payload_server
+    output = tmp_path / "downloads" / "payload.bin"
+    output.mkdir(parents=True)
+    status, errors = run_download(f"{server.url}/payload.bin", output)
+    assert status == 1
+    assert errors == [f"error: {output} is a folder: remove it, or download to another path"]
+    assert [p.name for p in output.parent.iterdir()] == ["payload.bin"] and server.requests == []

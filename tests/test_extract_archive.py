@@ -98,3 +98,36 @@ def test_not_an_archive(tmp_path):
     path.write_bytes(b"<html>404</html>")
     with pytest.raises(StageError, match="not a zip or tar archive"):
         extract(path, "val2017", tmp_path / "out")
+
+
+def test_zip_with_a_bad_crc_is_named(tmp_path):
+    archive = tmp_path / "val2017.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as writer:
+        writer.writestr("val2017/a.jpg", b"\xff\xd8" + b"pixels" * 1000)
+    data = bytearray(archive.read_bytes())
+    data[data.index(b"pixels") + 10] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    output = tmp_path / "out"
+    with pytest.raises(StageError, match=r"val2017.zip: corrupt or truncated archive \(Bad CRC-32 for file 'val2017/a.jpg'\): download it again$"):  # fmt: skip
+        extract(archive, "val2017", output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val2017.zip"]
+
+
+def test_truncated_tar_gz_is_named(tmp_path):
+    import os
+
+    archive = make_tar(tmp_path / "graph.tar.gz", [("rfcn/frozen_inference_graph.pb", os.urandom(300_000))])
+    archive.write_bytes(archive.read_bytes()[:150_000])
+    with pytest.raises(StageError, match=r"graph.tar.gz: corrupt or truncated archive \(.*\): download it again$"):
+        extract(archive, "rfcn/frozen_inference_graph.pb", tmp_path / "graph.pb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.tar.gz"]
+
+
+def test_full_disk_during_extraction_is_one_line_and_leaves_nothing(tmp_path, small_tmpfs):
+    import os
+
+    archive = make_zip(tmp_path / "val2017.zip", {f"val2017/{i}.jpg": os.urandom(400_000) for i in range(4)})
+    disk = small_tmpfs("1m")
+    with pytest.raises(StageError, match=r"No space left on device: free some space, then run again$"):
+        extract(archive, "val2017", disk / "val2017")
+    assert list(disk.iterdir()) == []

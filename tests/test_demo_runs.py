@@ -1,0 +1,47 @@
+"""`make demo` as a user runs it: twice in a row, and twice at once in the same folder."""
+
+import subprocess
+import sys
+import time
+
+from conftest import REPO_ROOT, tool_environment
+
+RUN_DEMO = REPO_ROOT / "tests" / "generators" / "run_demo.py"
+
+
+def start_demo(workdir, *snakemake_arguments):
+    command = [sys.executable, str(RUN_DEMO), "--workdir", str(workdir), "--cores", "2", *snakemake_arguments]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_environment())
+
+
+def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_path):
+    workdir = tmp_path / "demo"
+    first = start_demo(workdir)
+    config = workdir / "config.yaml"
+    deadline = time.monotonic() + 120
+    while not config.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert config.exists(), first.communicate()[1][-3000:]
+    config_of_the_first = config.read_bytes()
+
+    second = start_demo(workdir)
+    _, errors = second.communicate(timeout=120)
+    assert second.returncode == 1
+    assert [line for line in errors.splitlines() if line.startswith("error:")] == [
+        f"error: {workdir} is in use by another demo run (pid {first.pid}): wait for it, or give another --workdir"
+    ]
+    assert config.read_bytes() == config_of_the_first
+
+    _, errors = first.communicate(timeout=600)
+    assert first.returncode == 0, errors[-3000:]
+    assert (workdir / "results/report/summary.md").is_file()
+
+    # Again, nothing changed but the port of the demo's server: nothing to do.
+    started = time.monotonic()
+    again = start_demo(workdir)
+    output, errors = again.communicate(timeout=120)
+    seconds = time.monotonic() - started
+    assert again.returncode == 0, errors[-3000:]
+    assert config.read_bytes() != config_of_the_first  # another port
+    assert "Nothing to be done" in output + errors
+    print(f"second demo run: {seconds:.1f} s")
