@@ -45,17 +45,50 @@ def list_images(image_dir):
     return images
 
 
-def load_batch(paths, image_size):
+def load_image(path, image_size):
     from PIL import Image
 
-    arrays = []
-    for path in paths:
-        array = decode_image(path.read_bytes())
-        if image_size is not None:
-            height, width = image_size
-            array = np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
-        arrays.append(array)
-    return np.stack(arrays)
+    array = decode_image(path.read_bytes(), path.name)
+    if image_size is not None:
+        height, width = image_size
+        array = np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
+    return array
+
+
+def load_batch(paths, image_size):
+    return np.stack([load_image(path, image_size) for path in paths])
+
+
+class ImageCycle:
+    """Decoded images in file order, round and round, as the recipe's benchmark reads them.
+
+    An unreadable image stops the run (`on_bad_image` "stop"), or is left out with a
+    warning and listed in `skipped` ("skip").
+    """
+
+    def __init__(self, paths, image_size, on_bad_image="stop"):
+        self.paths = list(paths)
+        self.image_size = image_size
+        self.on_bad_image = on_bad_image
+        self.skipped = []
+
+    def __iter__(self):
+        while self.paths:
+            for path in list(self.paths):
+                try:
+                    yield load_image(path, self.image_size)
+                except StageError as error:
+                    if self.on_bad_image == "stop":
+                        raise StageError(f"{error} (benchmark.on_bad_image: skip leaves it out)") from None
+                    log.warning("skipping %s", error)
+                    self.skipped.append(path.name)
+                    self.paths.remove(path)
+        raise StageError("no readable image left to benchmark")
+
+    def batches(self, batch_size):
+        images = iter(self)
+        while True:
+            yield np.stack([next(images) for _ in range(batch_size)])
 
 
 class BatchPrefetcher:
@@ -67,28 +100,23 @@ class BatchPrefetcher:
     large for memory keep decoding during the run, `depth` batches ahead.
     """
 
-    def __init__(self, images, batch_size, image_size, steps, memory_budget=2 << 30):
+    def __init__(self, images, batch_size, image_size, steps, memory_budget=2 << 30, on_bad_image="stop"):
         self.steps = steps
         self.error = None
         self.finished = threading.Event()
-        first = load_batch(self.batch_paths(images, batch_size, 0), image_size)
+        self.images = ImageCycle(images, image_size, on_bad_image)
+        batches = self.images.batches(batch_size)
+        first = next(batches)
         self.depth = int(max(2, min(steps, memory_budget // max(first.nbytes, 1))))
         self.queue = queue.Queue(maxsize=self.depth)
         self.queue.put(first)
-        self.thread = threading.Thread(
-            target=self.produce, args=(images, batch_size, image_size), daemon=True
-        )
+        self.thread = threading.Thread(target=self.produce, args=(batches,), daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def batch_paths(images, batch_size, step):
-        start = step * batch_size
-        return [images[(start + i) % len(images)] for i in range(batch_size)]
-
-    def produce(self, images, batch_size, image_size):
+    def produce(self, batches):
         try:
-            for step in range(1, self.steps):
-                self.queue.put(load_batch(self.batch_paths(images, batch_size, step), image_size))
+            for _ in range(1, self.steps):
+                self.queue.put(next(batches))
         except Exception as error:  # handed to the consumer, which reports it
             self.error = error
             self.queue.put(None)
@@ -104,6 +132,8 @@ class BatchPrefetcher:
         while True:
             batch = self.queue.get()
             if batch is None:
+                if isinstance(self.error, StageError):
+                    raise self.error
                 raise StageError(f"reading images failed: {self.error}")
             yield batch
 
@@ -141,7 +171,7 @@ def summarize(seconds, warmup_steps, batch_size):
     return summary
 
 
-def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output):
+def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop"):
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
@@ -149,13 +179,13 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
     session = open_checked_session(graph_path, applied)
     images = list_images(image_dir)
     resize_to = image_size if batch_size > 1 else None
-    prefetcher = BatchPrefetcher(images, batch_size, resize_to, steps)
+    prefetcher = BatchPrefetcher(images, batch_size, resize_to, steps, on_bad_image=on_bad_image)
     ready = prefetcher.wait_until_full()
     log.info("%d of %d batches decoded before timing starts", ready, steps)
     batches = iter(prefetcher)
     seconds = time_steps(session, batches, steps)
     # Traced after the timed steps, so that step 0 includes graph set-up as in Intel's logs.
-    kernels = executed_kernels(session, load_batch(images[:batch_size], resize_to))
+    kernels = executed_kernels(session, next(prefetcher.images.batches(batch_size)))
     summary = summarize(seconds, warmup_steps, batch_size)
     log.info("Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
              summary["intel_avg_duration_per_step_seconds"])  # fmt: skip
@@ -173,6 +203,8 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
         "number_of_steps": steps,
         "warmup_steps": warmup_steps,
         "distinct_images": len(images),
+        # Unreadable images left out (benchmark.on_bad_image: skip), by file name.
+        "skipped_images": prefetcher.images.skipped,
         **summary,
         "executed_kernels": kernels,
         **environment_facts(graph_path, applied),
@@ -200,6 +232,7 @@ def main():
     parser.add_argument("--warmup-steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
+    parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an unreadable image")
     add_runtime_arguments(parser)
     args = parser.parse_args()
     if args.batch_size < 1 or args.number_of_steps < 1 or args.warmup_steps < 0:
@@ -207,7 +240,7 @@ def main():
     applied = apply_runtime(runtime_settings(args))
     benchmark(
         args.graph, args.image_dir, args.number_of_steps, args.warmup_steps,
-        args.batch_size, args.image_size, applied, args.output,
+        args.batch_size, args.image_size, applied, args.output, args.on_bad_image,
     )  # fmt: skip
 
 

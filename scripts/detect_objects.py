@@ -70,7 +70,9 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
     records = selected_records(record_dir, max_images, shard, shards)
     for index, features in tqdm(records, desc="detecting", unit="image", file=sys.stderr, mininterval=10, ascii=True):
         image_id = int(features["image/source_id"][0])
-        image = decode_image(features["image/encoded"][0])[None]
+        # A missing image would change the AP: an unreadable one always stops the job.
+        name = f"image {image_id} (record {index} of {record_dir})"
+        image = decode_image(features["image/encoded"][0], name)[None]
         height, width = image.shape[1:3]
         if kernels is None:
             kernels = executed_kernels(session, image)

@@ -38,8 +38,10 @@ TCMALLOC_PATTERNS = ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 
 
-def load_graph_def(path):
-    """Parse a frozen graph; a truncated or foreign file gives a one-line error."""
+def load_graph_def(path, label=None):
+    """Parse a frozen graph; a truncated or foreign file gives a one-line error naming `label`
+    (default: the path)."""
+    label = label or path
     from google.protobuf.message import DecodeError
     from tensorflow.core.framework import graph_pb2
 
@@ -47,9 +49,9 @@ def load_graph_def(path):
     try:
         graph_def.ParseFromString(Path(path).read_bytes())
     except DecodeError as error:
-        raise StageError(f"{path}: not a TensorFlow GraphDef, or truncated ({error})") from None
+        raise StageError(f"{label}: not a TensorFlow GraphDef, or truncated ({error})") from None
     if not graph_def.node:
-        raise StageError(f"{path}: the GraphDef has no nodes")
+        raise StageError(f"{label}: the GraphDef has no nodes")
     return graph_def
 
 
@@ -92,6 +94,12 @@ def ops_without_cpu_kernel(graph_def):
 
 def check_kernels(graph_def, path):
     """Every op of the graph must run on CPU in this TensorFlow, before anything runs."""
+    check_ops_run_on_cpu(graph_def, path)
+    check_onednn(graph_def, path)
+
+
+def check_ops_run_on_cpu(graph_def, path):
+    """Ops unknown to this TensorFlow, or with kernels for other devices only, are named."""
     import tensorflow as tf
 
     unknown, no_cpu_kernel = ops_without_cpu_kernel(graph_def)
@@ -102,6 +110,9 @@ def check_kernels(graph_def, path):
         problems.append(f"ops without a CPU kernel: {', '.join(no_cpu_kernel)}")
     if problems:
         raise StageError(f"{path}: " + "; ".join(problems))
+
+
+def check_onednn(graph_def, path):
     needs_onednn = sorted(op for op in op_counts(graph_def) if op.startswith(ONEDNN_ONLY_PREFIXES))
     if needs_onednn and not onednn_enabled():
         raise StageError(
@@ -161,12 +172,18 @@ def executed_kernels(session, images):
     return sorted(kernels)
 
 
-def decode_image(encoded):
-    """JPEG bytes to uint8 [H, W, 3]; grayscale and CMYK images become RGB."""
-    from PIL import Image
+def decode_image(encoded, name="image"):
+    """JPEG bytes to uint8 [H, W, 3]; grayscale and CMYK images become RGB. An unreadable
+    image is a StageError naming it (PIL's own message names only a BytesIO object)."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(encoded)) as image:
-        return np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise StageError(f"{name}: not a readable image (not a JPEG or another known format)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise StageError(f"{name}: not a readable image ({error})") from None
 
 
 def find_tcmalloc():

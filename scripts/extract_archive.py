@@ -75,6 +75,11 @@ def tar_members(archive):
     return members
 
 
+def is_archive(path):
+    """A zip or tar file (a frozen graph is neither)."""
+    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+
+
 def open_archive(path):
     path = Path(path)
     if not path.is_file():

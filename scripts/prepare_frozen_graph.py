@@ -2,8 +2,11 @@
 """Put a frozen detection graph in place and check that it is one.
 
 The source is either the `.pb` itself or an archive, from which `--member` is
-extracted safely. The graph must parse as a GraphDef and have the Object
-Detection API interface: input `image_tensor` and the four detection outputs.
+extracted safely. The graph must parse as a GraphDef, have the Object
+Detection API interface (input `image_tensor` and the four detection outputs),
+and hold only ops this TensorFlow can run on CPU, so that a graph the inference
+jobs would refuse is refused here, at once. Errors name the source, not the
+temporary copy.
 """
 
 import argparse
@@ -12,26 +15,34 @@ import shutil
 from pathlib import Path
 
 from common import StageError, atomic_file, run_main
-from detection_graph import check_interface, load_graph_def, op_counts
-from extract_archive import extract
+from detection_graph import check_interface, check_ops_run_on_cpu, load_graph_def, op_counts
+from extract_archive import extract, is_archive
 
 log = logging.getLogger("prepare_frozen_graph")
 
 
-def check_detection_graph(path):
-    """Parse the graph and check its interface; returns the op-type counts."""
-    graph_def = load_graph_def(path)
-    check_interface(graph_def, path)
+def check_detection_graph(path, label=None):
+    """Parse the graph and check its interface and ops; returns the op-type counts.
+    Errors name `label` (default: the path)."""
+    label = label or path
+    graph_def = load_graph_def(path, label)
+    check_interface(graph_def, label)
+    check_ops_run_on_cpu(graph_def, label)
     return op_counts(graph_def)
 
 
 def prepare_graph(source, output, member=None):
+    if not member and is_archive(source):
+        raise StageError(
+            f"{source} is an archive: name the graph inside it with --member "
+            "(models.<precision>.member in the config)"
+        )
     with atomic_file(output) as temporary:
         if member:
             extract(source, member, temporary)
         else:
             shutil.copyfile(source, temporary)
-        counts = check_detection_graph(temporary)
+        counts = check_detection_graph(temporary, f"{source}:{member}" if member else source)
     log.info("%s: %d nodes; ops: %s", output, sum(counts.values()), dict(counts.most_common()))
     return counts
 

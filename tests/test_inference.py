@@ -269,3 +269,45 @@ def test_op_with_kernels_for_other_devices_only_is_named(finished_run):
     next(node for node in graph_def.node if node.op == "TopKV2").op = "ExperimentalMapDataset"
     with pytest.raises(StageError, match=r"^g.pb: ops without a CPU kernel: ExperimentalMapDataset$"):
         check_kernels(graph_def, "g.pb")
+
+
+def test_unreadable_jpegs_are_named_and_stop_or_are_skipped(finished_run, tmp_path):
+    images = tmp_path / "val2017"
+    shutil.copytree(finished_run.workdir / "resources/coco/val2017", images)
+    (images / "000000000285.jpg").write_bytes(b"<html>not found</html>")
+    truncated = images / "000000000632.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:400])
+    graph = finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb"
+    common = ["--graph", graph, "--image-dir", images, "--number-of-steps", 12, "--warmup-steps", 2]
+    run = run_script("benchmark_graph.py", *common, "--output", tmp_path / "stop.json")
+    assert run.returncode == 1 and not (tmp_path / "stop.json").exists()
+    assert error_lines(run) == [
+        "error: 000000000285.jpg: not a readable image (not a JPEG or another known format)"
+        " (benchmark.on_bad_image: skip leaves it out)"
+    ]
+    run = run_script("benchmark_graph.py", *common, "--output", tmp_path / "skip.json", "--on-bad-image", "skip")
+    assert run.returncode == 0, run.stderr[-2000:]
+    benchmark = json.loads((tmp_path / "skip.json").read_text())
+    assert benchmark["skipped_images"] == ["000000000285.jpg", "000000000632.jpg"]
+    assert benchmark["measured_steps"] == 10
+    assert "WARNING skipping 000000000632.jpg: not a readable image (Truncated File Read)" in run.stderr
+
+
+def test_unreadable_image_in_the_tfrecord_stops_detection_naming_it(finished_run, tmp_path):
+    import tensorflow as tf
+
+    source = finished_run.workdir / "resources/coco_tfrecord/coco_val.record"
+    records = tmp_path / "records"
+    records.mkdir()
+    with tf.io.TFRecordWriter(str(records / "coco_val.record")) as writer:
+        for index, serialized in enumerate(tf.data.TFRecordDataset(str(source)).as_numpy_iterator()):
+            example = tf.train.Example.FromString(serialized)
+            if index == 2:
+                example.features.feature["image/encoded"].bytes_list.value[0] = b"\xff\xd8 garbage"
+                image_id = example.features.feature["image/source_id"].bytes_list.value[0].decode()
+            writer.write(example.SerializeToString())
+    run = run_script("detect_objects.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                     "--records", records, "--output", tmp_path / "detections.json")  # fmt: skip
+    assert run.returncode == 1 and not (tmp_path / "detections.json").exists()
+    assert len(error_lines(run)) == 1
+    assert error_lines(run)[0].startswith(f"error: image {image_id} (record 2 of {records}): not a readable image")

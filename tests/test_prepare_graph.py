@@ -29,7 +29,7 @@ def test_truncated_graph_is_a_clear_error(demo_data, tmp_path):
     truncated = tmp_path / "truncated.pb"
     truncated.write_bytes(whole[: len(whole) // 2])
     output = tmp_path / "out.pb"
-    with pytest.raises(StageError, match="not a TensorFlow GraphDef, or truncated"):
+    with pytest.raises(StageError, match=f"^{truncated}: not a TensorFlow GraphDef, or truncated"):
         prepare_graph(truncated, output)
     assert list(tmp_path.iterdir()) == [truncated]
 
@@ -53,3 +53,35 @@ def test_wrong_member_in_tarball(tmp_path, demo_data):
         assert tar.getnames() == [FP32_MEMBER]
     with pytest.raises(StageError, match="no member 'frozen_inference_graph.pb'"):
         prepare_graph(archive, tmp_path / "out.pb", "frozen_inference_graph.pb")
+
+
+def test_errors_name_the_archive_and_member_not_a_temporary_file(tmp_path):
+    archive = tmp_path / "graph.tar.gz"
+    broken = tmp_path / "frozen_inference_graph.pb"
+    broken.write_bytes(b"\x0a\xff\xff not a graph")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(broken, arcname=FP32_MEMBER)
+    with pytest.raises(StageError, match=f"^{archive}:{FP32_MEMBER}: not a TensorFlow GraphDef"):
+        prepare_graph(archive, tmp_path / "out" / "graph.pb", FP32_MEMBER)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_archive_without_member_suggests_it(demo_data, tmp_path):
+    archive = demo_data / "files" / "rfcn_resnet101_fp32_coco_pretrained_model.tar.gz"
+    with pytest.raises(StageError, match=r"is an archive: name the graph inside it with --member"):
+        prepare_graph(archive, tmp_path / "out.pb")
+    assert not (tmp_path / "out.pb").exists()
+
+
+def test_op_unknown_to_tensorflow_is_refused_at_once(demo_data, tmp_path):
+    import tensorflow as tf
+
+    from detection_graph import load_graph_def
+
+    graph_def = load_graph_def(demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb")
+    next(node for node in graph_def.node if node.op == "TopKV2").op = "IntelOnlyFusedTopK"
+    source = tmp_path / "future.pb"
+    source.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(StageError, match=f"^{source}: ops unknown to TensorFlow {tf.__version__}: IntelOnlyFusedTopK$"):
+        prepare_graph(source, tmp_path / "out.pb")
+    assert not (tmp_path / "out.pb").exists()
