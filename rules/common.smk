@@ -213,6 +213,11 @@ def get_runtime_options(wildcards, threads):
     return " ".join(options)
 
 
+def get_checkpoint_interval():
+    """How often detection saves its progress: it changes no result, so no rerun either."""
+    return Untracked(config["accuracy"].get("checkpoint_every", 50))
+
+
 def get_detection_shards(wildcards):
     shards = config["accuracy"]["shards"]
     return expand(

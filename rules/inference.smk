@@ -42,11 +42,13 @@ rule detect_objects:
     params:
         script=script("detect_objects.py"),
         max_images=config["accuracy"]["max_images"],
+        checkpoint_every=get_checkpoint_interval(),
         runtime=get_runtime_options,
     shell:
         "python {params.script} --graph {input.graph:q} --records {input.records:q}"
         " --output {output:q} --max-images {params.max_images}"
-        " --shard {wildcards.shard} --shards {wildcards.shards} {params.runtime} > {log:q} 2>&1"
+        " --shard {wildcards.shard} --shards {wildcards.shards} {params.runtime}"
+        " --checkpoint-every {params.checkpoint_every} > {log:q} 2>&1"
 
 
 rule evaluate_accuracy:

@@ -6,17 +6,24 @@ scores). `--max-images N` keeps the first N records (smoke runs); `--shard I
 --shards K` keeps every K-th of those, starting at the I-th, so that K jobs
 together cover each image once. The graph's ops are checked for CPU kernels
 before anything runs.
+
+A long job is resumable: every `--checkpoint-every` images (and at least every
+few minutes) the detections so far go to a hidden checkpoint beside the output.
+A rerun of the same job (the same graph, records, shard and max_images) carries
+on from it, and writes the same output as an uninterrupted run; a checkpoint of
+another job is ignored, with a log line saying why.
 """
 
 import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from common import StageError, atomic_file, run_main
+from common import StageError, atomic_file, file_digests, run_main
 from convert_coco_to_tfrecord import read_examples, val_record_files
 from detection_graph import (
     add_runtime_arguments,
@@ -62,13 +69,66 @@ def to_coco_results(image_id, height, width, outputs):
     return results
 
 
-def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=0, shards=1):
+CHECKPOINT_SECONDS = 300  # at most this much work is lost when a job is killed
+
+
+def checkpoint_path(output):
+    """Beside the output, hidden, and not one of Snakemake's outputs (which it deletes)."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.checkpoint")
+
+
+def job_identity(graph_path, record_dir, max_images, shard, shards):
+    """What a checkpoint must match to be resumed: the same graph, records and selection."""
+    records = [
+        {"name": path.name, "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+        for path in val_record_files(record_dir)
+    ]
+    graph_sha256 = file_digests(graph_path, ("sha256",))["sha256"]
+    return {"graph_sha256": graph_sha256, "records": records, "max_images": max_images, "shard": shard, "shards": shards}
+
+
+def load_checkpoint(path, identity):
+    """The progress saved at `path` if it is this job's; otherwise None (and why, in the log)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        differs = [key for key in identity if saved["identity"].get(key) != identity[key]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        log.warning("ignoring checkpoint %s: unreadable (%s)", path, error)
+        return None
+    if differs:
+        log.warning("ignoring checkpoint %s: it is of another job (%s differ)", path, ", ".join(differs))
+        return None
+    log.info("resuming from checkpoint %s: %d images already done", path, len(saved["image_ids"]))
+    return saved
+
+
+def save_checkpoint(path, identity, detections, image_ids, record_indices, kernels):
+    with atomic_file(path) as temporary:
+        progress = {"identity": identity, "image_ids": image_ids, "record_indices": record_indices,
+                    "executed_kernels": kernels, "detections": detections}  # fmt: skip
+        temporary.write_text(json.dumps(progress))
+
+
+def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=0, shards=1, checkpoint_every=50):
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
     session = open_checked_session(graph_path, applied)
-    detections, image_ids, record_indices, kernels = [], [], [], None
+    checkpoint = checkpoint_path(output)
+    identity = job_identity(graph_path, record_dir, max_images, shard, shards)
+    saved = load_checkpoint(checkpoint, identity) or {}
+    detections = saved.get("detections", [])
+    image_ids, record_indices = saved.get("image_ids", []), saved.get("record_indices", [])
+    kernels = saved.get("executed_kernels")
+    done, ran, last_saved = len(image_ids), 0, time.monotonic()
     records = selected_records(record_dir, max_images, shard, shards)
-    for index, features in tqdm(records, desc="detecting", unit="image", file=sys.stderr, mininterval=10, ascii=True):
+    for position, (index, features) in enumerate(
+        tqdm(records, desc="detecting", unit="image", file=sys.stderr, mininterval=10, ascii=True)
+    ):
+        if position < done:
+            continue  # detected before the job was interrupted
         image_id = int(features["image/source_id"][0])
         # A missing image would change the AP: an unreadable one always stops the job.
         name = f"image {image_id} (record {index} of {record_dir})"
@@ -79,6 +139,11 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
         detections.extend(to_coco_results(image_id, height, width, detect(session, image)))
         image_ids.append(image_id)
         record_indices.append(index)
+        ran += 1
+        if ran % checkpoint_every == 0 or time.monotonic() - last_saved > CHECKPOINT_SECONDS:
+            save_checkpoint(checkpoint, identity, detections, image_ids, record_indices, kernels)
+            last_saved = time.monotonic()
+    log.info("%d images run in this job, %d taken from a checkpoint", ran, done)
     if not image_ids:
         # More shards than images (a smoke run): an empty shard is still a complete one.
         log.warning("no images for shard %d of %d (max_images %d)", shard, shards, max_images)
@@ -95,6 +160,7 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
     }
     with atomic_file(output) as temporary:
         temporary.write_text(json.dumps(result) + "\n")
+    checkpoint.unlink(missing_ok=True)
     return result
 
 
@@ -106,10 +172,15 @@ def main():
     parser.add_argument("--max-images", type=int, default=0, help="first N records only (0: all)")
     parser.add_argument("--shard", type=int, default=0, help="which of --shards this job is")
     parser.add_argument("--shards", type=int, default=1, help="jobs the images are split over")
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="save progress every N images")
     add_runtime_arguments(parser)
     args = parser.parse_args()
     applied = apply_runtime(runtime_settings(args))
-    detect_objects(args.graph, args.records, applied, args.output, args.max_images, args.shard, args.shards)
+    if args.checkpoint_every < 1:
+        raise StageError("--checkpoint-every must be at least 1")
+    detect_objects(
+        args.graph, args.records, applied, args.output, args.max_images, args.shard, args.shards, args.checkpoint_every
+    )
 
 
 if __name__ == "__main__":

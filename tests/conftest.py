@@ -82,14 +82,23 @@ class Workflow:
         path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return path
 
-    def run(self, *arguments, check=True, environment=None):
-        command = [
+    def command(self, *arguments):
+        return [
             sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
             "--directory", str(self.workdir), "--configfile", str(self.write_config()),
             "--cores", "2", *arguments,
         ]  # fmt: skip
+
+    def start(self, *arguments):
+        """Snakemake in the background: the Popen, its output to pipes."""
+        return subprocess.Popen(
+            self.command(*arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=tool_environment(), cwd=REPO_ROOT,
+        )  # fmt: skip
+
+    def run(self, *arguments, check=True, environment=None):
         result = subprocess.run(
-            command, capture_output=True, text=True, env=tool_environment(environment), cwd=REPO_ROOT
+            self.command(*arguments), capture_output=True, text=True, env=tool_environment(environment), cwd=REPO_ROOT
         )
         if check and result.returncode != 0:
             raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")

@@ -311,3 +311,50 @@ def test_unreadable_image_in_the_tfrecord_stops_detection_naming_it(finished_run
     assert run.returncode == 1 and not (tmp_path / "detections.json").exists()
     assert len(error_lines(run)) == 1
     assert error_lines(run)[0].startswith(f"error: image {image_id} (record 2 of {records}): not a readable image")
+
+
+def detect_with_checkpoint(finished_run, tmp_path, checkpoint):
+    """detect_objects.py on the demo FP32 graph with `checkpoint` (a dict) already in place."""
+    from detect_objects import checkpoint_path
+
+    output = tmp_path / "detections-0-of-1.json"
+    checkpoint_path(output).write_text(json.dumps(checkpoint))
+    run = run_script("detect_objects.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                     "--records", finished_run.workdir / "resources/coco_tfrecord", "--output", output)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not checkpoint_path(output).exists()
+    return json.loads(output.read_text()), run.stderr
+
+
+def test_detection_resumes_from_its_checkpoint_with_the_same_result(finished_run, tmp_path):
+    from detect_objects import job_identity
+
+    workdir = finished_run.workdir
+    whole = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
+    first_three = set(whole["image_ids"][:3])
+    checkpoint = {
+        "identity": job_identity(workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                                 workdir / "resources/coco_tfrecord", 0, 0, 1),  # fmt: skip
+        "image_ids": whole["image_ids"][:3], "record_indices": whole["record_indices"][:3],
+        "executed_kernels": whole["executed_kernels"],
+        "detections": [d for d in whole["detections"] if d["image_id"] in first_three],
+    }  # fmt: skip
+    resumed, log = detect_with_checkpoint(finished_run, tmp_path, checkpoint)
+    assert "images already done" in log and "3 images already done" in log
+    assert "5 images run in this job, 3 taken from a checkpoint" in log
+    for key in ("detections", "image_ids", "record_indices", "executed_kernels"):
+        assert resumed[key] == whole[key], key
+
+
+def test_checkpoint_of_another_job_is_ignored(finished_run, tmp_path):
+    from detect_objects import job_identity
+
+    workdir = finished_run.workdir
+    identity = job_identity(workdir / "resources/models/fp32/frozen_inference_graph.pb", workdir / "resources/coco_tfrecord", 0, 0, 1)
+    stale = {"identity": dict(identity, graph_sha256="0" * 64, max_images=3), "image_ids": [139],
+             "record_indices": [0], "executed_kernels": [], "detections": []}  # fmt: skip
+    result, log = detect_with_checkpoint(finished_run, tmp_path, stale)
+    assert "it is of another job (graph_sha256, max_images differ)" in log
+    assert "8 images run in this job, 0 taken from a checkpoint" in log
+    whole = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
+    assert result["detections"] == whole["detections"]

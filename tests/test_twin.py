@@ -8,6 +8,7 @@ Neural Compressor's INT8 graph with Intel's fused quantized ops.
 import csv
 import json
 import os
+import re
 
 import pytest
 from conftest import REPO_ROOT, Workflow
@@ -119,3 +120,44 @@ def test_a_missing_package_is_named(monkeypatch):
     monkeypatch.setitem(make_twin.REQUIRED_MODULES, "no_such_module_here", "no-such-package")
     with pytest.raises(StageError, match=r"^twin step check_packages: no-such-package not installed: run `make twin`$"):
         make_twin.check_packages()
+
+
+def test_a_killed_detection_job_resumes_through_snakemake(twin_run, tmp_path):
+    import copy
+    import shutil
+    import signal
+    import time
+
+    import psutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(twin_run.workdir, workdir, symlinks=True)
+    for path in ("int8/detections-0-of-1.json", "int8.json", "int8_detections.json"):
+        (workdir / "results/accuracy" / path).unlink()
+    config = copy.deepcopy(twin_run.config)
+    config["accuracy"]["checkpoint_every"] = 4
+    workflow = Workflow(workdir, config)
+    target = "results/accuracy/int8.json"
+    assert workflow.planned_jobs(target) == {"detect_objects": 1, "evaluate_accuracy": 1}
+
+    first = workflow.start(target)
+    checkpoint = workdir / "results/accuracy/int8/.detections-0-of-1.json.checkpoint"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert checkpoint.exists(), first.communicate()[1][-3000:]
+    jobs = [p for p in psutil.Process(first.pid).children(recursive=True) if "detect_objects.py" in " ".join(p.cmdline())]
+    for job in jobs:
+        job.send_signal(signal.SIGKILL)
+    first.communicate(timeout=120)
+    assert jobs and first.returncode != 0
+    assert not (workdir / "results/accuracy/int8/detections-0-of-1.json").exists()
+
+    workflow.run(target)
+    log = (workdir / "logs/detect_objects/int8-0-of-1.log").read_text()
+    assert "resuming from checkpoint" in log
+    ran, taken = (int(n) for n in re.search(r"(\d+) images run in this job, (\d+) taken from a checkpoint", log).groups())
+    assert taken >= 4 and ran + taken == 24 and ran < 24
+    assert not checkpoint.exists()
+    final = (workdir / "results/accuracy/int8_detections.json").read_bytes()
+    assert final == (twin_run.workdir / "results/accuracy/int8_detections.json").read_bytes()
