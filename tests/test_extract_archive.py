@@ -131,3 +131,10 @@ def test_full_disk_during_extraction_is_one_line_and_leaves_nothing(tmp_path, sm
     with pytest.raises(StageError, match=r"No space left on device: free some space, then run again$"):
         extract(archive, "val2017", disk / "val2017")
     assert list(disk.iterdir()) == []
+
+
+def test_read_only_folder_during_extraction_is_one_line(tmp_path, small_tmpfs):
+    archive = make_zip(tmp_path / "val2017.zip", {"val2017/a.jpg": b"a"})
+    folder = small_tmpfs(readonly=True)
+    with pytest.raises(StageError, match=r"Read-only file system: choose a writable folder$"):
+        extract(archive, "val2017", folder / "val2017")
