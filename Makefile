@@ -18,11 +18,11 @@ help:
 	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
 	@echo "make lint      - snakemake --lint and snakefmt --check"
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-twin.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-quantize.txt requirements-twin.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-twin.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-quantize.txt -r requirements-twin.txt
 	touch $@
 
 venv: $(BIN)/.installed

@@ -45,6 +45,17 @@ validate_config()
 SCRIPTS = Path(workflow.basedir) / "scripts"
 DOWNLOADS = "resources/downloads"
 PRECISIONS = sorted(config["models"])
+# Models whose graph is downloaded, and models quantized here from another one.
+DOWNLOADED_MODELS = [
+    name for name, model in config["models"].items() if "download" in model
+]
+QUANTIZED_MODELS = [
+    name for name, model in config["models"].items() if "quantize" in model
+]
+# Models whose detections are compared with FP32's (where INT8 loses accuracy).
+COMPARED_MODELS = [
+    name for name in PRECISIONS if name != "fp32" and "fp32" in PRECISIONS
+]
 
 
 def reference_problems():
@@ -55,8 +66,17 @@ def reference_problems():
         "coco.images_archive": config["coco"]["images_archive"],
         "coco.annotations_archive": config["coco"]["annotations_archive"],
     }
-    for precision, model in config["models"].items():
-        references[f"models.{precision}.download"] = model["download"]
+    for precision in DOWNLOADED_MODELS:
+        references[f"models.{precision}.download"] = config["models"][precision][
+            "download"
+        ]
+    for precision in QUANTIZED_MODELS:
+        source = config["models"][precision]["quantize"]["from"]
+        if source not in DOWNLOADED_MODELS:
+            problems.append(
+                f"config key models.{precision}.quantize.from: {source!r} is not a downloaded model "
+                f"({', '.join(DOWNLOADED_MODELS)})"
+            )
     for key, name in references.items():
         if name not in config["downloads"]:
             problems.append(
@@ -89,9 +109,14 @@ def check_config_references():
 check_config_references()
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing, if there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
 wildcard_constraints:
-    filename="|".join(re.escape(name) for name in config["downloads"]),
-    precision="|".join(PRECISIONS),
+    filename=one_of(config["downloads"]),
+    precision=one_of(PRECISIONS),
 
 
 def script(name):
@@ -164,6 +189,45 @@ def get_download_targets():
     return [downloaded(name) for name in config["downloads"]]
 
 
+def get_quantize_source(wildcards):
+    source = config["models"][wildcards.precision]["quantize"]["from"]
+    return f"resources/models/{source}/frozen_inference_graph.pb"
+
+
+def get_calibration_dir(wildcards):
+    """The model's own calibration folder, or val2017 (the evaluation set)."""
+    settings = config["models"][wildcards.precision]["quantize"]
+    return settings.get("calibration_dir") or "resources/coco/val2017"
+
+
+def get_quantize_options(wildcards):
+    settings = config["models"][wildcards.precision]["quantize"]
+    options = [
+        f"--calibration-images {settings['calibration_images']}",
+        f"--seed {settings['seed']}",
+        f"--weight-granularity {settings['weight_granularity']}",
+        *(
+            f"--keep-fp32 {shlex.quote(pattern)}"
+            for pattern in settings.get("keep_fp32", [])
+        ),
+    ]
+    if not settings.get("calibration_dir"):
+        options.append("--from-evaluation-set")
+    return " ".join(options)
+
+
+def get_agreement_results():
+    return expand(
+        "results/diagnostics/{precision}_agreement.json", precision=COMPARED_MODELS
+    )
+
+
+def get_quantization_reports():
+    return expand(
+        "resources/models/{precision}/quantization.json", precision=QUANTIZED_MODELS
+    )
+
+
 def get_graph_targets():
     return expand(
         "resources/models/{precision}/frozen_inference_graph.pb", precision=PRECISIONS
@@ -173,7 +237,7 @@ def get_graph_targets():
 # Peak memory of an inference job (benchmark_graph, detect_objects), MB. The full-size twin
 # measured 3.7 GB for FP32 and 1.7 GB for INT8 (README); the rest is headroom for the
 # benchmark's prefetched images (up to 2 GiB) and for graphs larger than the twin.
-INFERENCE_MEM_MB = {"int8": 4000, "fp32": 7000}
+INFERENCE_MEM_MB = {"int8": 4000, "int8_inc": 4000, "fp32": 7000}
 
 
 def get_inference_mem_mb(wildcards):
@@ -260,9 +324,19 @@ def get_stage_benchmarks():
         ),
         *expand("benchmarks/{name}.tsv", name=single_jobs),
         *expand(
+            "benchmarks/prepare_frozen_graph/{precision}.tsv",
+            precision=DOWNLOADED_MODELS,
+        ),
+        *expand(
+            "benchmarks/quantize_graph/{precision}.tsv", precision=QUANTIZED_MODELS
+        ),
+        *expand(
             "benchmarks/{name}/{precision}.tsv",
-            name=("prepare_frozen_graph", "benchmark_graph", "evaluate_accuracy"),
+            name=("benchmark_graph", "evaluate_accuracy"),
             precision=PRECISIONS,
+        ),
+        *expand(
+            "benchmarks/compare_with_fp32/{precision}.tsv", precision=COMPARED_MODELS
         ),
         *expand(
             "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv",

@@ -77,6 +77,31 @@ rule evaluate_accuracy:
         " --metrics {output.metrics:q} > {log:q} 2>&1"
 
 
+rule compare_with_fp32:
+    input:
+        reference="results/accuracy/fp32_detections.json",
+        candidate="results/accuracy/{precision}_detections.json",
+    output:
+        "results/diagnostics/{precision}_agreement.json",
+    log:
+        "logs/compare_with_fp32/{precision}.log",
+    benchmark:
+        "benchmarks/compare_with_fp32/{precision}.tsv"
+    wildcard_constraints:
+        precision=one_of(COMPARED_MODELS),
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="30m",
+    params:
+        script=script("compare_detections.py"),
+    shell:
+        "python {params.script} --reference {input.reference:q} --candidate {input.candidate:q}"
+        " --output {output:q} > {log:q} 2>&1"
+
+
 rule benchmark_all:
     input:
         get_benchmark_results(),

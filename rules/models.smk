@@ -7,6 +7,8 @@ rule prepare_frozen_graph:
         "logs/prepare_frozen_graph/{precision}.log",
     benchmark:
         "benchmarks/prepare_frozen_graph/{precision}.tsv"
+    wildcard_constraints:
+        precision=one_of(DOWNLOADED_MODELS),
     conda:
         "../envs/tensorflow.yaml"
     threads: 1
@@ -19,6 +21,35 @@ rule prepare_frozen_graph:
         member=get_graph_member_option,
     shell:
         "python {params.script} {input:q} {output:q} {params.member} > {log:q} 2>&1"
+
+
+rule quantize_graph:
+    input:
+        graph=get_quantize_source,
+        images=get_calibration_dir,
+    output:
+        graph="resources/models/{precision}/frozen_inference_graph.pb",
+        report="resources/models/{precision}/quantization.json",
+    log:
+        "logs/quantize_graph/{precision}.log",
+    benchmark:
+        "benchmarks/quantize_graph/{precision}.tsv"
+    wildcard_constraints:
+        precision=one_of(QUANTIZED_MODELS),
+    conda:
+        "../envs/quantize.yaml"
+    threads: get_inference_threads()
+    resources:
+        # 5.5 GB quantizing the full-size twin
+        mem_mb=8000,
+        runtime="2h",
+    params:
+        script=script("quantize_graph.py"),
+        options=get_quantize_options,
+    shell:
+        "TF_ENABLE_ONEDNN_OPTS=1 python {params.script} --graph {input.graph:q}"
+        " --images {input.images:q} --output {output.graph:q} --report {output.report:q}"
+        " {params.options} > {log:q} 2>&1"
 
 
 rule prepare_models:

@@ -3,6 +3,8 @@ rule make_report:
         benchmarks=get_benchmark_results(),
         accuracies=get_accuracy_results(),
         costs=get_stage_benchmarks(),
+        quantization=get_quantization_reports(),
+        agreements=get_agreement_results(),
     output:
         summary=report("results/report/summary.md", category="Summary"),
         html=report("results/report/summary.html", category="Summary"),
@@ -25,5 +27,7 @@ rule make_report:
         output_dir=get_report_dir,
     shell:
         "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
-        " --costs {input.costs:q} --references {params.references:q}"
+        " --costs {input.costs:q} --quantization {input.quantization:q}"
+        " --agreements {input.agreements:q}"
+        " --references {params.references:q}"
         " --output-dir {params.output_dir:q} > {log:q} 2>&1"

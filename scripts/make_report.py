@@ -24,8 +24,8 @@ log = logging.getLogger("make_report")
 PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png")
 # The workflow's stages in the order they run, for the cost table.
 STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "write_empty_annotations",
-          "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "benchmark_graph",
-          "detect_objects", "evaluate_accuracy")  # fmt: skip
+          "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "quantize_graph",
+          "benchmark_graph", "detect_objects", "evaluate_accuracy", "compare_with_fp32")  # fmt: skip
 COST_HEADER = ["Stage", "Precision", "Jobs", "Wall time (s)", "Peak memory (MB)"]
 
 
@@ -45,14 +45,18 @@ def number(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def table_rows(benchmarks, accuracies, references):
-    """(header, rows): one column per precision, one row per figure."""
-    precisions = sorted(set(benchmarks) | set(accuracies), key=lambda p: (p != "int8", p))
-    speedup = None
-    if "int8" in benchmarks and "fp32" in benchmarks:
-        speedup = (
-            benchmarks["int8"]["throughput_images_per_second"] / benchmarks["fp32"]["throughput_images_per_second"]
-        )
+def speedup_over_fp32(benchmarks, precision):
+    if precision == "fp32" or precision not in benchmarks or "fp32" not in benchmarks:
+        return ""
+    ratio = benchmarks[precision]["throughput_images_per_second"] / benchmarks["fp32"]["throughput_images_per_second"]
+    return f"{ratio:.2f}x"
+
+
+def table_rows(benchmarks, accuracies, references, quantizations=None, agreements=None):
+    """(header, rows, details): one column per model (FP32 last), one row per figure."""
+    quantizations = quantizations or {}
+    agreements = agreements or {}
+    precisions = sorted(set(benchmarks) | set(accuracies), key=lambda p: (p == "fp32", p))
 
     def bench(precision, key):
         result = benchmarks.get(precision)
@@ -70,13 +74,16 @@ def table_rows(benchmarks, accuracies, references):
             "Throughput (images/s)",
             [number(benchmarks[p]["throughput_images_per_second"], 2) if p in benchmarks else "n/a" for p in precisions],
         ),
-        ("INT8 speed-up over FP32", [number(speedup, 2) + "x" if p == "int8" and speedup else "" for p in precisions]),
+        ("Speed-up over FP32 (throughput)", [speedup_over_fp32(benchmarks, p) for p in precisions]),
     ]
     for key, label in (("AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_small", "AP small"),
                        ("AP_medium", "AP medium"), ("AP_large", "AP large")):  # fmt: skip
         rows.append((label, [number(metric(p, "standard", key)) for p in precisions]))
     rows.append(("Legacy AP (recipe's evaluator)", [number(metric(p, "legacy", "AP")) for p in precisions]))
     rows.append(("Legacy AP50", [number(metric(p, "legacy", "AP50")) for p in precisions]))
+    if agreements:
+        rows.append(("FP32 detections reproduced", [number(agreements[p]["agreement"]) if p in agreements else "" for p in precisions]))  # fmt: skip
+        rows.append(("Mean score drift vs FP32", [number(agreements[p]["mean_score_drift"], 4) if p in agreements else "" for p in precisions]))  # fmt: skip
     rows.append(
         ("Published (Intel)", [", ".join(f"{k} {v}" for k, v in references.get(p, {}).items()) or "n/a" for p in precisions])
     )
@@ -94,7 +101,25 @@ def table_rows(benchmarks, accuracies, references):
         accuracy = accuracies.get(precision)
         if accuracy:
             details.append(f"{precision}: accuracy on {accuracy['images']} images, {accuracy['detections']} detections")
+        quantization = quantizations.get(precision)
+        if quantization:
+            details.append(quantization_detail(precision, quantization))
     return ["", *precisions], rows, details
+
+
+def quantization_detail(precision, quantization):
+    """How a self-made INT8 model was made, and whether it was calibrated on the evaluation set."""
+    images = len(quantization["calibration_images"])
+    if quantization["from_evaluation_set"]:
+        source = "drawn from val2017, the evaluation set (as most published INT8 results are)"
+    else:
+        source = f"from {quantization['calibration_dir']}"
+    kept = ", ".join(quantization["kept_in_fp32"]) or "none"
+    return (
+        f"{precision}: quantized here with Intel Neural Compressor, {quantization['quantized_convolutions']} of "
+        f"{quantization['convolutions']} convolutions in INT8, {quantization['weight_granularity']} weights, "
+        f"calibrated on {images} images {source} (seed {quantization['seed']}); kept in FP32: {kept}"
+    )
 
 
 def read_benchmark_file(path):
@@ -228,12 +253,18 @@ def plot_precision(accuracies, path):
     plt.close(figure)
 
 
-def make_report(benchmark_paths, accuracy_paths, references, output_dir, cost_paths=()):
+def make_report(
+    benchmark_paths, accuracy_paths, references, output_dir, cost_paths=(), quantization_paths=(), agreement_paths=()
+):
     benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
+    # resources/models/<precision>/quantization.json: named by their folder
+    quantizations = {Path(path).parent.name: json.loads(Path(path).read_text()) for path in quantization_paths}
+    # results/diagnostics/<precision>_agreement.json
+    agreements = {Path(path).stem.removesuffix("_agreement"): json.loads(Path(path).read_text()) for path in agreement_paths}
     cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    header, rows, details = table_rows(benchmarks, accuracies, references)
+    header, rows, details = table_rows(benchmarks, accuracies, references, quantizations, agreements)
     outputs = {name: output_dir / name for name in ("summary.md", "summary.html", *PLOTS)}
     with atomic_file(outputs["latency_per_step.png"]) as per_step, atomic_file(outputs["latency_histogram.png"]) as hist:
         plot_latency(benchmarks, per_step, hist)
@@ -252,10 +283,15 @@ def main():
     parser.add_argument("--benchmarks", type=Path, nargs="*", default=[], help="results/benchmark/<precision>.json")
     parser.add_argument("--accuracies", type=Path, nargs="*", default=[], help="results/accuracy/<precision>.json")
     parser.add_argument("--costs", type=Path, nargs="*", default=[], help="Snakemake benchmark files (benchmarks/)")
+    parser.add_argument("--quantization", type=Path, nargs="*", default=[], help="quantize_graph reports")
+    parser.add_argument("--agreements", type=Path, nargs="*", default=[], help="compare_detections results")
     parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
-    make_report(args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs)
+    make_report(
+        args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs, args.quantization,
+        args.agreements,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 from make_demo_data import demo_config
 
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "fp32", "int8_inc")
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,9 @@ def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
     jobs = workflow.planned_jobs("--profile", str(REPO_ROOT / "profiles" / "cluster-generic"))
     assert jobs == {
         "download_file": 4, "extract_coco_images": 1, "extract_coco_annotations": 1, "write_empty_annotations": 1,
-        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "prepare_frozen_graph": 2,
-        "benchmark_graph": 2, "detect_objects": 2, "evaluate_accuracy": 2, "make_report": 1, "all": 1,
+        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "prepare_frozen_graph": 2, "quantize_graph": 1,
+        "benchmark_graph": 3, "detect_objects": 3, "evaluate_accuracy": 3, "compare_with_fp32": 2, "make_report": 1,
+        "all": 1,
     }  # fmt: skip
 
 
@@ -114,7 +115,9 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
 
     # Every job that is not a local rule went through SLURM.
     submitted = [line for line in output.splitlines() if "has been submitted with SLURM jobid" in line]
-    assert len(submitted) == 14  # 2 extractions, conversion, 2 graphs, 2 benchmarks, 4 shards, 2 scores, report
+    # 2 extractions, conversion, 2 graphs, 1 quantization, 3 benchmarks, 6 shards, 3 scores,
+    # 2 comparisons with FP32, report
+    assert len(submitted) == 21
     queue = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True,
                            env=slurm.environment).stdout  # fmt: skip
     job_ids = [line.rsplit("SLURM jobid ", 1)[1].split()[0] for line in submitted]

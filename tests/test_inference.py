@@ -14,7 +14,7 @@ from common import StageError
 from detect_objects import to_coco_results
 from detection_graph import find_tcmalloc
 
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "fp32", "int8_inc")
 # What the mini COCO and the detectors were designed to give (see make_demo_data.py): seven
 # palette classes found exactly, the gray banana never (AP 0), the gray crowd ignored.
 EXPECTED_STANDARD = {"AP": 7 / 8, "AP50": 7 / 8, "AP75": 7 / 8, "AP_small": 1.0, "AP_medium": 1.0,
@@ -63,10 +63,11 @@ def test_metrics_equal_pycocotools_on_our_detections_file(finished_run, precisio
 
 def test_int8_ran_quantized_kernels_and_fp32_did_not(finished_run):
     for kind in ("accuracy", "benchmark"):
-        int8, fp32 = (result(finished_run, kind, p) for p in PRECISIONS)
-        assert INT8_KERNEL in int8["executed_kernels"] and "_MklQuantizeV2" in int8["executed_kernels"]
+        int8, fp32, int8_inc = (result(finished_run, kind, p) for p in PRECISIONS)
+        for quantized in (int8, int8_inc):
+            assert INT8_KERNEL in quantized["executed_kernels"] and "_MklQuantizeV2" in quantized["executed_kernels"]
+            assert quantized["onednn"] is True
         assert not any("Quantize" in kernel for kernel in fp32["executed_kernels"])
-        assert int8["onednn"] is True
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -90,7 +91,7 @@ def test_benchmark_json_is_sane(finished_run, precision):
 
 
 def test_tcmalloc_is_preloaded_for_int8_only(finished_run):
-    int8, fp32 = (result(finished_run, "benchmark", p) for p in PRECISIONS)
+    int8, fp32, _ = (result(finished_run, "benchmark", p) for p in PRECISIONS)
     if find_tcmalloc() is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must install libgoogle-perftools4 (see .ci/run)")
@@ -102,9 +103,11 @@ def test_tcmalloc_is_preloaded_for_int8_only(finished_run):
 def test_report_has_both_precisions_and_plots(finished_run):
     report = finished_run.workdir / "results/report"
     summary = (report / "summary.md").read_text()
-    assert "| Latency p50 (ms) |" in summary and "| int8 | fp32 |" in summary
-    assert "| INT8 speed-up over FP32 |" in summary and "| AP | 0.875 | 0.875 |" in summary
-    assert "| Legacy AP (recipe's evaluator) | 0.844 | 0.844 |" in summary
+    assert "| Latency p50 (ms) |" in summary and "| int8 | int8_inc | fp32 |" in summary
+    assert "| Speed-up over FP32 (throughput) |" in summary and "| AP | 0.875 | 0.875 | 0.875 |" in summary
+    assert "| Legacy AP (recipe's evaluator) | 0.844 | 0.844 | 0.844 |" in summary
+    assert "int8_inc: quantized here with Intel Neural Compressor, 1 of 1 convolutions in INT8" in summary
+    assert "drawn from val2017, the evaluation set" in summary
     assert "AP 0.347, AP50 0.532" in summary
     assert "<table>" in (report / "summary.html").read_text()
     for plot in ("latency_per_step.png", "latency_histogram.png", "average_precision.png"):
@@ -122,7 +125,7 @@ def test_snakemake_report_shows_the_results(finished_run, tmp_path):
 def test_changing_number_of_steps_reruns_only_benchmarks_and_report(finished_run):
     finished_run.config["benchmark"]["number_of_steps"] = 41
     try:
-        assert finished_run.planned_jobs() == {"benchmark_graph": 2, "make_report": 1, "all": 1}
+        assert finished_run.planned_jobs() == {"benchmark_graph": 3, "make_report": 1, "all": 1}
     finally:
         finished_run.config["benchmark"]["number_of_steps"] = 40
 
@@ -358,3 +361,42 @@ def test_checkpoint_of_another_job_is_ignored(finished_run, tmp_path):
     assert "8 images run in this job, 0 taken from a checkpoint" in log
     whole = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
     assert result["detections"] == whole["detections"]
+
+
+@pytest.mark.parametrize("precision", ("int8", "int8_inc"))
+def test_int8_models_reproduce_every_fp32_detection_on_the_demo(finished_run, precision):
+    agreement = json.loads((finished_run.workdir / f"results/diagnostics/{precision}_agreement.json").read_text())
+    assert agreement["reference_detections"] == 13 and agreement["agreement"] == 1.0
+    assert agreement["mean_score_drift"] == 0.0
+    summary = (finished_run.workdir / "results/report/summary.md").read_text()
+    assert "| FP32 detections reproduced | 1.000 | 1.000 |  |" in summary
+
+
+def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
+    """A wrong weight scale in the one quantized convolution: fewer FP32 detections reproduced."""
+    import numpy as np
+
+    from compare_detections import compare
+    from detection_graph import load_graph_def
+
+    workdir = finished_run.workdir
+    graph_def = load_graph_def(workdir / "resources/models/int8_inc/frozen_inference_graph.pb")
+    convolution = next(node for node in graph_def.node if node.op == "QuantizedConv2DWithBiasAndReluAndRequantize")
+    # Inputs 5 and 6 are the weights' range: shrinking it shrinks every output of the layer.
+    for index in (5, 6):
+        constant = next(node for node in graph_def.node if node.name == convolution.input[index].split(":")[0])
+        tensor = constant.attr["value"].tensor
+        if tensor.float_val:
+            tensor.float_val[:] = [value * 0.3 for value in tensor.float_val]
+        else:
+            values = np.frombuffer(tensor.tensor_content, np.float32) * 0.3
+            tensor.tensor_content = values.astype(np.float32).tobytes()
+    graph = tmp_path / "perturbed.pb"
+    graph.write_bytes(graph_def.SerializeToString())
+    run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
+                     "--output", tmp_path / "shard.json")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    detections = tmp_path / "detections.json"
+    detections.write_text(json.dumps(json.loads((tmp_path / "shard.json").read_text())["detections"]))
+    perturbed = compare(workdir / "results/accuracy/fp32_detections.json", detections)
+    assert perturbed["agreement"] < 1.0

@@ -34,7 +34,11 @@ def pins(lines):
 
 
 def test_conda_environments_use_the_requirements_pins():
-    requirements = pins((REPO_ROOT / "requirements.txt").read_text().splitlines())
+    requirements = {}
+    for name in ("requirements.txt", "requirements-quantize.txt"):
+        requirements.update(pins((REPO_ROOT / name).read_text().splitlines()))
+    # envs/quantize.yaml: conda's `tensorflow` is requirements.txt's tensorflow-cpu (same version).
+    requirements["tensorflow"] = requirements["tensorflow-cpu"]
     environments = sorted((REPO_ROOT / "envs").glob("*.yaml"))
     assert environments
     for path in environments:

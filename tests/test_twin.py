@@ -17,7 +17,7 @@ from make_demo_data import demo_config
 from serve_files import FileServer
 
 TWIN = REPO_ROOT / ".cache" / "twin"
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "fp32", "int8_inc")
 CONTROL_FLOW_OPS = {"Enter", "Exit", "Merge", "Switch", "NextIteration", "LoopCond", "TensorArrayV3"}
 
 
@@ -48,13 +48,14 @@ def test_twin_graphs_have_the_real_structure():
     assert quantized == 110
 
 
-def test_benchmark_runs_both_twin_graphs(twin_run):
+def test_benchmark_runs_every_twin_graph(twin_run):
     for precision in PRECISIONS:
         result = read_json(twin_run, f"results/benchmark/{precision}.json")
         assert result["measured_steps"] == 20 and result["warmup_steps"] == 5
         assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
-    int8 = read_json(twin_run, "results/benchmark/int8.json")["executed_kernels"]
-    assert {"_MklQuantizedConv2DWithBiasAndReluAndRequantize", "_MklQuantizedConv2DWithBiasSumAndReluAndRequantize"} <= set(int8)  # fmt: skip
+    for quantized in ("int8", "int8_inc"):
+        kernels = read_json(twin_run, f"results/benchmark/{quantized}.json")["executed_kernels"]
+        assert {"_MklQuantizedConv2DWithBiasAndReluAndRequantize", "_MklQuantizedConv2DWithBiasSumAndReluAndRequantize"} <= set(kernels)  # fmt: skip
     fp32 = read_json(twin_run, "results/benchmark/fp32.json")["executed_kernels"]
     assert "NextIteration" in fp32 and not any("Quantized" in kernel for kernel in fp32)
 
@@ -81,6 +82,7 @@ def test_every_job_has_a_benchmark_file_and_the_report_sums_them(twin_run):
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
     assert "## Cost per stage" in summary
     assert "| detect_objects | fp32 | 1 |" in summary and "| download_file | all | 4 |" in summary
+    assert "| quantize_graph | int8_inc | 1 |" in summary
 
 
 def test_an_unchanged_twin_is_not_rebuilt():
@@ -88,13 +90,15 @@ def test_an_unchanged_twin_is_not_rebuilt():
 
     import make_twin
 
+    manifest = json.loads((TWIN / "manifest.json").read_text())
+    # Checked first, so that a stale twin fails here instead of being rebuilt by the test.
+    assert manifest["inputs_sha256"] == make_twin.inputs_digest(24, 0, 4), f"{TWIN} is older than its inputs: make twin"
+    assert make_twin.inputs_digest(24, 1, 4) != manifest["inputs_sha256"]
     before = (TWIN / "manifest.json").stat().st_mtime_ns
     started = time.perf_counter()
-    manifest = make_twin.make_twin(TWIN)
+    make_twin.make_twin(TWIN)
     assert time.perf_counter() - started < 10
     assert (TWIN / "manifest.json").stat().st_mtime_ns == before
-    assert manifest["inputs_sha256"] == make_twin.inputs_digest(24, 0, 4)
-    assert make_twin.inputs_digest(24, 1, 4) != manifest["inputs_sha256"]
 
 
 def test_a_failing_step_names_itself_and_leaves_no_twin(tmp_path, monkeypatch):
@@ -120,6 +124,16 @@ def test_a_missing_package_is_named(monkeypatch):
     monkeypatch.setitem(make_twin.REQUIRED_MODULES, "no_such_module_here", "no-such-package")
     with pytest.raises(StageError, match=r"^twin step check_packages: no-such-package not installed: run `make twin`$"):
         make_twin.check_packages()
+
+
+def test_self_made_int8_runs_through_the_whole_workflow(twin_run):
+    quantization = read_json(twin_run, "resources/models/int8_inc/quantization.json")
+    assert quantization["quantized_convolutions"] == quantization["convolutions"] == 110
+    assert quantization["from_evaluation_set"] is True and len(quantization["calibration_images"]) == 4
+    summary = (twin_run.workdir / "results/report/summary.md").read_text()
+    assert "|  | int8 | int8_inc | fp32 |" in summary
+    speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over FP32"))
+    assert speedups.count("x |") == 2
 
 
 def test_a_killed_detection_job_resumes_through_snakemake(twin_run, tmp_path):

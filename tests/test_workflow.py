@@ -20,9 +20,11 @@ RULES_RUN_ONCE = {
     "checkout_tensorflow_models": 1,
     "convert_coco_to_tfrecord": 1,
     "prepare_frozen_graph": 2,
-    "benchmark_graph": 2,
-    "detect_objects": 2,
-    "evaluate_accuracy": 2,
+    "quantize_graph": 1,
+    "benchmark_graph": 3,
+    "detect_objects": 3,
+    "evaluate_accuracy": 3,
+    "compare_with_fp32": 2,
     "make_report": 1,
     "all": 1,
 }
@@ -68,21 +70,27 @@ def test_every_rule_wrote_its_log(finished_run):
     assert logs == [
         "benchmark_graph/fp32.log",
         "benchmark_graph/int8.log",
+        "benchmark_graph/int8_inc.log",
         "checkout_tensorflow_models.log",
+        "compare_with_fp32/int8.log",
+        "compare_with_fp32/int8_inc.log",
         "convert_coco_to_tfrecord.log",
         "detect_objects/fp32-0-of-1.log",
         "detect_objects/int8-0-of-1.log",
+        "detect_objects/int8_inc-0-of-1.log",
         "download_file/annotations_trainval2017.zip.log",
         "download_file/rfcn_resnet101_fp32_coco_pretrained_model.tar.gz.log",
         "download_file/rfcn_resnet101_int8_coco_pretrained_model.pb.log",
         "download_file/val2017.zip.log",
         "evaluate_accuracy/fp32.log",
         "evaluate_accuracy/int8.log",
+        "evaluate_accuracy/int8_inc.log",
         "extract_coco_annotations.log",
         "extract_coco_images.log",
         "make_report.log",
         "prepare_frozen_graph/fp32.log",
         "prepare_frozen_graph/int8.log",
+        "quantize_graph/int8_inc.log",
         "write_empty_annotations.log",
     ]
     assert "sha256" in (workflow.workdir / "logs/download_file/val2017.zip.log").read_text()
@@ -100,8 +108,8 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
     # A new conversion pin: checkout and conversion again, no download.
     workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"]["sharded"]
     assert workflow.planned_jobs() == {
-        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 2,
-        "evaluate_accuracy": 2, "make_report": 1, "all": 1,
+        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 3,
+        "evaluate_accuracy": 3, "compare_with_fp32": 2, "make_report": 1, "all": 1,
     }  # fmt: skip
     requests_before = len(server.requests)
     workflow.run()
@@ -122,7 +130,7 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
     int8_download["sha256"] = file_digests(mirror / "rfcn_resnet101_int8_coco_pretrained_model.pb")["sha256"]
     assert workflow.planned_jobs() == {
         "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
-        "evaluate_accuracy": 1, "make_report": 1, "all": 1,
+        "evaluate_accuracy": 1, "compare_with_fp32": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
@@ -140,7 +148,10 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
 def test_stage_targets_run_alone(tmp_path, demo_data, file_server):
     workflow = Workflow(tmp_path, demo_config(demo_data, file_server.url))
     assert workflow.planned_jobs("checkout_tensorflow_models") == {"checkout_tensorflow_models": 1}
-    assert workflow.planned_jobs("prepare_models") == {"download_file": 2, "prepare_frozen_graph": 2, "prepare_models": 1}
+    # The self-made INT8 graph is calibrated on val2017 images: that download too.
+    assert workflow.planned_jobs("prepare_models") == {
+        "download_file": 3, "extract_coco_images": 1, "prepare_frozen_graph": 2, "quantize_graph": 1, "prepare_models": 1,
+    }  # fmt: skip
     assert workflow.planned_jobs("download_inputs") == {"download_file": 4, "download_inputs": 1}
 
 

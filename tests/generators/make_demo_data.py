@@ -465,13 +465,17 @@ def demo_config(data_dir, base_url, layout="single_file"):
         "models": {
             "int8": {"download": INT8_GRAPH},
             "fp32": {"download": FP32_ARCHIVE, "member": FP32_MEMBER},
+            "int8_inc": {"quantize": {"from": "fp32", "calibration_images": 4, "calibration_dir": None, "seed": 0,
+                                      "weight_granularity": "per_tensor", "keep_fp32": []}},  # fmt: skip
         },
         "benchmark": manifest.get(
             "benchmark", {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1, "image_size": [320, 320]}
         ),
         "accuracy": {"max_images": 0, "shards": 1},
         "inference_threads": 0,
-        "runtime": {precision: dict(DEMO_RUNTIME, tcmalloc=precision == "int8") for precision in ("int8", "fp32")},
+        "runtime": {
+            precision: dict(DEMO_RUNTIME, tcmalloc=precision.startswith("int8")) for precision in ("int8", "fp32", "int8_inc")
+        },
         "published_reference": {"int8": {"AP": "0.320-0.327"}, "fp32": {"AP": "0.347", "AP50": "0.532"}},
     }
 

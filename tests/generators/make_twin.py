@@ -41,7 +41,8 @@ REPO_ROOT = GENERATORS.parents[1]
 # The stages' shared helpers (one-line errors, atomic outputs) serve the generators too.
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-from common import StageError, atomic_directory, atomic_file, file_digests, run_main  # noqa: E402
+from common import StageError, atomic_directory, file_digests, run_main  # noqa: E402
+from detection_graph import INPUT_NODE, load_graph_def  # noqa: E402
 from make_demo_data import (  # noqa: E402
     COCO_CATEGORIES,
     DEFAULT_WHEEL,
@@ -58,12 +59,12 @@ DEFAULT_OUTPUT = REPO_ROOT / ".cache" / "twin"
 PROTOS_WHEEL = REPO_ROOT / ".cache" / "wheels" / "object_detection_0.1-0.1-py3-none-any.whl"
 MODEL_CONFIG = GENERATORS / "rfcn_resnet101_coco.config"
 REQUIREMENTS = REPO_ROOT / "requirements-twin.txt"
+QUANTIZE_REQUIREMENTS = REPO_ROOT / "requirements-quantize.txt"
 # What a change to should rebuild the twin.
 INPUT_FILES = (Path(__file__), GENERATORS / "odapi_compat.py", GENERATORS / "make_demo_data.py", MODEL_CONFIG,
-               REQUIREMENTS, REPO_ROOT / "requirements.txt")  # fmt: skip
+               REQUIREMENTS, QUANTIZE_REQUIREMENTS, REPO_ROOT / "requirements.txt",
+               REPO_ROOT / "scripts" / "quantize_graph.py")  # fmt: skip
 REQUIRED_MODULES = {"tf_slim": "tf-slim", "tf_keras": "tf-keras", "neural_compressor": "neural-compressor-tf"}
-INPUT_NODE = "image_tensor"
-OUTPUT_NODES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 # Intel's INT8 R-FCN carries these; a quantizer that gives anything else is not a twin of it.
 INT8_OPS = ("QuantizeV2", "QuantizedConv2DWithBiasAndReluAndRequantize",
             "QuantizedConv2DWithBiasSumAndReluAndRequantize", "Dequantize")  # fmt: skip
@@ -205,38 +206,24 @@ def read_images(images_zip):
         return decode_jpegs(archive.read(name) for name in sorted(archive.namelist()) if name.endswith(".jpg"))
 
 
-class CalibrationImages:
-    """Neural Compressor's calibration data loader: (batch, label) pairs of one image each."""
-
-    batch_size = 1
-
-    def __init__(self, images):
-        self.images = images
-
-    def __iter__(self):
-        for image in self.images:
-            yield image[None], 0
-
-
 def quantize_int8(fp32_graph, images_zip, output, calibration_images):
-    """Static post-training quantization of the FP32 graph with Intel Neural Compressor."""
-    from neural_compressor.tensorflow import StaticQuantConfig, quantize_model
-    from neural_compressor.tensorflow.utils import Model
+    """Static post-training quantization of the FP32 graph, by the workflow's own quantize_graph
+    stage (Intel Neural Compressor), calibrated on the first twin images."""
+    from quantize_graph import quantize
 
-    images = read_images(images_zip)[:calibration_images]
-    model = Model(str(fp32_graph))
-    model.input_tensor_names = [INPUT_NODE]
-    model.output_tensor_names = list(OUTPUT_NODES)
-    quantized = quantize_model(model, StaticQuantConfig(), CalibrationImages(images), calib_iteration=len(images))
-    if quantized is None:
-        raise StageError("Neural Compressor returned no model")
-    graph_def = quantized.graph_def
-    ops = {node.op for node in graph_def.node}
+    folder = Path(output).parent / "calibration"
+    folder.mkdir()
+    with zipfile.ZipFile(images_zip) as archive:
+        names = sorted(name for name in archive.namelist() if name.endswith(".jpg"))[:calibration_images]
+        paths = [folder / Path(name).name for name in names]
+        for name, path in zip(names, paths):
+            path.write_bytes(archive.read(name))
+    quantize(fp32_graph, paths, output)
+    shutil.rmtree(folder)
+    ops = {node.op for node in load_graph_def(output).node}
     missing = [op for op in INT8_OPS if op not in ops]
     if missing:
         raise StageError(f"the quantized graph lacks Intel's {', '.join(missing)}")
-    with atomic_file(output) as temporary:
-        temporary.write_bytes(graph_def.SerializeToString())
 
 
 def graph_facts(path):
