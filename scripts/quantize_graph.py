@@ -39,16 +39,25 @@ def calibration_images(image_dir, count, seed):
 
 
 class CalibrationImages:
-    """Neural Compressor's calibration data loader: (batch, label) pairs of one image each."""
+    """Neural Compressor's calibration data loader: (batch, label) pairs of one image each.
+
+    Decoded up front: Neural Compressor swallows errors raised while it iterates, so an
+    unreadable image must be named before it starts.
+    """
 
     batch_size = 1
 
     def __init__(self, paths):
-        self.paths = paths
+        self.images = []
+        for path in paths:
+            try:
+                self.images.append(decode_image(path.read_bytes(), path.name)[None])
+            except StageError as error:
+                raise StageError(f"quantize_graph: calibration image {error}") from None
 
     def __iter__(self):
-        for path in self.paths:
-            yield decode_image(path.read_bytes(), path.name)[None], 0
+        for image in self.images:
+            yield image, 0
 
 
 def kept_in_fp32(graph_def, patterns):
@@ -85,10 +94,11 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
     model = Model(str(graph_path))
     model.input_tensor_names = [INPUT_NODE]
     model.output_tensor_names = list(OUTPUT_NODES)
+    calibration = CalibrationImages(image_paths)
     started = time.perf_counter()
     try:
         quantized = quantize_model(
-            model, quantization_config(weight_granularity, fp32_nodes), CalibrationImages(image_paths),
+            model, quantization_config(weight_granularity, fp32_nodes), calibration,
             calib_iteration=len(image_paths),
         )  # fmt: skip
     except StageError:

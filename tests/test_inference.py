@@ -400,3 +400,38 @@ def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     detections.write_text(json.dumps(json.loads((tmp_path / "shard.json").read_text())["detections"]))
     perturbed = compare(workdir / "results/accuracy/fp32_detections.json", detections)
     assert perturbed["agreement"] < 1.0
+
+
+def run_quantize(graph, images, output_dir):
+    environment = tool_environment()
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    return run_script(
+        "quantize_graph.py", "--graph", graph, "--images", images, "--output", output_dir / "int8.pb",
+        "--report", output_dir / "quantization.json", "--calibration-images", 8, environment=environment,
+    )  # fmt: skip
+
+
+def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, tmp_path):
+    from make_demo_data import build_detector
+
+    images = tmp_path / "images"
+    shutil.copytree(finished_run.workdir / "resources/coco/val2017", images)
+    (images / "000000000285.jpg").write_bytes(b"garbage")
+    fp32 = finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb"
+    outputs = tmp_path / "out"
+    outputs.mkdir()
+    run = run_quantize(fp32, images, outputs)
+    assert run.returncode == 1
+    assert error_lines(run) == [
+        "error: quantize_graph: calibration image 000000000285.jpg: not a readable image"
+        " (not a JPEG or another known format)"
+    ]
+    (tmp_path / "empty").mkdir()
+    run = run_quantize(fp32, tmp_path / "empty", outputs)
+    assert error_lines(run) == [f"error: quantize_graph: no .jpg calibration images in {tmp_path / 'empty'}"]
+    graph_def = build_detector("int8")  # already quantized: no FP32 convolution left
+    int8 = tmp_path / "int8.pb"
+    int8.write_bytes(graph_def.SerializeToString())
+    run = run_quantize(int8, finished_run.workdir / "resources/coco/val2017", outputs)
+    assert error_lines(run) == [f"error: quantize_graph: {int8} has no Conv2D or MatMul: nothing to quantize"]
+    assert list(outputs.iterdir()) == []
