@@ -15,7 +15,6 @@ import argparse
 import errno
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path

@@ -22,7 +22,6 @@ needs TF1 behaviour process-wide, and each step's peak memory is its own.
 
 import argparse
 import hashlib
-import io
 import json
 import logging
 import resource
@@ -42,7 +41,7 @@ REPO_ROOT = GENERATORS.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from common import StageError, atomic_directory, file_digests, run_main  # noqa: E402
-from detection_graph import INPUT_NODE, load_graph_def  # noqa: E402
+from detection_graph import INPUT_NODE, decode_image, load_graph_def, op_counts  # noqa: E402
 from make_demo_data import (  # noqa: E402
     COCO_CATEGORIES,
     DEFAULT_WHEEL,
@@ -105,10 +104,6 @@ def twin_painter(seed):
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
 
     return draw
-
-
-def decode_jpegs(jpegs):
-    return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in jpegs]
 
 
 def inputs_digest(count, seed, calibration_images):
@@ -179,7 +174,7 @@ def export_fp32(source_root, model_config, images_zip, output_dir, seed, batch_n
 
     pipeline = pipeline_pb2.TrainEvalPipelineConfig()
     text_format.Merge(Path(model_config).read_text(), pipeline)
-    images = read_images(images_zip)[:batch_norm_images]
+    images = read_images(images_zip, batch_norm_images)
     checkpoint = Path(output_dir) / "random" / "model.ckpt"
     checkpoint.parent.mkdir(parents=True)
     with tf.Graph().as_default():
@@ -201,9 +196,11 @@ def export_fp32(source_root, model_config, images_zip, output_dir, seed, batch_n
     shutil.rmtree(checkpoint.parent)
 
 
-def read_images(images_zip):
+def read_images(images_zip, count):
+    """The first `count` images of the zip, decoded."""
     with zipfile.ZipFile(images_zip) as archive:
-        return decode_jpegs(archive.read(name) for name in sorted(archive.namelist()) if name.endswith(".jpg"))
+        names = sorted(name for name in archive.namelist() if name.endswith(".jpg"))[:count]
+        return [decode_image(archive.read(name), name) for name in names]
 
 
 def quantize_int8(fp32_graph, images_zip, output, calibration_images):
@@ -227,13 +224,8 @@ def quantize_int8(fp32_graph, images_zip, output, calibration_images):
 
 
 def graph_facts(path):
-    from collections import Counter
-
-    from tensorflow.core.framework import graph_pb2
-
-    graph_def = graph_pb2.GraphDef()
-    graph_def.ParseFromString(Path(path).read_bytes())
-    ops = Counter(node.op for node in graph_def.node)
+    graph_def = load_graph_def(path)
+    ops = op_counts(graph_def)
     return {"bytes": Path(path).stat().st_size, "nodes": len(graph_def.node), "ops": dict(sorted(ops.items()))}
 
 
