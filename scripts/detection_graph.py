@@ -309,13 +309,13 @@ def memory_policy():
         return None
 
 
-def environment_facts(graph_path, applied):
-    """What a result must say about where it came from."""
+def environment_facts(graph_path, applied, graph_sha256=None):
+    """What a result must say about where it came from (`graph_sha256`: if already known)."""
     import tensorflow as tf
 
     return {
         "graph": str(graph_path),
-        "graph_sha256": file_digests(graph_path, ("sha256",))["sha256"],
+        "graph_sha256": graph_sha256 or file_digests(graph_path, ("sha256",))["sha256"],
         "tensorflow_version": tf.__version__,
         "onednn": onednn_enabled(),
         "cpu_model": cpu_model(),

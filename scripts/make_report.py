@@ -29,16 +29,16 @@ STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "w
 COST_HEADER = ["Stage", "Precision", "Jobs", "Wall time (s)", "Peak memory (MB)"]
 
 
+def load_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise StageError(f"cannot read {path}: {error}") from None
+
+
 def load_results(paths):
     """{precision: result} from files named <precision>.json."""
-    results = {}
-    for path in paths:
-        path = Path(path)
-        try:
-            results[path.stem] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise StageError(f"cannot read {path}: {error}") from None
-    return results
+    return {Path(path).stem: load_json(path) for path in paths}
 
 
 def number(value, digits=3):
@@ -168,18 +168,16 @@ def stage_costs(paths, precisions):
     ]
 
 
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
+
+
 def markdown(header, rows, details, cost_rows):
-    lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
+    lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
     if cost_rows:
-        lines += ["## Cost per stage", "", COST_NOTE, ""]
-        lines.append("| " + " | ".join(COST_HEADER) + " |")
-        lines.append("|" + "---|" * len(COST_HEADER))
-        lines += ["| " + " | ".join([label, *values]) + " |" for label, values in cost_rows]
-        lines.append("")
+        lines += ["## Cost per stage", "", COST_NOTE, "", *markdown_table(COST_HEADER, cost_rows), ""]
     lines += [
         "AP figures are pycocotools COCOeval (bbox) against instances_val2017.json. The legacy rows",
         "reproduce how the published numbers were computed: ground truth from the TFRecord, crowd",
@@ -258,9 +256,9 @@ def make_report(
 ):
     benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
     # resources/models/<precision>/quantization.json: named by their folder
-    quantizations = {Path(path).parent.name: json.loads(Path(path).read_text()) for path in quantization_paths}
+    quantizations = {Path(path).parent.name: load_json(path) for path in quantization_paths}
     # results/diagnostics/<precision>_agreement.json
-    agreements = {Path(path).stem.removesuffix("_agreement"): json.loads(Path(path).read_text()) for path in agreement_paths}
+    agreements = {Path(path).stem.removesuffix("_agreement"): load_json(path) for path in agreement_paths}
     cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
