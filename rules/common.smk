@@ -213,12 +213,46 @@ def get_quantize_options(wildcards):
     ]
     if not settings.get("calibration_dir"):
         options.append("--from-evaluation-set")
+    if settings.get("accuracy_tolerance") is not None:
+        options += [
+            f"--accuracy-tolerance {settings['accuracy_tolerance']}",
+            f"--tuning-images {settings.get('tuning_images', 50)}",
+            f"--max-trials {settings.get('max_trials', 10)}",
+        ]
     return " ".join(options)
+
+
+def get_quantize_inputs(wildcards):
+    """The graph and calibration images; in accuracy-aware mode, the COCO AP inputs too."""
+    inputs = {
+        "graph": get_quantize_source(wildcards),
+        "images": get_calibration_dir(wildcards),
+    }
+    settings = config["models"][wildcards.precision]["quantize"]
+    if settings.get("accuracy_tolerance") is not None:
+        inputs["records"] = "resources/coco_tfrecord"
+        inputs["annotations"] = "resources/coco/annotations/instances_val2017.json"
+    return inputs
+
+
+def get_tuning_inputs_option(wildcards, input):
+    if "records" not in input.keys():
+        return ""
+    return (
+        f"--tuning-records {shlex.quote(input.records)}"
+        f" --tuning-annotations {shlex.quote(input.annotations)}"
+    )
 
 
 def get_agreement_results():
     return expand(
         "results/diagnostics/{precision}_agreement.json", precision=COMPARED_MODELS
+    )
+
+
+def get_layer_drift_results():
+    return expand(
+        "results/diagnostics/{precision}_layer_drift.json", precision=COMPARED_MODELS
     )
 
 
@@ -242,6 +276,11 @@ INFERENCE_MEM_MB = {"int8": 4000, "int8_inc": 4000, "fp32": 7000}
 
 def get_inference_mem_mb(wildcards):
     return INFERENCE_MEM_MB.get(wildcards.precision, max(INFERENCE_MEM_MB.values()))
+
+
+def get_layer_drift_mem_mb(wildcards):
+    """The FP32 graph and the compared one, loaded together."""
+    return INFERENCE_MEM_MB["fp32"] + get_inference_mem_mb(wildcards)
 
 
 def get_inference_threads():
@@ -336,7 +375,9 @@ def get_stage_benchmarks():
             precision=PRECISIONS,
         ),
         *expand(
-            "benchmarks/compare_with_fp32/{precision}.tsv", precision=COMPARED_MODELS
+            "benchmarks/{name}/{precision}.tsv",
+            name=("compare_with_fp32", "measure_layer_drift"),
+            precision=COMPARED_MODELS,
         ),
         *expand(
             "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv",

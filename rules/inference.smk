@@ -102,6 +102,35 @@ rule compare_with_fp32:
         " --output {output:q} > {log:q} 2>&1"
 
 
+rule measure_layer_drift:
+    input:
+        reference="resources/models/fp32/frozen_inference_graph.pb",
+        candidate="resources/models/{precision}/frozen_inference_graph.pb",
+        images="resources/coco/val2017",
+    output:
+        "results/diagnostics/{precision}_layer_drift.json",
+    log:
+        "logs/measure_layer_drift/{precision}.log",
+    benchmark:
+        "benchmarks/measure_layer_drift/{precision}.tsv"
+    wildcard_constraints:
+        precision=one_of(COMPARED_MODELS),
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: get_inference_threads()
+    resources:
+        # both graphs at once: FP32's and the INT8 one's
+        mem_mb=get_layer_drift_mem_mb,
+        runtime="1h",
+    params:
+        script=script("measure_layer_drift.py"),
+        images=config["diagnostics"]["layer_drift_images"],
+    shell:
+        "TF_ENABLE_ONEDNN_OPTS=1 python {params.script} --reference {input.reference:q}"
+        " --candidate {input.candidate:q} --images {input.images:q} --count {params.images}"
+        " --threads {threads} --output {output:q} > {log:q} 2>&1"
+
+
 rule benchmark_all:
     input:
         get_benchmark_results(),

@@ -25,8 +25,7 @@ rule prepare_frozen_graph:
 
 rule quantize_graph:
     input:
-        graph=get_quantize_source,
-        images=get_calibration_dir,
+        unpack(get_quantize_inputs),
     output:
         graph="resources/models/{precision}/frozen_inference_graph.pb",
         report="resources/models/{precision}/quantization.json",
@@ -46,10 +45,11 @@ rule quantize_graph:
     params:
         script=script("quantize_graph.py"),
         options=get_quantize_options,
+        tuning=get_tuning_inputs_option,
     shell:
         "TF_ENABLE_ONEDNN_OPTS=1 python {params.script} --graph {input.graph:q}"
         " --images {input.images:q} --output {output.graph:q} --report {output.report:q}"
-        " {params.options} > {log:q} 2>&1"
+        " {params.options} {params.tuning} > {log:q} 2>&1"
 
 
 rule prepare_models:

@@ -5,12 +5,17 @@ rule make_report:
         costs=get_stage_benchmarks(),
         quantization=get_quantization_reports(),
         agreements=get_agreement_results(),
+        layer_drift=get_layer_drift_results(),
     output:
         summary=report("results/report/summary.md", category="Summary"),
         html=report("results/report/summary.html", category="Summary"),
         latency=report("results/report/latency_per_step.png", category="Benchmark"),
         histogram=report("results/report/latency_histogram.png", category="Benchmark"),
         precision=report("results/report/average_precision.png", category="Accuracy"),
+        agreement=report(
+            "results/report/detection_agreement.png", category="Diagnostics"
+        ),
+        drift=report("results/report/layer_drift.png", category="Diagnostics"),
     log:
         "logs/make_report.log",
     benchmark:
@@ -28,6 +33,6 @@ rule make_report:
     shell:
         "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
         " --costs {input.costs:q} --quantization {input.quantization:q}"
-        " --agreements {input.agreements:q}"
+        " --agreements {input.agreements:q} --layer-drift {input.layer_drift:q}"
         " --references {params.references:q}"
         " --output-dir {params.output_dir:q} > {log:q} 2>&1"

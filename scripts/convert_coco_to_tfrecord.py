@@ -12,18 +12,16 @@ The records are then checked against the annotations file.
 import argparse
 import json
 import logging
-import re
 import runpy
 import sys
 from pathlib import Path
 
+from coco_data import read_examples, val_record_files
 from common import StageError, atomic_directory, run_main
 
 log = logging.getLogger("convert_coco_to_tfrecord")
 
 UPSTREAM_SCRIPT = "research/object_detection/dataset_tools/create_coco_tf_record.py"
-VAL_RECORD = "coco_val.record"
-SHARD_PATTERN = re.compile(re.escape(VAL_RECORD) + r"-(\d{5})-of-(\d{5})")
 REQUIRED_KEYS = (
     "image/encoded",
     "image/height",
@@ -58,38 +56,6 @@ def run_upstream_converter(models_dir, flags):
             raise StageError(f"{UPSTREAM_SCRIPT} exited with {exit_status.code}") from None
     finally:
         sys.modules["tensorflow"] = tf
-
-
-def val_record_files(folder):
-    """The val records the upstream script wrote, in either layout, in shard order."""
-    folder = Path(folder)
-    single = folder / VAL_RECORD
-    shards = sorted(p for p in folder.iterdir() if SHARD_PATTERN.fullmatch(p.name))
-    if single.is_file() and shards:
-        raise StageError(f"{folder} holds both {VAL_RECORD} and its shards")
-    if single.is_file():
-        return [single]
-    if not shards:
-        raise StageError(f"no {VAL_RECORD} or {VAL_RECORD}-*-of-* written in {folder}")
-    counts = {SHARD_PATTERN.fullmatch(p.name).group(2) for p in shards}
-    expected = int(counts.pop()) if len(counts) == 1 else None
-    if expected != len(shards):
-        raise StageError(f"incomplete shard set in {folder}: {[p.name for p in shards]}")
-    return shards
-
-
-def read_examples(files):
-    """Yield each record of the files as a dict of feature name to list of values."""
-    import tensorflow as tf
-
-    for path in files:
-        for raw in tf.data.TFRecordDataset(str(path)):
-            example = tf.train.Example.FromString(raw.numpy())
-            features = {}
-            for key, feature in example.features.feature.items():
-                kind = feature.WhichOneof("kind")
-                features[key] = list(getattr(feature, kind).value) if kind else []
-            yield features
 
 
 def check_records(files, annotations_file):

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common import StageError, atomic_file, file_digests, run_main
-from convert_coco_to_tfrecord import read_examples, val_record_files
+from coco_data import read_examples, to_coco_results, val_record_files
 from detection_graph import (
     add_runtime_arguments,
     apply_runtime,
@@ -46,27 +46,6 @@ def selected_records(record_dir, max_images=0, shard=0, shards=1):
             return
         if index % shards == shard:
             yield index, features
-
-
-def to_coco_results(image_id, height, width, outputs):
-    """The graph's valid detections for one image as COCO result dicts."""
-    results = []
-    count = int(outputs["num_detections"][0])
-    for box, score, category in zip(
-        outputs["detection_boxes"][0][:count],
-        outputs["detection_scores"][0][:count],
-        outputs["detection_classes"][0][:count],
-    ):
-        ymin, xmin, ymax, xmax = (float(v) for v in box)
-        results.append(
-            {
-                "image_id": image_id,
-                "category_id": int(category),
-                "bbox": [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height],
-                "score": float(score),
-            }
-        )
-    return results
 
 
 CHECKPOINT_SECONDS = 300  # at most this much work is lost when a job is killed

@@ -9,23 +9,14 @@ objects, and areas taken from normalized boxes (so every object counts as
 """
 
 import argparse
-import contextlib
-import copy
-import io
 import json
 import logging
 from pathlib import Path
 
 from common import StageError, atomic_file, run_main
-from convert_coco_to_tfrecord import read_examples, val_record_files
+from coco_data import coco_metrics, quiet_coco, read_examples, val_record_files
 
 log = logging.getLogger("evaluate_detections")
-
-METRICS = (
-    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
-)  # fmt: skip
-
 
 def merge_shards(paths):
     """One detection list from the shard files, checking they form one complete set.
@@ -53,38 +44,6 @@ def merge_shards(paths):
     first = next(shard for shard in shards if shard["image_ids"])  # kernels are known where images ran
     facts = {key: value for key, value in first.items() if key not in per_shard}
     return detections, sorted(image_ids), facts
-
-
-def quiet_coco(dataset=None, annotation_file=None):
-    """A pycocotools COCO index, without its chatter on stdout."""
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        if annotation_file is not None:
-            return COCO(str(annotation_file))
-        coco = COCO()
-        coco.dataset = dataset
-        coco.createIndex()
-        return coco
-
-
-def coco_metrics(ground_truth, detections, image_ids):
-    """COCOeval bbox on the given images; returns (the 12 metrics, the summary table)."""
-    from pycocotools.cocoeval import COCOeval
-
-    if not detections:
-        raise StageError(f"no detections in {len(image_ids)} images: nothing to score")
-    table = io.StringIO()
-    with contextlib.redirect_stdout(table):
-        # loadRes adds fields to the dicts it is given: give it copies.
-        results = ground_truth.loadRes(copy.deepcopy(detections))
-        evaluation = COCOeval(ground_truth, results, "bbox")
-        evaluation.params.imgIds = sorted(image_ids)
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    lines = [line for line in table.getvalue().splitlines() if line.lstrip().startswith("Average")]
-    return dict(zip(METRICS, (float(v) for v in evaluation.stats))), "\n".join(lines)
 
 
 def legacy_ground_truth(record_dir, image_ids, categories):

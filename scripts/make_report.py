@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Summarise benchmark and accuracy results: one INT8/FP32 table (Markdown and HTML) and plots.
 
-Plots (PNG): latency per step, latency histogram (warm-up excluded), AP per precision.
-A second table gives each stage's cost (wall time, peak memory) from Snakemake's benchmark files.
+Plots (PNG): latency per step, latency histogram (warm-up excluded), AP per precision, and
+where INT8 loses accuracy: detection agreement with FP32 per class, cosine drift layer by layer.
+Further tables give the layer drift at each block end and head, and each stage's cost (wall
+time, peak memory) from Snakemake's benchmark files.
 """
 
 import argparse
@@ -21,11 +23,12 @@ from common import StageError, atomic_file, run_main  # noqa: E402
 
 log = logging.getLogger("make_report")
 
-PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png")
+PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png", "detection_agreement.png",
+         "layer_drift.png")
 # The workflow's stages in the order they run, for the cost table.
 STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "write_empty_annotations",
           "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "quantize_graph",
-          "benchmark_graph", "detect_objects", "evaluate_accuracy", "compare_with_fp32")  # fmt: skip
+          "benchmark_graph", "detect_objects", "evaluate_accuracy", "compare_with_fp32", "measure_layer_drift")  # fmt: skip
 COST_HEADER = ["Stage", "Precision", "Jobs", "Wall time (s)", "Peak memory (MB)"]
 
 
@@ -115,11 +118,54 @@ def quantization_detail(precision, quantization):
     else:
         source = f"from {quantization['calibration_dir']}"
     kept = ", ".join(quantization["kept_in_fp32"]) or "none"
+    tuning = quantization.get("tuning")
+    if tuning:
+        outcome = "within" if tuning["met_tolerance"] else "NOT within"
+        kept += (f"; accuracy-aware: {len(tuning['trials'])} trials, trial {tuning['chosen_trial']} kept, "
+                 f"{outcome} {tuning['tolerance']} of FP32's AP {number(tuning['fp32_ap'], 4)} on "
+                 f"{tuning['tuning_images']} images (tuning history below)")  # fmt: skip
     return (
         f"{precision}: quantized here with Intel Neural Compressor, {quantization['quantized_convolutions']} of "
         f"{quantization['convolutions']} convolutions in INT8, {quantization['weight_granularity']} weights, "
         f"calibrated on {images} images {source} (seed {quantization['seed']}); kept in FP32: {kept}"
     )
+
+
+def drift_rows(drifts):
+    """(header, rows): cosine vs FP32 at each block end and head, one column per INT8 model."""
+    if not drifts:
+        return [], []
+    models = sorted(drifts)
+    labels = []
+    for model in models:
+        labels += [layer["layer"] for layer in drifts[model]["layers"] if layer["block_end"] or layer["head"]]
+    by_model = {model: {layer["layer"]: layer for layer in drifts[model]["layers"]} for model in models}
+    rows = [
+        (label, [number(by_model[model].get(label, {}).get("cosine"), 4) for model in models])
+        for label in dict.fromkeys(labels)
+    ]
+    rows.append(("Lowest cosine at", [drifts[model]["lowest_cosine"] or "n/a" for model in models]))
+    rows.append(("Largest drop at", [drifts[model]["largest_drop"] or "n/a" for model in models]))
+    return ["Cosine vs FP32", *models], rows
+
+
+TUNING_HEADER = ["Trial", "Model", "AP (tuning images)", "Relative AP drop", "Kept in FP32"]
+
+
+def tuning_rows(quantizations):
+    """Rows of the tuning history: every trial of each accuracy-aware quantization."""
+    rows = []
+    for model, quantization in sorted(quantizations.items()):
+        tuning = quantization.get("tuning")
+        if not tuning:
+            continue
+        baseline = tuning["fp32_ap"]
+        rows.append(("FP32", [model, number(baseline, 4), "", ""]))
+        for trial in tuning["trials"]:
+            drop = number((baseline - trial["ap"]) / baseline, 4) if baseline else "n/a"
+            chosen = " (kept)" if trial["trial"] == tuning["chosen_trial"] else ""
+            rows.append((f"{trial['trial']}{chosen}", [model, number(trial["ap"], 4), drop, ", ".join(trial["kept_in_fp32"]) or "none"]))  # fmt: skip
+    return rows
 
 
 def read_benchmark_file(path):
@@ -173,9 +219,13 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
 
 
-def markdown(header, rows, details, cost_rows):
+def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=()):
     lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
+    if drift_table[1]:
+        lines += ["## Layer drift", "", DRIFT_NOTE, "", *markdown_table(*drift_table), ""]
+    if tuning:
+        lines += ["## Tuning history", "", TUNING_NOTE, "", *markdown_table(TUNING_HEADER, tuning), ""]
     if cost_rows:
         lines += ["## Cost per stage", "", COST_NOTE, "", *markdown_table(COST_HEADER, cost_rows), ""]
     lines += [
@@ -189,6 +239,11 @@ def markdown(header, rows, details, cost_rows):
     return "\n".join(lines)
 
 
+DRIFT_NOTE = ("Cosine similarity of each INT8 graph's activations with FP32's on the same images, at the end of "
+              "each ResNet block and at the heads (the JSON and the plot have every unit). It accumulates: the "
+              "largest drop from the layer upstream is where the error comes in.")  # fmt: skip
+TUNING_NOTE = ("Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
+               "convolutions it kept in FP32.")  # fmt: skip
 COST_NOTE = ("From Snakemake's benchmark files (benchmarks/): wall time summed over a stage's jobs, "
              "peak resident memory the largest of them.")  # fmt: skip
 
@@ -201,8 +256,10 @@ def html_table(header, rows):
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def html_page(header, rows, details, cost_rows):
+def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=()):
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
+    tuning_html = f"<h2>Tuning history</h2><p>{html.escape(TUNING_NOTE)}</p>{html_table(TUNING_HEADER, tuning)}" if tuning else ""
+    drift = f"<h2>Layer drift</h2><p>{html.escape(DRIFT_NOTE)}</p>{html_table(*drift_table)}" if drift_table[1] else ""
     costs = f"<h2>Cost per stage</h2><p>{html.escape(COST_NOTE)}</p>{html_table(COST_HEADER, cost_rows)}" if cost_rows else ""
     images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in PLOTS)
     return (
@@ -210,7 +267,7 @@ def html_page(header, rows, details, cost_rows):
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1>{html_table(header, rows)}"
-        f"<ul>{items}</ul>{costs}{images}</body></html>\n"
+        f"<ul>{items}</ul>{drift}{tuning_html}{costs}{images}</body></html>\n"
     )
 
 
@@ -251,14 +308,58 @@ def plot_precision(accuracies, path):
     plt.close(figure)
 
 
+def plot_agreement(agreements, path):
+    """Share of FP32 detections each INT8 model reproduces, per class and overall."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    classes = sorted({int(k) for result in agreements.values() for k in result["agreement_by_class"]})
+    width = 0.8 / max(len(agreements), 1)
+    for index, (model, result) in enumerate(sorted(agreements.items())):
+        values = [result["agreement_by_class"].get(str(k), np.nan) for k in classes] + [result["agreement"]]
+        axis.bar(np.arange(len(values)) + index * width, values, width, label=f"{model} (overall {result['agreement']:.3f})")
+    if agreements:
+        axis.set_xticks(np.arange(len(classes) + 1) + width * (len(agreements) - 1) / 2, [*map(str, classes), "all"])
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no INT8 model compared with FP32", ha="center", transform=axis.transAxes)
+    axis.set(ylim=(0, 1.05), xlabel="COCO category id", ylabel="FP32 detections reproduced",
+             title="Detection agreement with FP32 (same class, IoU >= 0.5)")  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
+def plot_layer_drift(drifts, path):
+    """Cosine with FP32 along the network, one line per INT8 model; block ends marked."""
+    figure, axis = plt.subplots(figsize=(10, 4))
+    ticks = {}
+    for model, result in sorted(drifts.items()):
+        layers = [layer for layer in result["layers"] if layer["cosine"] is not None]
+        axis.plot(np.arange(len(layers)), [layer["cosine"] for layer in layers], marker=".", label=model)
+        ticks.update({index: layer["layer"] for index, layer in enumerate(layers) if layer["block_end"] or layer["head"]})
+    if drifts:
+        axis.set_xticks(list(ticks), list(ticks.values()), rotation=45, ha="right", fontsize=8)
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no INT8 model compared with FP32", ha="center", transform=axis.transAxes)
+    axis.set(ylabel="cosine similarity with FP32", title="Layer drift: INT8 activations vs FP32, same images")
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
 def make_report(
-    benchmark_paths, accuracy_paths, references, output_dir, cost_paths=(), quantization_paths=(), agreement_paths=()
-):
+    benchmark_paths, accuracy_paths, references, output_dir, cost_paths=(), quantization_paths=(), agreement_paths=(),
+    drift_paths=(),
+):  # fmt: skip
     benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
     # resources/models/<precision>/quantization.json: named by their folder
     quantizations = {Path(path).parent.name: load_json(path) for path in quantization_paths}
     # results/diagnostics/<precision>_agreement.json
     agreements = {Path(path).stem.removesuffix("_agreement"): load_json(path) for path in agreement_paths}
+    # results/diagnostics/<precision>_layer_drift.json
+    drifts = {Path(path).stem.removesuffix("_layer_drift"): load_json(path) for path in drift_paths}
+    drift_table = drift_rows(drifts)
+    tuning = tuning_rows(quantizations)
     cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -268,10 +369,14 @@ def make_report(
         plot_latency(benchmarks, per_step, hist)
     with atomic_file(outputs["average_precision.png"]) as temporary:
         plot_precision(accuracies, temporary)
+    with atomic_file(outputs["detection_agreement.png"]) as temporary:
+        plot_agreement(agreements, temporary)
+    with atomic_file(outputs["layer_drift.png"]) as temporary:
+        plot_layer_drift(drifts, temporary)
     with atomic_file(outputs["summary.html"]) as temporary:
-        temporary.write_text(html_page(header, rows, details, cost_rows))
+        temporary.write_text(html_page(header, rows, details, cost_rows, drift_table, tuning))
     with atomic_file(outputs["summary.md"]) as temporary:
-        temporary.write_text(markdown(header, rows, details, cost_rows))
+        temporary.write_text(markdown(header, rows, details, cost_rows, drift_table, tuning))
     log.info("report in %s", output_dir)
     return header, rows
 
@@ -283,12 +388,13 @@ def main():
     parser.add_argument("--costs", type=Path, nargs="*", default=[], help="Snakemake benchmark files (benchmarks/)")
     parser.add_argument("--quantization", type=Path, nargs="*", default=[], help="quantize_graph reports")
     parser.add_argument("--agreements", type=Path, nargs="*", default=[], help="compare_detections results")
+    parser.add_argument("--layer-drift", type=Path, nargs="*", default=[], help="measure_layer_drift results")
     parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
     make_report(
         args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs, args.quantization,
-        args.agreements,
+        args.agreements, args.layer_drift,
     )  # fmt: skip
 
 

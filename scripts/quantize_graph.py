@@ -8,19 +8,31 @@ carries Intel's fused quantized op family (QuantizeV2, QuantizedConv2DWithBiasAn
 AndRequantize and kin, Dequantize), as Intel's own INT8 R-FCN does. Ops can be kept in
 FP32 by name or name scope (regular expressions), the second-stage box predictor say.
 A JSON report says what was quantized, on which images, and what stayed in FP32.
+
+With --accuracy-tolerance, Neural Compressor's tuning loop picks what stays in FP32: its
+metric is COCO AP on the first --tuning-images images of the TFRecord. Trial 1 quantizes
+everything; then each convolution in turn (nearest the outputs first) is tried alone in
+FP32; if none of those is within the tolerance of FP32's AP, the convolutions whose
+fallback helped most go back to FP32 together, one more per trial. Tuning stops at the
+first trial within the tolerance (relative AP drop) or after --max-trials quantizations,
+keeping the best; the report gives every trial, its AP and what it kept in FP32.
 """
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
 import random
 import re
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from coco_data import coco_metrics, quiet_coco, read_examples, to_coco_results, val_record_files
 from common import StageError, atomic_file, run_main
-from detection_graph import INPUT_NODE, OUTPUT_NODES, decode_image, load_graph_def
+from detection_graph import INPUT_NODE, OUTPUT_NODES, decode_image, detect, load_graph_def, open_session
 
 log = logging.getLogger("quantize_graph")
 
@@ -75,12 +87,128 @@ def quantization_config(weight_granularity, fp32_nodes):
 
     config = StaticQuantConfig(weight_granularity=weight_granularity)
     for name in fp32_nodes:
-        config.set_local(name, StaticQuantConfig(weight_dtype="fp32", act_dtype="fp32"))
+        # Neural Compressor reads the name as a pattern (re.match): "Conv2D" would take "Conv2D_1" too.
+        config.set_local(f"{re.escape(name)}$", StaticQuantConfig(weight_dtype="fp32", act_dtype="fp32"))
     return config
 
 
-def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", keep_fp32=()):
-    """Quantize `graph_path` into `output`; returns what was done (for the report)."""
+class TuningSubset:
+    """The first `count` images of the TFRecord and their COCO ground truth: the tuning metric."""
+
+    def __init__(self, record_dir, annotations_file, count):
+        self.images = []
+        for index, features in enumerate(read_examples(val_record_files(record_dir))):
+            if index >= count:
+                break
+            image_id = int(features["image/source_id"][0])
+            name = f"quantize_graph: tuning image {image_id} (record {index} of {record_dir})"
+            self.images.append((image_id, decode_image(features["image/encoded"][0], name)[None]))
+        if not self.images:
+            raise StageError(f"quantize_graph: no images in the TFRecord {record_dir}")
+        self.ground_truth = quiet_coco(annotation_file=annotations_file)
+        self.known = {}
+
+    def average_precision(self, graph_def):
+        """COCO AP (pycocotools) of the graph on the subset; each graph is run once."""
+        key = hashlib.sha256(graph_def.SerializeToString(deterministic=True)).hexdigest()
+        if key not in self.known:
+            session = open_session(graph_def, 0, 1)
+            detections = []
+            for image_id, image in self.images:
+                detections += to_coco_results(image_id, image.shape[1], image.shape[2], detect(session, image))
+            session.close()
+            image_ids = [image_id for image_id, _ in self.images]
+            self.known[key] = coco_metrics(self.ground_truth, detections, image_ids)[0]["AP"] if detections else 0.0
+        return self.known[key]
+
+
+def fallback_candidates(graph_def, kept):
+    """Convolutions and matrix products not kept in FP32 already, nearest the outputs first."""
+    ops = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
+    return [node.name for node in reversed(graph_def.node) if node.op in ops and node.name not in kept]
+
+
+class TuningRun:
+    """Neural Compressor's tuning loop (autotune), with a record of every trial."""
+
+    def __init__(self, model, calibration, subset, weight_granularity, fp32_nodes, tolerance):
+        self.model, self.calibration, self.subset = model, calibration, subset
+        self.weight_granularity, self.fp32_nodes, self.tolerance = weight_granularity, fp32_nodes, tolerance
+        self.baseline = None
+        self.trials = []  # {"trial", "kept_in_fp32", "ap", ...} in the order they ran
+
+    def within_tolerance(self, ap):
+        return ap >= self.baseline * (1 - self.tolerance)
+
+    def run(self, fallbacks):
+        """One autotune pass over trials that each keep `fallbacks[i]` (and the configured
+        nodes) in FP32; returns (best quantized model, its trial) of this pass."""
+        from neural_compressor.common.base_tuning import TuningConfig
+        from neural_compressor.tensorflow.quantization import autotune
+
+        pending = list(fallbacks)
+        first = len(self.trials) + 1
+        baseline_done = []  # autotune evaluates the FP32 model first in every pass
+
+        def evaluate(candidate):
+            ap = self.subset.average_precision(candidate.graph_def)
+            if not baseline_done:
+                baseline_done.append(True)
+                if self.baseline is None:
+                    self.baseline = ap
+                    log.info("tuning baseline: FP32 AP %.4f on %d images", ap, len(self.subset.images))
+            elif pending:
+                kept = pending.pop(0)
+                self.trials.append({"trial": len(self.trials) + 1, "kept_in_fp32": kept, "ap": ap,
+                                    "within_tolerance": self.within_tolerance(ap)})  # fmt: skip
+                log.info("trial %d: AP %.4f with %d convolutions in FP32: %s", len(self.trials), ap, len(kept), ", ".join(kept) or "none")  # fmt: skip
+            return ap
+
+        configs = [quantization_config(self.weight_granularity, [*self.fp32_nodes, *kept]) for kept in fallbacks]
+        tuning = TuningConfig(config_set=configs, tolerable_loss=self.tolerance, max_trials=len(configs))
+        quantized = autotune(self.model, tuning, eval_fn=evaluate, calib_dataloader=self.calibration,
+                             calib_iteration=len(self.calibration.images))  # fmt: skip
+        ran = self.trials[first - 1 :]
+        best = max(ran, key=lambda trial: trial["ap"]) if ran else None
+        return quantized, best
+
+
+def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, tolerance, max_trials):
+    """Accuracy-aware quantization; returns (quantized model, tuning history for the report)."""
+    run = TuningRun(model, calibration, subset, weight_granularity, fp32_nodes, tolerance)
+    candidates = fallback_candidates(graph_def, set(fp32_nodes))
+    # Up to half the trials try one convolution in FP32 each; the rest combine the best of them.
+    singles = candidates[: (max_trials - 1) // 2 if max_trials > 2 else max_trials - 1]
+    quantized, best = run.run([[], *[[name] for name in singles]])
+    remaining = max_trials - len(run.trials)
+    if not best["within_tolerance"] and remaining > 0 and singles:
+        # The convolutions whose fallback alone helped most, back to FP32 together.
+        single_ap = {trial["kept_in_fp32"][0]: trial["ap"] for trial in run.trials[1:]}
+        ranked = sorted(single_ap, key=lambda name: -single_ap[name])
+        growing = [ranked[:count] for count in range(2, min(len(ranked), remaining + 1) + 1)]
+        if growing:
+            cumulative, cumulative_best = run.run(growing)
+            if cumulative_best is not None and cumulative_best["ap"] > best["ap"]:
+                quantized, best = cumulative, cumulative_best
+    history = {
+        "tolerance": tolerance,
+        "max_trials": max_trials,
+        "tuning_images": len(subset.images),
+        "fp32_ap": run.baseline,
+        "trials": run.trials,
+        "chosen_trial": best["trial"],
+        "met_tolerance": best["within_tolerance"],
+    }
+    if not best["within_tolerance"]:
+        log.warning("no trial within %.3f of FP32's AP %.4f; keeping trial %d (AP %.4f)", tolerance, run.baseline, best["trial"], best["ap"])  # fmt: skip
+    return quantized, best["kept_in_fp32"], history
+
+
+def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", keep_fp32=(), tuning=None):
+    """Quantize `graph_path` into `output`; returns what was done (for the report).
+
+    `tuning`: None, or {"subset": TuningSubset, "tolerance": float, "max_trials": int}.
+    """
     from neural_compressor.tensorflow import quantize_model
     from neural_compressor.tensorflow.utils import Model
 
@@ -91,25 +219,39 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
     fp32_nodes = kept_in_fp32(graph_def, keep_fp32)
     if keep_fp32:
         log.info("kept in FP32 (%d nodes): %s", len(fp32_nodes), ", ".join(fp32_nodes))
-    model = Model(str(graph_path))
-    model.input_tensor_names = [INPUT_NODE]
-    model.output_tensor_names = list(OUTPUT_NODES)
     calibration = CalibrationImages(image_paths)
     started = time.perf_counter()
-    try:
-        quantized = quantize_model(
-            model, quantization_config(weight_granularity, fp32_nodes), calibration,
-            calib_iteration=len(image_paths),
-        )  # fmt: skip
-    except StageError:
-        raise
-    except Exception as error:  # Neural Compressor's own failures, whatever their type
-        raise StageError(f"quantize_graph: Neural Compressor failed on {graph_path}: {type(error).__name__}: {error}") from None
+    history, tuned_fp32 = None, []
+    # Neural Compressor makes ./nc_workspace in the current directory (and resets any other
+    # choice after each quantization): run it in a temporary one.
+    absolute_graph_path = Path(graph_path).resolve()
+    with tempfile.TemporaryDirectory(prefix="nc_workspace.") as workspace, contextlib.chdir(workspace):
+        model = Model(str(absolute_graph_path))
+        model.input_tensor_names = [INPUT_NODE]
+        model.output_tensor_names = list(OUTPUT_NODES)
+        try:
+            if tuning is None:
+                quantized = quantize_model(
+                    model, quantization_config(weight_granularity, fp32_nodes), calibration,
+                    calib_iteration=len(image_paths),
+                )  # fmt: skip
+            else:
+                quantized, tuned_fp32, history = tune(
+                    model, graph_def, calibration, tuning["subset"], weight_granularity, fp32_nodes,
+                    tuning["tolerance"], tuning["max_trials"],
+                )  # fmt: skip
+        except StageError:
+            raise
+        except Exception as error:  # Neural Compressor's own failures, whatever their type
+            raise StageError(f"quantize_graph: Neural Compressor failed on {graph_path}: {type(error).__name__}: {error}") from None
     seconds = time.perf_counter() - started
-    result = quantized.graph_def if quantized is not None else None
-    ops = Counter(node.op for node in result.node) if result is not None else Counter()
+    if quantized is None:
+        raise StageError(f"quantize_graph: Neural Compressor returned no graph for {graph_path}")
+    result = quantized.graph_def
+    ops = Counter(node.op for node in result.node)
     quantized_convolutions = sum(count for op, count in ops.items() if op.startswith("Quantized") and "Conv" in op)
-    if not quantized_convolutions and not ops.get("QuantizedMatMulWithBiasAndDequantize"):
+    # Tuning may rightly give every convolution back to FP32; plain quantization may not.
+    if not quantized_convolutions and not ops.get("QuantizedMatMulWithBiasAndDequantize") and not tuned_fp32:
         raise StageError(f"quantize_graph: Neural Compressor quantized nothing in {graph_path}")
     with atomic_file(output) as temporary:
         temporary.write_bytes(result.SerializeToString())
@@ -118,7 +260,8 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
         "source_graph": str(graph_path),
         "weight_granularity": weight_granularity,
         "calibration_images": [path.name for path in image_paths],
-        "kept_in_fp32": fp32_nodes,
+        "kept_in_fp32": [*fp32_nodes, *tuned_fp32],
+        "tuning": history,
         "convolutions": quantizable["Conv2D"],
         "quantized_convolutions": quantized_convolutions,
         "quantized_ops": {op: count for op, count in sorted(ops.items()) if "Quantize" in op or op == "Dequantize"},
@@ -137,13 +280,29 @@ def main():
     parser.add_argument("--weight-granularity", choices=("per_tensor", "per_channel"), default="per_tensor")
     parser.add_argument("--keep-fp32", action="append", default=[], help="regex of node names kept in FP32")
     parser.add_argument("--from-evaluation-set", action="store_true", help="say the images are val2017's")
+    group = parser.add_argument_group("accuracy-aware tuning")
+    group.add_argument("--accuracy-tolerance", type=float, help="relative COCO AP drop allowed (0.01: 1%%)")
+    group.add_argument("--tuning-records", type=Path, help="TFRecord folder the tuning AP is measured on")
+    group.add_argument("--tuning-annotations", type=Path, help="instances_val2017.json")
+    group.add_argument("--tuning-images", type=int, default=50, help="the first N images of the TFRecord")
+    group.add_argument("--max-trials", type=int, default=10, help="quantizations at most")
     args = parser.parse_args()
     if args.calibration_images < 1:
         raise StageError("quantize_graph: --calibration-images must be at least 1")
     if not args.graph.is_file():
         raise StageError(f"quantize_graph: no such graph: {args.graph}")
+    tuning = None
+    if args.accuracy_tolerance is not None:
+        if not 0 <= args.accuracy_tolerance < 1:
+            raise StageError("quantize_graph: --accuracy-tolerance must be in [0, 1)")
+        if args.tuning_records is None or args.tuning_annotations is None:
+            raise StageError("quantize_graph: --accuracy-tolerance needs --tuning-records and --tuning-annotations")
+        if args.tuning_images < 1 or args.max_trials < 1:
+            raise StageError("quantize_graph: --tuning-images and --max-trials must be at least 1")
+        subset = TuningSubset(args.tuning_records, args.tuning_annotations, args.tuning_images)
+        tuning = {"subset": subset, "tolerance": args.accuracy_tolerance, "max_trials": args.max_trials}
     images = calibration_images(args.images, args.calibration_images, args.seed)
-    report = quantize(args.graph, images, args.output, args.weight_granularity, args.keep_fp32)
+    report = quantize(args.graph, images, args.output, args.weight_granularity, args.keep_fp32, tuning)
     report.update(calibration_dir=str(args.images), seed=args.seed, from_evaluation_set=args.from_evaluation_set)
     with atomic_file(args.report) as temporary:
         temporary.write_text(json.dumps(report, indent=2) + "\n")

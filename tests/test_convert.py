@@ -5,7 +5,8 @@ import json
 import pytest
 
 from common import StageError
-from convert_coco_to_tfrecord import check_records, val_record_files
+from coco_data import val_record_files
+from convert_coco_to_tfrecord import check_records
 
 
 def test_both_output_layouts_are_recognised(tmp_path):

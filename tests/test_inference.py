@@ -11,7 +11,7 @@ from conftest import SCRIPTS, Workflow, tool_environment
 
 from benchmark_graph import summarize
 from common import StageError
-from detect_objects import to_coco_results
+from coco_data import to_coco_results
 from detection_graph import find_tcmalloc
 
 PRECISIONS = ("int8", "fp32", "int8_inc")
@@ -25,6 +25,8 @@ PERSON_LEGACY_AP = 76 / 101
 EXPECTED_LEGACY = {"AP": (6 + PERSON_LEGACY_AP) / 8, "AP_small": (6 + PERSON_LEGACY_AP) / 8,
                    "AP_medium": -1.0, "AP_large": -1.0, "AR100": (6 + 3 / 4) / 8}  # fmt: skip
 INT8_KERNEL = "_MklQuantizedConv2DWithBiasAndReluAndRequantize"
+REPORT_PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png", "detection_agreement.png",
+                "layer_drift.png")  # fmt: skip
 
 
 def result(workflow, kind, precision):
@@ -110,7 +112,7 @@ def test_report_has_both_precisions_and_plots(finished_run):
     assert "drawn from val2017, the evaluation set" in summary
     assert "AP 0.347, AP50 0.532" in summary
     assert "<table>" in (report / "summary.html").read_text()
-    for plot in ("latency_per_step.png", "latency_histogram.png", "average_precision.png"):
+    for plot in REPORT_PLOTS:
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -118,7 +120,7 @@ def test_snakemake_report_shows_the_results(finished_run, tmp_path):
     report = tmp_path / "report.html"
     finished_run.run("--report", str(report))
     text = report.read_text()
-    for name in ("summary.md", "summary.html", "latency_per_step.png", "latency_histogram.png", "average_precision.png"):
+    for name in ("summary.md", "summary.html", *REPORT_PLOTS):
         assert name in text, name
 
 
@@ -370,6 +372,13 @@ def test_int8_models_reproduce_every_fp32_detection_on_the_demo(finished_run, pr
     assert agreement["mean_score_drift"] == 0.0
     summary = (finished_run.workdir / "results/report/summary.md").read_text()
     assert "| FP32 detections reproduced | 1.000 | 1.000 |  |" in summary
+    # The demo names its one activation as an export names the RPN objectness: Intel's INT8
+    # keeps that name on a Dequantize, Neural Compressor's fused it into the convolution.
+    drift = json.loads((finished_run.workdir / f"results/diagnostics/{precision}_layer_drift.json").read_text())
+    (layer,) = drift["layers"]
+    assert layer["layer"] == "rpn_objectness" and layer["images"] == 2 and layer["cosine"] > 0.9999
+    assert layer["dequantized_here"] is (precision == "int8_inc") and drift["unmatched"] == []
+    assert "| rpn_objectness | 1.0000 | 1.0000 |" in summary
 
 
 def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
@@ -400,6 +409,14 @@ def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     detections.write_text(json.dumps(json.loads((tmp_path / "shard.json").read_text())["detections"]))
     perturbed = compare(workdir / "results/accuracy/fp32_detections.json", detections)
     assert perturbed["agreement"] < 1.0
+    environment = tool_environment()
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                     "--candidate", graph, "--images", workdir / "resources/coco/val2017", "--count", 2,
+                     "--output", tmp_path / "drift.json", environment=environment)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    drift = json.loads((tmp_path / "drift.json").read_text())
+    assert drift["lowest_cosine"] == "rpn_objectness" and drift["layers"][0]["cosine"] < 0.99
 
 
 def run_quantize(graph, images, output_dir):
@@ -435,3 +452,71 @@ def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, 
     run = run_quantize(int8, finished_run.workdir / "resources/coco/val2017", outputs)
     assert error_lines(run) == [f"error: quantize_graph: {int8} has no Conv2D or MatMul: nothing to quantize"]
     assert list(outputs.iterdir()) == []
+
+
+def dark_images(folder, count=2):
+    """Calibration images far darker than the COCO ones: activation ranges too small for them."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    for index in range(count):
+        Image.fromarray(np.full((64, 64, 3), 20, np.uint8)).save(folder / f"dark_{index}.jpg")
+    return folder
+
+
+def tune_quantization(finished_run, tmp_path, max_trials):
+    """Accuracy-aware quantization of a detector with two convolutions beside its scoring one."""
+    from make_demo_data import build_detector
+
+    graph = tmp_path / "fp32.pb"
+    graph.write_bytes(build_detector("fp32", extra_conv_layers=2, extra_channels=4).SerializeToString())
+    output = tmp_path / f"tuned-{max_trials}"
+    output.mkdir()
+    environment = tool_environment()
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    workdir = finished_run.workdir
+    images = tmp_path / "dark" if (tmp_path / "dark").is_dir() else dark_images(tmp_path / "dark")
+    run = run_script(
+        "quantize_graph.py", "--graph", graph, "--images", images, "--output", output / "int8.pb",
+        "--report", output / "quantization.json", "--accuracy-tolerance", 0.01, "--max-trials", max_trials,
+        "--tuning-records", workdir / "resources/coco_tfrecord", "--tuning-images", 8,
+        "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json",
+        environment=environment,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((output / "quantization.json").read_text()), run.stderr
+
+
+def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_lost_ap(finished_run, tmp_path):
+    """Calibrated on dark images, the scoring convolution clips every COCO activation: AP 0 in
+    INT8. Tuning tries each convolution alone in FP32, nearest the outputs first, and stops at
+    the scoring one, which restores FP32's AP; the other two stay INT8."""
+    report, log = tune_quantization(finished_run, tmp_path, max_trials=7)
+    tuning = report["tuning"]
+    assert tuning["fp32_ap"] == pytest.approx(7 / 8)
+    assert [(t["kept_in_fp32"], t["ap"]) for t in tuning["trials"]] == [
+        ([], 0.0), (["Conv2D_2"], 0.0), (["Conv2D_1"], 0.0), (["Conv2D"], pytest.approx(7 / 8))
+    ]
+    assert tuning["chosen_trial"] == 4 and tuning["met_tolerance"] is True
+    assert report["kept_in_fp32"] == ["Conv2D"] and report["quantized_convolutions"] == 2
+    assert "trial 4: AP 0.8750 with 1 convolutions in FP32: Conv2D" in log
+    assert "TensorFlow is not fully verified" in log  # Neural Compressor's own warning, kept
+    # With fewer trials, the best single fallbacks go back together; none is enough here.
+    report, log = tune_quantization(finished_run, tmp_path, max_trials=5)
+    trials = report["tuning"]["trials"]
+    assert [t["kept_in_fp32"] for t in trials] == [[], ["Conv2D_2"], ["Conv2D_1"], ["Conv2D_2", "Conv2D_1"]]
+    assert report["tuning"]["met_tolerance"] is False and report["tuning"]["chosen_trial"] == 1
+    assert "no trial within 0.010 of FP32's AP 0.8750; keeping trial 1 (AP 0.0000)" in log
+
+
+def test_report_shows_the_tuning_history():
+    from make_report import tuning_rows
+
+    quantization = {"tuning": {"fp32_ap": 0.5, "chosen_trial": 2, "trials": [
+        {"trial": 1, "ap": 0.4, "kept_in_fp32": []}, {"trial": 2, "ap": 0.5, "kept_in_fp32": ["a", "b"]}]}}  # fmt: skip
+    assert tuning_rows({"int8_inc": quantization, "int8_plain": {"tuning": None}}) == [
+        ("FP32", ["int8_inc", "0.5000", "", ""]),
+        ("1", ["int8_inc", "0.4000", "0.2000", "none"]),
+        ("2 (kept)", ["int8_inc", "0.5000", "0.0000", "a, b"]),
+    ]

@@ -7,7 +7,7 @@ import pytest
 from conftest import Workflow
 
 from common import file_digests
-from convert_coco_to_tfrecord import read_examples
+from coco_data import read_examples
 from make_demo_data import demo_config
 from prepare_frozen_graph import check_detection_graph
 
@@ -25,6 +25,7 @@ RULES_RUN_ONCE = {
     "detect_objects": 3,
     "evaluate_accuracy": 3,
     "compare_with_fp32": 2,
+    "measure_layer_drift": 2,
     "make_report": 1,
     "all": 1,
 }
@@ -88,6 +89,8 @@ def test_every_rule_wrote_its_log(finished_run):
         "extract_coco_annotations.log",
         "extract_coco_images.log",
         "make_report.log",
+        "measure_layer_drift/int8.log",
+        "measure_layer_drift/int8_inc.log",
         "prepare_frozen_graph/fp32.log",
         "prepare_frozen_graph/int8.log",
         "quantize_graph/int8_inc.log",
@@ -130,7 +133,7 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
     int8_download["sha256"] = file_digests(mirror / "rfcn_resnet101_int8_coco_pretrained_model.pb")["sha256"]
     assert workflow.planned_jobs() == {
         "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
-        "evaluate_accuracy": 1, "compare_with_fp32": 1, "make_report": 1, "all": 1,
+        "evaluate_accuracy": 1, "compare_with_fp32": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
@@ -143,6 +146,14 @@ def test_reruns_exactly_what_a_change_touches(tmp_path, demo_data, file_server):
     workflow.run()
     annotations["url"] += "?mirror=2"
     assert workflow.planned_jobs()["download_file"] == 1
+    annotations["url"] = annotations["url"].removesuffix("?mirror=2")
+
+    # Accuracy-aware quantization: the self-made INT8 and what stands on it, nothing else.
+    workflow.config["models"]["int8_inc"]["quantize"].update(accuracy_tolerance=0.01, tuning_images=4, max_trials=3)
+    assert workflow.planned_jobs() == {
+        "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
+        "compare_with_fp32": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+    }  # fmt: skip
 
 
 def test_stage_targets_run_alone(tmp_path, demo_data, file_server):

@@ -244,6 +244,9 @@ def build_detector(precision, extra_conv_layers=0, extra_channels=32, control_fl
             scores = tf.raw_ops.Dequantize(
                 input=convolved, min_range=out_low, max_range=out_high, mode="MIN_FIRST"
             )
+        # Named as an Object Detection API export names its RPN objectness: the tensor the
+        # layer drift diagnostic compares across precisions.
+        scores = tf.identity(scores, name="FirstStageBoxPredictor/ClassPredictor/BiasAdd")
         if extra_conv_layers:
             scores += 1e-30 * conv_tower(pixels, extra_conv_layers, extra_channels)
         mask = tf.cast(scores > MASK_THRESHOLD, tf.float32)  # [N, H, W, K]
@@ -472,6 +475,7 @@ def demo_config(data_dir, base_url, layout="single_file"):
             "benchmark", {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1, "image_size": [320, 320]}
         ),
         "accuracy": {"max_images": 0, "shards": 1},
+        "diagnostics": {"layer_drift_images": 2},
         "inference_threads": 0,
         "runtime": {
             precision: dict(DEMO_RUNTIME, tcmalloc=precision.startswith("int8")) for precision in ("int8", "fp32", "int8_inc")

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Per-layer drift of an INT8 graph from FP32: cosine similarity of their activations.
+
+Both graphs run on the same images. The activations compared are the end of every ResNet
+unit (the last unit of a block is the block's end), the RPN objectness and box encodings,
+and the second stage's class logits and box encodings: the named tensors of an Object
+Detection API export. Where the INT8 graph fused a tensor away (a quantized convolution
+ends at it), the fused op's INT8 output is dequantized for the comparison; a tensor found
+in neither form is listed as unmatched.
+
+Cosine is 1.0 where INT8 reproduces FP32 up to scale. It is cumulative: a layer's cosine
+carries every earlier layer's error, so `cosine_drop` (the fall from the nearest measured
+layer upstream) points at where the error comes in. Second-stage tensors are per
+proposal; an image whose two graphs kept a different number of proposals is left out there.
+"""
+
+import argparse
+import json
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from common import StageError, atomic_file, run_main
+from detection_graph import INPUT_NODE, decode_image, load_graph_def, open_session
+
+log = logging.getLogger("measure_layer_drift")
+
+UNIT_END = re.compile(r"(block\d+)/unit_(\d+)/bottleneck_v1/Relu$")
+# (label, node name in an Object Detection API R-FCN export), in network order.
+HEADS = (
+    ("rpn_objectness", "FirstStageBoxPredictor/ClassPredictor/BiasAdd"),
+    ("rpn_box_encodings", "FirstStageBoxPredictor/BoxEncodingPredictor/BiasAdd"),
+    ("class_logits", "SecondStageBoxPredictor/Reshape_1"),
+    ("box_encodings", "SecondStageBoxPredictor/Reshape"),
+)
+# Ops a quantized convolution's fused pattern runs through, up to the tensor it ends at.
+FUSED_INTO_CONVOLUTION = {"BiasAdd", "Add", "AddV2", "Relu", "Relu6", "FusedBatchNorm", "FusedBatchNormV3", "Identity"}
+# How quantization tools name the fused op that replaces a convolution.
+FUSED_SUFFIXES = ("_eightbit_requantize", "_eightbit_quantized_conv")
+QUANTIZED_TYPE_ATTRS = ("out_type", "T")
+
+
+def drift_points(fp32_graph_def):
+    """[(label, node name, block end?)] of the FP32 graph, in network order."""
+    names = [node.name for node in fp32_graph_def.node]
+    units = {}
+    for name in names:
+        match = UNIT_END.search(name)
+        if match:
+            block, unit = match.group(1), int(match.group(2))
+            units[(int(block.removeprefix("block")), unit)] = (f"{block}/unit_{unit}", name)
+    last_unit = defaultdict(int)
+    for block, unit in units:
+        last_unit[block] = max(last_unit[block], unit)
+    points = [(label, name, unit == last_unit[block]) for (block, unit), (label, name) in sorted(units.items())]
+    present = set(names)
+    return points + [(label, name, False) for label, name in HEADS if name in present]
+
+
+def node_index(graph_def):
+    return {node.name: node for node in graph_def.node}
+
+
+def source(tensor_name):
+    return tensor_name.lstrip("^").split(":")[0]
+
+
+def convolutions_ending_at(fp32_nodes, name):
+    """The Conv2D nodes whose fused pattern (bias, batch norm, residual add, ReLU) ends at `name`."""
+    found, stack, seen = [], [name], set()
+    while stack:
+        node = fp32_nodes.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op in ("Conv2D", "DepthwiseConv2dNative"):
+            found.append(node.name)
+        elif node.op in FUSED_INTO_CONVOLUTION:
+            stack += [source(i) for i in node.input if not i.startswith("^")]
+    return found
+
+
+def int8_counterpart(fp32_nodes, int8_nodes, name):
+    """(node, quantized) in the INT8 graph for the FP32 tensor `name`, or None.
+
+    The same name where the INT8 graph kept a float tensor there (a Dequantize is named
+    after the tensor it restores); else the fused quantized convolution that ends at it,
+    the last one where a residual add fused two (the other feeds it).
+    """
+    same = int8_nodes.get(name)
+    if same is not None and same.op not in ("Const", "HostConst") and not same.op.startswith("Quantize"):
+        return name, False
+    candidates = [
+        conv + suffix
+        for conv in convolutions_ending_at(fp32_nodes, name)
+        for suffix in FUSED_SUFFIXES
+        if conv + suffix in int8_nodes
+    ]
+    fed = {source(i) for candidate in candidates for i in int8_nodes[candidate].input}
+    last = [candidate for candidate in candidates if candidate not in fed]
+    return (last[0], True) if len(last) == 1 else None
+
+
+def dequantize_mode(int8_graph_def):
+    """The mode the graph's own Dequantize ops use (SCALED for Neural Compressor's)."""
+    for node in int8_graph_def.node:
+        if node.op == "Dequantize":
+            return node.attr["mode"].s
+    return b"SCALED"
+
+
+def add_taps(int8_graph_def, quantized_nodes):
+    """A copy of the graph with a Dequantize after each quantized node: {node: tap name}."""
+    from tensorflow.core.framework import graph_pb2
+
+    tapped = graph_pb2.GraphDef()
+    tapped.CopyFrom(int8_graph_def)
+    nodes = node_index(int8_graph_def)
+    mode = dequantize_mode(int8_graph_def)
+    taps = {}
+    for index, name in enumerate(quantized_nodes):
+        attr = next((nodes[name].attr[key] for key in QUANTIZED_TYPE_ATTRS if key in nodes[name].attr), None)
+        if attr is None:
+            continue
+        tap = tapped.node.add(name=f"layer_drift_tap_{index}", op="Dequantize", input=[name, f"{name}:1", f"{name}:2"])
+        tap.attr["T"].type = attr.type
+        tap.attr["mode"].s = mode
+        taps[name] = tap.name
+    # oneDNN's fused residual sum writes into its summand's buffer: the next unit would
+    # overwrite a tapped tensor while the tap reads it. Consumers wait for the tap.
+    tap_names = set(taps.values())
+    for node in tapped.node:
+        if node.name in tap_names:
+            continue
+        for name in {source(i) for i in node.input if not i.startswith("^")} & taps.keys():
+            node.input.append(f"^{taps[name]}")
+    return tapped, taps
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms == 0:
+        return 1.0 if not a.any() and not b.any() else 0.0
+    return float(np.dot(a, b) / norms)
+
+
+def nearest_upstream(fp32_nodes, name, candidates):
+    """The first of `candidates` met walking up from `name`'s inputs (breadth first), or None."""
+    queue, seen = [source(i) for i in fp32_nodes[name].input], set()
+    while queue:
+        current = queue.pop(0)
+        if current in candidates:
+            return current
+        if current in seen or current not in fp32_nodes:
+            continue
+        seen.add(current)
+        queue += [source(i) for i in fp32_nodes[current].input]
+    return None
+
+
+def plan(fp32_graph_def, int8_graph_def):
+    """What to compare: [(label, FP32 node, INT8 node, quantized?, block end?, upstream label)],
+    and the labels without an INT8 counterpart."""
+    fp32_nodes, int8_nodes = node_index(fp32_graph_def), node_index(int8_graph_def)
+    matched, unmatched = [], []
+    for label, name, block_end in drift_points(fp32_graph_def):
+        counterpart = int8_counterpart(fp32_nodes, int8_nodes, name)
+        if counterpart is None:
+            unmatched.append(label)
+        else:
+            matched.append([label, name, counterpart[0], counterpart[1], block_end])
+    labels = {name: label for label, name, *_ in matched}
+    for entry in matched:
+        upstream = nearest_upstream(fp32_nodes, entry[1], labels.keys())
+        entry.append(labels.get(upstream))
+    return [tuple(entry) for entry in matched], unmatched
+
+
+def measure_drift(fp32_path, int8_path, image_paths, threads=0):
+    fp32_graph_def, int8_graph_def = load_graph_def(fp32_path), load_graph_def(int8_path)
+    matched, unmatched = plan(fp32_graph_def, int8_graph_def)
+    if not matched:
+        log.warning("no named tensor of %s has a counterpart in %s", fp32_path, int8_path)
+    tapped, taps = add_taps(int8_graph_def, [node for _, _, node, quantized, *_ in matched if quantized])
+    int8_tensors = [f"{taps[node]}:0" if quantized else f"{node}:0" for _, _, node, quantized, *_ in matched]
+    fp32_session, int8_session = open_session(fp32_graph_def, threads, 1), open_session(tapped, threads, 1)
+    similarities = defaultdict(list)
+    for path in image_paths:
+        image = decode_image(path.read_bytes(), path.name)[None]
+        fp32 = fp32_session.run([f"{name}:0" for _, name, *_ in matched], {f"{INPUT_NODE}:0": image})
+        int8 = int8_session.run(int8_tensors, {f"{INPUT_NODE}:0": image})
+        for (label, *_), a, b in zip(matched, fp32, int8):
+            if a.shape == b.shape:
+                similarities[label].append(cosine(a, b))
+        log.info("%s: %d tensors compared", path.name, len(matched))
+    means = {label: float(np.mean(values)) for label, values in similarities.items()}
+    layers = []
+    for label, name, node, quantized, block_end, upstream in matched:
+        values = similarities[label]
+        drop = means[upstream] - means[label] if label in means and upstream in means else None
+        layers.append({
+            "layer": label, "fp32_tensor": f"{name}:0", "int8_source": node, "dequantized_here": quantized,
+            "block_end": block_end, "head": label in dict(HEADS), "images": len(values), "cosine": means.get(label),
+            "cosine_min": float(np.min(values)) if values else None, "upstream": upstream, "cosine_drop": drop,
+        })  # fmt: skip
+    measured = [layer for layer in layers if layer["cosine"] is not None]
+    dropped = [layer for layer in layers if layer["cosine_drop"] is not None]
+    return {
+        "reference": str(fp32_path),
+        "candidate": str(int8_path),
+        "images": [path.name for path in image_paths],
+        "layers": layers,
+        "unmatched": unmatched,
+        "lowest_cosine": min(measured, key=lambda layer: layer["cosine"])["layer"] if measured else None,
+        "largest_drop": max(dropped, key=lambda layer: layer["cosine_drop"])["layer"] if dropped else None,
+    }
+
+
+def drift_images(image_dir, count):
+    """The first `count` JPEGs of `image_dir` in name order: the same for every model."""
+    images = sorted(Path(image_dir).glob("*.jpg"))[:count]
+    if not images:
+        raise StageError(f"measure_layer_drift: no .jpg images in {image_dir}")
+    return images
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, required=True, help="FP32 frozen graph")
+    parser.add_argument("--candidate", type=Path, required=True, help="INT8 frozen graph")
+    parser.add_argument("--images", type=Path, required=True, help="folder of JPEGs")
+    parser.add_argument("--count", type=int, default=4, help="how many images (the first by name)")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: all cores")
+    parser.add_argument("--output", type=Path, required=True, help="drift JSON")
+    args = parser.parse_args()
+    if args.count < 1:
+        raise StageError("measure_layer_drift: --count must be at least 1")
+    for path in (args.reference, args.candidate):
+        if not path.is_file():
+            raise StageError(f"measure_layer_drift: no such graph: {path}")
+    result = measure_drift(args.reference, args.candidate, drift_images(args.images, args.count), args.threads)
+    for layer in result["layers"]:
+        log.info("%-24s cosine %s", layer["layer"], "n/a" if layer["cosine"] is None else f"{layer['cosine']:.5f}")
+    log.info("lowest cosine at %s, largest drop at %s", result["lowest_cosine"], result["largest_drop"])
+    with atomic_file(args.output) as temporary:
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    run_main(main)
