@@ -21,6 +21,39 @@ from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E
 from serve_files import FileServer  # noqa: E402
 
 
+def run_script(name, *arguments, environment=None):
+    """Run one stage's script as a rule would; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *map(str, arguments)],
+        capture_output=True, text=True, env=environment or tool_environment(),
+    )  # fmt: skip
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def scale_weight_range(graph_path, output, convolution, factor):
+    """A copy of an INT8 graph with one quantized convolution's weight range scaled: a
+    wrong scale in one layer, as a broken quantization would leave it."""
+    import numpy as np
+
+    from detection_graph import load_graph_def
+
+    graph_def = load_graph_def(graph_path)
+    nodes = {node.name: node for node in graph_def.node}
+    # Inputs 5 and 6 of Intel's fused quantized convolutions are the weights' range.
+    for index in (5, 6):
+        tensor = nodes[nodes[convolution].input[index].split(":")[0]].attr["value"].tensor
+        if tensor.float_val:
+            tensor.float_val[:] = [value * factor for value in tensor.float_val]
+        else:
+            values = np.frombuffer(tensor.tensor_content, np.float32) * factor
+            tensor.tensor_content = values.astype(np.float32).tobytes()
+    output.write_bytes(graph_def.SerializeToString())
+    return output
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """The generated mini COCO, detectors and tensorflow/models stand-in (built once)."""

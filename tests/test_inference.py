@@ -3,11 +3,9 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import SCRIPTS, Workflow, tool_environment
+from conftest import Workflow, error_lines, run_script, scale_weight_range, tool_environment
 
 from benchmark_graph import summarize
 from common import StageError
@@ -155,17 +153,6 @@ def test_detections_become_absolute_coco_boxes():
     assert to_coco_results(139, 200, 400, outputs) == [
         {"image_id": 139, "category_id": 18, "bbox": [200.0, 50.0, 200.0, 100.0], "score": 0.9}
     ]
-
-
-def run_script(name, *arguments, environment=None):
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *map(str, arguments)],
-        capture_output=True, text=True, env=environment or tool_environment(),
-    )  # fmt: skip
-
-
-def error_lines(result):
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def test_batch_mode_resizes_and_says_so(finished_run, tmp_path):
@@ -383,25 +370,14 @@ def test_int8_models_reproduce_every_fp32_detection_on_the_demo(finished_run, pr
 
 def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     """A wrong weight scale in the one quantized convolution: fewer FP32 detections reproduced."""
-    import numpy as np
-
     from compare_detections import compare
     from detection_graph import load_graph_def
 
     workdir = finished_run.workdir
-    graph_def = load_graph_def(workdir / "resources/models/int8_inc/frozen_inference_graph.pb")
-    convolution = next(node for node in graph_def.node if node.op == "QuantizedConv2DWithBiasAndReluAndRequantize")
-    # Inputs 5 and 6 are the weights' range: shrinking it shrinks every output of the layer.
-    for index in (5, 6):
-        constant = next(node for node in graph_def.node if node.name == convolution.input[index].split(":")[0])
-        tensor = constant.attr["value"].tensor
-        if tensor.float_val:
-            tensor.float_val[:] = [value * 0.3 for value in tensor.float_val]
-        else:
-            values = np.frombuffer(tensor.tensor_content, np.float32) * 0.3
-            tensor.tensor_content = values.astype(np.float32).tobytes()
-    graph = tmp_path / "perturbed.pb"
-    graph.write_bytes(graph_def.SerializeToString())
+    int8_inc = workdir / "resources/models/int8_inc/frozen_inference_graph.pb"
+    convolution = next(node.name for node in load_graph_def(int8_inc).node if node.op == "QuantizedConv2DWithBiasAndReluAndRequantize")
+    # Shrinking the weights' range shrinks every output of the layer.
+    graph = scale_weight_range(int8_inc, tmp_path / "perturbed.pb", convolution, 0.3)
     run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
                      "--output", tmp_path / "shard.json")  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
@@ -419,12 +395,12 @@ def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     assert drift["lowest_cosine"] == "rpn_objectness" and drift["layers"][0]["cosine"] < 0.99
 
 
-def run_quantize(graph, images, output_dir):
+def run_quantize(graph, images, output_dir, *options):
     environment = tool_environment()
     environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
     return run_script(
         "quantize_graph.py", "--graph", graph, "--images", images, "--output", output_dir / "int8.pb",
-        "--report", output_dir / "quantization.json", "--calibration-images", 8, environment=environment,
+        "--report", output_dir / "quantization.json", "--calibration-images", 8, *options, environment=environment,
     )  # fmt: skip
 
 
@@ -451,7 +427,22 @@ def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, 
     int8.write_bytes(graph_def.SerializeToString())
     run = run_quantize(int8, finished_run.workdir / "resources/coco/val2017", outputs)
     assert error_lines(run) == [f"error: quantize_graph: {int8} has no Conv2D or MatMul: nothing to quantize"]
+    run = run_quantize(fp32, finished_run.workdir / "resources/coco/val2017", outputs, "--accuracy-tolerance", 0.01)
+    assert error_lines(run) == ["error: quantize_graph: --accuracy-tolerance needs --tuning-records and --tuning-annotations"]
+    run = run_quantize(fp32, finished_run.workdir / "resources/coco/val2017", outputs, "--accuracy-tolerance", 1.5)
+    assert error_lines(run) == ["error: quantize_graph: --accuracy-tolerance must be in [0, 1)"]
     assert list(outputs.iterdir()) == []
+
+
+def test_layer_drift_bad_inputs_are_one_line(finished_run, tmp_path):
+    models = finished_run.workdir / "resources/models"
+    arguments = ["--reference", models / "fp32/frozen_inference_graph.pb", "--output", tmp_path / "drift.json"]
+    run = run_script("measure_layer_drift.py", *arguments, "--candidate", tmp_path / "none.pb", "--images", tmp_path)
+    assert error_lines(run) == [f"error: measure_layer_drift: no such graph: {tmp_path / 'none.pb'}"]
+    run = run_script("measure_layer_drift.py", *arguments, "--candidate", models / "int8/frozen_inference_graph.pb",
+                     "--images", tmp_path)  # fmt: skip
+    assert error_lines(run) == [f"error: measure_layer_drift: no .jpg images in {tmp_path}"]
+    assert not (tmp_path / "drift.json").exists()
 
 
 def dark_images(folder, count=2):

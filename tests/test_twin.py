@@ -11,7 +11,7 @@ import os
 import re
 
 import pytest
-from conftest import REPO_ROOT, Workflow
+from conftest import REPO_ROOT, Workflow, run_script, scale_weight_range, tool_environment
 
 from make_demo_data import demo_config
 from serve_files import FileServer
@@ -28,7 +28,10 @@ def twin_run(tmp_path_factory):
             pytest.fail(f"no twin in {TWIN}: CI must build it (make test runs make twin)")
         pytest.skip(f"no twin in {TWIN}: run `make twin`")
     server = FileServer(TWIN / "files").start()
-    workflow = Workflow(tmp_path_factory.mktemp("twin") / "run", demo_config(TWIN, server.url))
+    config = demo_config(TWIN, server.url)
+    # The self-made INT8 in accuracy-aware mode: Neural Compressor's tuning loop on COCO AP.
+    config["models"]["int8_inc"]["quantize"].update(accuracy_tolerance=0.01, tuning_images=4, max_trials=3)
+    workflow = Workflow(tmp_path_factory.mktemp("twin") / "run", config)
     workflow.run()
     yield workflow
     server.stop()
@@ -128,12 +131,73 @@ def test_a_missing_package_is_named(monkeypatch):
 
 def test_self_made_int8_runs_through_the_whole_workflow(twin_run):
     quantization = read_json(twin_run, "resources/models/int8_inc/quantization.json")
-    assert quantization["quantized_convolutions"] == quantization["convolutions"] == 110
+    assert quantization["convolutions"] == 110
+    assert quantization["quantized_convolutions"] + len(quantization["kept_in_fp32"]) == 110
     assert quantization["from_evaluation_set"] is True and len(quantization["calibration_images"]) == 4
+    tuning = quantization["tuning"]
+    assert tuning["tuning_images"] == 4 and tuning["fp32_ap"] is not None and 1 <= len(tuning["trials"]) <= 3
+    assert tuning["trials"][0]["kept_in_fp32"] == []
+    log = (twin_run.workdir / "logs/quantize_graph/int8_inc.log").read_text()
+    assert "tuning baseline: FP32 AP" in log and "TensorFlow is not fully verified" in log
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
     assert "|  | int8 | int8_inc | fp32 |" in summary
     speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over FP32"))
     assert speedups.count("x |") == 2
+    assert "## Tuning history" in summary and f"| {tuning['chosen_trial']} (kept) | int8_inc |" in summary
+
+
+BLOCK_ENDS = ["block1/unit_3", "block2/unit_4", "block3/unit_23", "block4/unit_3"]
+HEADS = ["rpn_objectness", "rpn_box_encodings", "class_logits", "box_encodings"]
+
+
+def test_layer_drift_covers_every_unit_and_head_of_both_int8_graphs(twin_run):
+    summary = (twin_run.workdir / "results/report/summary.md").read_text()
+    for precision in ("int8", "int8_inc"):
+        drift = read_json(twin_run, f"results/diagnostics/{precision}_layer_drift.json")
+        layers = {layer["layer"]: layer for layer in drift["layers"]}
+        # ResNet101's 3 + 4 + 23 + 3 units, and the four heads: every one found in the INT8 graph.
+        assert drift["unmatched"] == [] and len(layers) == 33 + 4
+        assert [name for name, layer in layers.items() if layer["block_end"]] == BLOCK_ENDS
+        assert [name for name, layer in layers.items() if layer["head"]] == HEADS
+        assert all(layer["images"] == 2 and 0 < layer["cosine"] <= 1 + 1e-9 for layer in layers.values())
+        # Fused away in INT8, so read through an added Dequantize; a block end kept as a tensor.
+        assert layers["block2/unit_1"]["dequantized_here"] and not layers["block3/unit_23"]["dequantized_here"]
+        assert layers["rpn_objectness"]["upstream"] == layers["block4/unit_1"]["upstream"] == "block3/unit_23"
+        assert layers["class_logits"]["upstream"] == "block4/unit_3"
+    assert "## Layer drift" in summary and "| block3/unit_23 |" in summary and "| class_logits |" in summary
+
+
+def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tmp_path):
+    """The weight range of one convolution in block 3 scaled 8x: the drift is unchanged up to
+    that unit, falls most there, and the detections agree less with FP32."""
+    from compare_detections import compare
+
+    workdir = twin_run.workdir
+    convolution = "FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block3/unit_12/bottleneck_v1/conv2/Conv2D_eightbit_requantize"
+    graph = scale_weight_range(workdir / "resources/models/int8/frozen_inference_graph.pb", tmp_path / "perturbed.pb",
+                               convolution, 8.0)  # fmt: skip
+    environment = tool_environment()
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                     "--candidate", graph, "--images", workdir / "resources/coco/val2017", "--count", 2,
+                     "--output", tmp_path / "drift.json", environment=environment)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    perturbed = {layer["layer"]: layer for layer in json.loads((tmp_path / "drift.json").read_text())["layers"]}
+    original = {layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]}
+    names = list(original)
+    upstream, first_stage = names[: names.index("block3/unit_12")], names[: names.index("block3/unit_23") + 1]
+    assert all(perturbed[name]["cosine"] == pytest.approx(original[name]["cosine"], abs=1e-3) for name in upstream)
+    assert perturbed["block3/unit_12"]["cosine"] < original["block3/unit_12"]["cosine"] - 0.05
+    assert json.loads((tmp_path / "drift.json").read_text())["largest_drop"] == "block3/unit_12"
+    assert min(first_stage, key=lambda name: perturbed[name]["cosine"]) == "block3/unit_12"
+
+    run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
+                     "--output", tmp_path / "shard.json", environment=environment)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    detections = tmp_path / "detections.json"
+    detections.write_text(json.dumps(json.loads((tmp_path / "shard.json").read_text())["detections"]))
+    agreement = compare(workdir / "results/accuracy/fp32_detections.json", detections)["agreement"]
+    assert agreement < read_json(twin_run, "results/diagnostics/int8_agreement.json")["agreement"]
 
 
 def test_a_killed_detection_job_resumes_through_snakemake(twin_run, tmp_path):
