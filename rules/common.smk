@@ -296,6 +296,7 @@ def get_benchmark_options(wildcards):
         f"--number-of-steps {settings['number_of_steps']} --warmup-steps {settings['warmup_steps']}"
         f" --batch-size {settings['batch_size']} --image-size {height}x{width}"
         f" --on-bad-image {settings.get('on_bad_image', 'stop')}"
+        f" --profile-steps {settings.get('profile_steps', 3)}"
     )
 
 

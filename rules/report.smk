@@ -11,6 +11,7 @@ rule make_report:
         html=report("results/report/summary.html", category="Summary"),
         latency=report("results/report/latency_per_step.png", category="Benchmark"),
         histogram=report("results/report/latency_histogram.png", category="Benchmark"),
+        profile=report("results/report/time_by_model_part.png", category="Benchmark"),
         precision=report("results/report/average_precision.png", category="Accuracy"),
         agreement=report(
             "results/report/detection_agreement.png", category="Diagnostics"

@@ -7,7 +7,9 @@ latency (online mode); a larger batch gives throughput (batch mode), with every
 image resized to one configured size so that a batch is well formed. Warm-up
 steps are excluded from every statistic. The log keeps the recipe's shape
 (`Step N: X seconds` every 10 steps, `Avg. Duration per Step:` as Intel computes
-it, first step included) so that runs compare with published logs.
+it, first step included) so that runs compare with published logs. After the timed
+steps: a profile by model part and kernel (traced steps), the FLOPs executed per
+image, and the rate a matmul reaches on the same threads (see performance.py).
 """
 
 import argparse
@@ -22,15 +24,18 @@ import numpy as np
 
 from common import StageError, atomic_file, run_main
 from detection_graph import (
+    FETCHES,
+    INPUT_NODE,
     add_runtime_arguments,
     apply_runtime,
     decode_image,
     detect,
     environment_facts,
-    executed_kernels,
     open_checked_session,
     runtime_settings,
+    usable_cores,
 )
+from performance import count_flops, probe_rates, profile, roofline, traced_node_times
 
 log = logging.getLogger("benchmark_graph")
 
@@ -171,7 +176,10 @@ def summarize(seconds, warmup_steps, batch_size):
     return summary
 
 
-def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop"):
+def benchmark(
+    graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
+    profile_steps=3,
+):  # fmt: skip
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
@@ -184,9 +192,20 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
     log.info("%d of %d batches decoded before timing starts", ready, steps)
     batches = iter(prefetcher)
     seconds = time_steps(session, batches, steps)
-    # Traced after the timed steps, so that step 0 includes graph set-up as in Intel's logs.
-    kernels = executed_kernels(session, next(prefetcher.images.batches(batch_size)))
     summary = summarize(seconds, warmup_steps, batch_size)
+    # Traced and counted after the timed steps, never during them.
+    feed = {f"{INPUT_NODE}:0": next(prefetcher.images.batches(batch_size))}
+    node_times = traced_node_times(session, feed, FETCHES, max(profile_steps, 1))
+    kernels = sorted({kernel for _, kernel, _ in node_times})
+    flops = count_flops(session, feed)
+    probe = probe_rates(applied["intra_op_threads"] or usable_cores())
+    quantized = any("Quantized" in kernel for kernel in kernels)
+    achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, quantized)
+    log.info(
+        "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %.0f%% of a %s matmul's %.1f on these threads (%s)",
+        achieved["gflops_per_image"], achieved["achieved_gflops_per_second"], 100 * achieved["fraction_of_probe"],
+        achieved["probe_precision"], achieved["probe_gflops_per_second"], ", ".join(probe["cpu_flags"]) or "no flags",
+    )  # fmt: skip
     log.info("Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
              summary["intel_avg_duration_per_step_seconds"])  # fmt: skip
     log.info(
@@ -207,6 +226,10 @@ def benchmark(graph_path, image_dir, steps, warmup_steps, batch_size, image_size
         "skipped_images": prefetcher.images.skipped,
         **summary,
         "executed_kernels": kernels,
+        "profile": profile(node_times, max(profile_steps, 1)) if profile_steps else None,
+        "flops": flops,
+        "roofline": achieved,
+        "probe": probe,
         **environment_facts(graph_path, applied),
         "step_seconds": seconds,
     }
@@ -233,6 +256,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
     parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an unreadable image")
+    parser.add_argument("--profile-steps", type=int, default=3, help="traced steps after timing; 0: no profile")
     add_runtime_arguments(parser)
     args = parser.parse_args()
     if args.batch_size < 1 or args.number_of_steps < 1 or args.warmup_steps < 0:
@@ -240,7 +264,7 @@ def main():
     applied = apply_runtime(runtime_settings(args))
     benchmark(
         args.graph, args.image_dir, args.number_of_steps, args.warmup_steps,
-        args.batch_size, args.image_size, applied, args.output, args.on_bad_image,
+        args.batch_size, args.image_size, applied, args.output, args.on_bad_image, args.profile_steps,
     )  # fmt: skip
 
 

@@ -23,8 +23,8 @@ from common import StageError, atomic_file, run_main  # noqa: E402
 
 log = logging.getLogger("make_report")
 
-PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png", "detection_agreement.png",
-         "layer_drift.png")
+PLOTS = ("latency_per_step.png", "latency_histogram.png", "time_by_model_part.png", "average_precision.png",
+         "detection_agreement.png", "layer_drift.png")
 # The workflow's stages in the order they run, for the cost table.
 STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "write_empty_annotations",
           "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "quantize_graph",
@@ -48,6 +48,14 @@ def number(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def significant(value):
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def percent(value):
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
 def speedup_over_fp32(benchmarks, precision):
     if precision == "fp32" or precision not in benchmarks or "fp32" not in benchmarks:
         return ""
@@ -65,6 +73,10 @@ def table_rows(benchmarks, accuracies, references, quantizations=None, agreement
         result = benchmarks.get(precision)
         return None if result is None else result["latency_ms"][key]
 
+    def roof(precision, key):
+        result = benchmarks.get(precision)
+        return None if result is None or not result.get("roofline") else result["roofline"][key]
+
     def metric(precision, family, key):
         result = accuracies.get(precision)
         return None if result is None else result[family][key]
@@ -78,6 +90,9 @@ def table_rows(benchmarks, accuracies, references, quantizations=None, agreement
             [number(benchmarks[p]["throughput_images_per_second"], 2) if p in benchmarks else "n/a" for p in precisions],
         ),
         ("Speed-up over FP32 (throughput)", [speedup_over_fp32(benchmarks, p) for p in precisions]),
+        ("GFLOPs per image (executed)", [significant(roof(p, "gflops_per_image")) for p in precisions]),
+        ("Achieved GFLOP/s (INT8: GOP/s)", [significant(roof(p, "achieved_gflops_per_second")) for p in precisions]),
+        ("Share of a matmul's rate (same threads)", [percent(roof(p, "fraction_of_probe")) for p in precisions]),
     ]
     for key, label in (("AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_small", "AP small"),
                        ("AP_medium", "AP medium"), ("AP_large", "AP large")):  # fmt: skip
@@ -101,6 +116,13 @@ def table_rows(benchmarks, accuracies, references, quantizations=None, agreement
                 f"oneDNN {'on' if result['onednn'] else 'off'}, TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
                 f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']}"
             )
+            probe = result.get("probe")
+            if probe:
+                rates = ", ".join(f"{k.upper()} {v:.1f}" for k, v in sorted(probe["gflops_per_second"].items()))
+                details.append(
+                    f"{precision}: a {probe['matmul_size']}x{probe['matmul_size']} matmul on its {probe['threads']} "
+                    f"threads reaches {rates} GFLOP/s (GOP/s for INT8); CPU flags: {', '.join(probe['cpu_flags']) or 'none'}"
+                )
         accuracy = accuracies.get(precision)
         if accuracy:
             details.append(f"{precision}: accuracy on {accuracy['images']} images, {accuracy['detections']} detections")
@@ -147,6 +169,23 @@ def drift_rows(drifts):
     rows.append(("Lowest cosine at", [drifts[model]["lowest_cosine"] or "n/a" for model in models]))
     rows.append(("Largest drop at", [drifts[model]["largest_drop"] or "n/a" for model in models]))
     return ["Cosine vs FP32", *models], rows
+
+
+def profile_rows(benchmarks):
+    """(header, rows): traced milliseconds per image by model part, and each INT8 model's
+    speed-up over FP32 per part."""
+    profiled = {p: r["profile"] for p, r in benchmarks.items() if r.get("profile")}
+    if not profiled:
+        return [], []
+    models = sorted(profiled, key=lambda p: (p == "fp32", p))
+    compared = [p for p in models if p != "fp32" and "fp32" in profiled]
+    parts = list(next(iter(profiled.values()))["by_part_ms"])
+    rows = []
+    for part in [*parts, "total"]:
+        values = {p: (profiled[p]["op_time_ms"] if part == "total" else profiled[p]["by_part_ms"][part]) / benchmarks[p]["batch_size"] for p in models}  # fmt: skip
+        speedups = [f"{values['fp32'] / values[p]:.2f}x" if values[p] > 0 else "n/a" for p in compared]
+        rows.append((part, [number(values[p], 1) for p in models] + speedups))
+    return ["Model part (ms per image)", *models, *[f"{p} speed-up" for p in compared]], rows
 
 
 TUNING_HEADER = ["Trial", "Model", "AP (tuning images)", "Relative AP drop", "Kept in FP32"]
@@ -219,9 +258,11 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
 
 
-def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=()):
+def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], [])):
     lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
+    if profile_table[1]:
+        lines += ["## Where the time goes", "", PROFILE_NOTE, "", *markdown_table(*profile_table), ""]
     if drift_table[1]:
         lines += ["## Layer drift", "", DRIFT_NOTE, "", *markdown_table(*drift_table), ""]
     if tuning:
@@ -239,6 +280,9 @@ def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=()):
     return "\n".join(lines)
 
 
+PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by the name scope of each node "
+                "(fused oneDNN kernels keep their scope), per image. Ops overlap little with one inter-op thread, "
+                "so the total is close to a step's latency.")  # fmt: skip
 DRIFT_NOTE = ("Cosine similarity of each INT8 graph's activations with FP32's on the same images, at the end of "
               "each ResNet block and at the heads (the JSON and the plot have every unit). It accumulates: the "
               "largest drop from the layer upstream is where the error comes in.")  # fmt: skip
@@ -256,8 +300,11 @@ def html_table(header, rows):
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=()):
+def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], [])):
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
+    profile_html = (
+        f"<h2>Where the time goes</h2><p>{html.escape(PROFILE_NOTE)}</p>{html_table(*profile_table)}" if profile_table[1] else ""
+    )
     tuning_html = f"<h2>Tuning history</h2><p>{html.escape(TUNING_NOTE)}</p>{html_table(TUNING_HEADER, tuning)}" if tuning else ""
     drift = f"<h2>Layer drift</h2><p>{html.escape(DRIFT_NOTE)}</p>{html_table(*drift_table)}" if drift_table[1] else ""
     costs = f"<h2>Cost per stage</h2><p>{html.escape(COST_NOTE)}</p>{html_table(COST_HEADER, cost_rows)}" if cost_rows else ""
@@ -267,7 +314,7 @@ def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=())
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1>{html_table(header, rows)}"
-        f"<ul>{items}</ul>{drift}{tuning_html}{costs}{images}</body></html>\n"
+        f"<ul>{items}</ul>{profile_html}{drift}{tuning_html}{costs}{images}</body></html>\n"
     )
 
 
@@ -303,6 +350,27 @@ def plot_precision(accuracies, path):
     axis.set_xticks(np.arange(len(keys) + 1) + width * (len(accuracies) - 1) / 2, [*keys, "legacy AP"])
     axis.set(ylim=(0, 1), ylabel="average precision", title="COCO bbox average precision")
     axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
+def plot_profile(benchmarks, path):
+    """Stacked bars: each model's traced time per image, by model part."""
+    profiled = {p: r for p, r in benchmarks.items() if r.get("profile")}
+    figure, axis = plt.subplots(figsize=(8, 4))
+    models = sorted(profiled, key=lambda p: (p == "fp32", p))
+    bottoms = np.zeros(len(models))
+    parts = list(next(iter(profiled.values()))["profile"]["by_part_ms"]) if profiled else []
+    for part in parts:
+        values = np.array([profiled[p]["profile"]["by_part_ms"][part] / profiled[p]["batch_size"] for p in models])
+        axis.bar(models, values, bottom=bottoms, label=part)
+        bottoms += values
+    if profiled:
+        axis.legend(fontsize=8)
+    else:
+        axis.text(0.5, 0.5, "no profile (benchmark.profile_steps: 0)", ha="center", transform=axis.transAxes)
+    axis.set(ylabel="ms per image (traced)", title="Where the time goes, by model part")
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
@@ -360,6 +428,7 @@ def make_report(
     drifts = {Path(path).stem.removesuffix("_layer_drift"): load_json(path) for path in drift_paths}
     drift_table = drift_rows(drifts)
     tuning = tuning_rows(quantizations)
+    profile_table = profile_rows(benchmarks)
     cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -369,14 +438,16 @@ def make_report(
         plot_latency(benchmarks, per_step, hist)
     with atomic_file(outputs["average_precision.png"]) as temporary:
         plot_precision(accuracies, temporary)
+    with atomic_file(outputs["time_by_model_part.png"]) as temporary:
+        plot_profile(benchmarks, temporary)
     with atomic_file(outputs["detection_agreement.png"]) as temporary:
         plot_agreement(agreements, temporary)
     with atomic_file(outputs["layer_drift.png"]) as temporary:
         plot_layer_drift(drifts, temporary)
     with atomic_file(outputs["summary.html"]) as temporary:
-        temporary.write_text(html_page(header, rows, details, cost_rows, drift_table, tuning))
+        temporary.write_text(html_page(header, rows, details, cost_rows, drift_table, tuning, profile_table))
     with atomic_file(outputs["summary.md"]) as temporary:
-        temporary.write_text(markdown(header, rows, details, cost_rows, drift_table, tuning))
+        temporary.write_text(markdown(header, rows, details, cost_rows, drift_table, tuning, profile_table))
     log.info("report in %s", output_dir)
     return header, rows
 

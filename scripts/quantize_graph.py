@@ -175,6 +175,11 @@ class TuningRun:
 
 def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, tolerance, max_trials):
     """Accuracy-aware quantization; returns (quantized model, tuning history for the report)."""
+    baseline = subset.average_precision(graph_def)
+    if baseline == 0:
+        # A relative drop from zero means nothing (and Neural Compressor divides by it).
+        raise StageError(f"quantize_graph: FP32's COCO AP on the {len(subset.images)} tuning images is 0: nothing for "
+                         "the tolerance to hold; use more tuning_images, or no accuracy_tolerance")  # fmt: skip
     run = TuningRun(model, calibration, subset, weight_granularity, fp32_nodes, tolerance)
     candidates = fallback_candidates(graph_def, set(fp32_nodes))
     # Up to half the trials try one convolution in FP32 each; the rest combine the best of them.

@@ -23,8 +23,8 @@ PERSON_LEGACY_AP = 76 / 101
 EXPECTED_LEGACY = {"AP": (6 + PERSON_LEGACY_AP) / 8, "AP_small": (6 + PERSON_LEGACY_AP) / 8,
                    "AP_medium": -1.0, "AP_large": -1.0, "AR100": (6 + 3 / 4) / 8}  # fmt: skip
 INT8_KERNEL = "_MklQuantizedConv2DWithBiasAndReluAndRequantize"
-REPORT_PLOTS = ("latency_per_step.png", "latency_histogram.png", "average_precision.png", "detection_agreement.png",
-                "layer_drift.png")  # fmt: skip
+REPORT_PLOTS = ("latency_per_step.png", "latency_histogram.png", "time_by_model_part.png", "average_precision.png",
+                "detection_agreement.png", "layer_drift.png")  # fmt: skip
 
 
 def result(workflow, kind, precision):

@@ -1,0 +1,213 @@
+"""Where a detection graph's time goes and how much work it does, against what the cores can do.
+
+- `profile`: traced steps (run after the timed ones) added up by model part, from the node
+  name scopes of an Object Detection API export, and by kernel. oneDNN fuses a convolution
+  with its bias and ReLU under a new kernel name, but the fused node keeps a name in the
+  same scope, so the part view holds whatever the kernels are called.
+- `count_flops`: 2 x multiply-accumulates of every convolution and matrix product, plain or
+  quantized, from the shapes the graph executes on a given batch (not the TF profiler's
+  static count, which misses every op whose shape is only known at run time).
+- `probe_rates`: the attainable rate of the job's threads: an FP32 matmul, and an INT8 one
+  (oneDNN's quantized matmul) where the CPU has VNNI or AMX.
+"""
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+# (part, node-name prefixes) in the order a Faster R-CNN / R-FCN export runs them.
+MODEL_PARTS = (
+    ("preprocessing", ("Preprocessor/",)),
+    ("first_stage_feature_extractor", ("FirstStageFeatureExtractor/",)),
+    # The RPN's 3x3 convolution is the top-level scope "Conv/".
+    ("rpn_box_predictor", ("FirstStageBoxPredictor/", "Conv/")),
+    ("second_stage_feature_extractor", ("SecondStageFeatureExtractor/",)),
+    ("second_stage_box_predictor", ("SecondStageBoxPredictor/",)),
+    ("postprocessing_nms", ("FirstStagePostprocessor/", "SecondStagePostprocessor/", "BatchMultiClassNonMaxSuppression/")),
+)
+OTHER_PART = "other"
+PART_NAMES = tuple(part for part, _ in MODEL_PARTS) + (OTHER_PART,)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+TOP_KERNELS = 15
+
+
+def model_part(node_name):
+    for part, prefixes in MODEL_PARTS:
+        if node_name.startswith(prefixes):
+            return part
+    return OTHER_PART
+
+
+def traced_node_times(session, feed, fetches, steps):
+    """[(node name, kernel, microseconds)] of `steps` fully traced runs."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    times = []
+    for _ in range(steps):
+        metadata = tf1.RunMetadata()
+        session.run(fetches, feed, options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=metadata)
+        for device in metadata.step_stats.dev_stats:
+            for node in device.node_stats:
+                # timeline_label reads "[allocation] name = Kernel(inputs)".
+                label = node.timeline_label.split("] ")[-1]
+                kernel = label.split(" = ", 1)[1].split("(")[0] if " = " in label else node.node_name
+                times.append((node.node_name, kernel, node.all_end_rel_micros))
+    return times
+
+
+def profile(node_times, steps):
+    """Milliseconds per step by model part and by kernel (the TOP_KERNELS largest)."""
+    by_part, by_kernel = defaultdict(float), defaultdict(float)
+    for name, kernel, micros in node_times:
+        by_part[model_part(name)] += micros / 1000 / steps
+        by_kernel[kernel] += micros / 1000 / steps
+    kernels = sorted(by_kernel.items(), key=lambda item: -item[1])
+    return {
+        "traced_steps": steps,
+        "op_time_ms": sum(by_part.values()),
+        "by_part_ms": {part: by_part.get(part, 0.0) for part in PART_NAMES},
+        "by_kernel_ms": dict(kernels[:TOP_KERNELS]),
+        "other_kernels_ms": sum(ms for _, ms in kernels[TOP_KERNELS:]),
+    }
+
+
+def compute_kind(op):
+    """'conv', 'depthwise', 'matmul' or None for an op type, quantized forms included."""
+    if op == "Conv2D" or op.startswith("QuantizedConv2D"):
+        return "conv"
+    if op == "DepthwiseConv2dNative" or op.startswith("QuantizedDepthwiseConv2D"):
+        return "depthwise"
+    if op == "MatMul" or op.startswith("QuantizedMatMul"):
+        return "matmul"
+    return None
+
+
+def nodes_in_loops(graph_def):
+    """Names of the nodes inside TF1 while loops (from an Enter, up to an Exit): their
+    tensors cannot be fetched from outside the loop."""
+    consumers = defaultdict(list)
+    for node in graph_def.node:
+        for name in node.input:
+            consumers[name.lstrip("^").split(":")[0]].append(node)
+    inside, stack = set(), [node for node in graph_def.node if node.op == "Enter"]
+    while stack:
+        node = stack.pop()
+        if node.name in inside or node.op == "Exit":
+            continue
+        inside.add(node.name)
+        stack += consumers[node.name]
+    return inside
+
+
+def flops_of(kind, node, data_shape, filter_shape, output_shape):
+    out = int(np.prod(output_shape, dtype=np.int64))
+    if kind == "conv":
+        return 2 * out * int(np.prod(filter_shape[:3], dtype=np.int64))
+    if kind == "depthwise":
+        return 2 * out * int(filter_shape[0]) * int(filter_shape[1])
+    transpose_a = node.attr["transpose_a"].b if "transpose_a" in node.attr else False
+    depth = data_shape[0] if transpose_a else data_shape[1]
+    return 2 * out * int(depth)
+
+
+def count_flops(session, feed):
+    """FLOPs of one run on `feed`: {"total", "by_part", "ops_counted", "ops_in_loops"}.
+
+    Adds shape ops to the session's graph and runs them once.
+    """
+    import tensorflow as tf
+
+    graph = session.graph
+    graph_def = graph.as_graph_def()
+    in_loops = nodes_in_loops(graph_def)
+    counted, skipped, shapes = [], 0, []
+    with graph.as_default():
+        for node in graph_def.node:
+            kind = compute_kind(node.op)
+            if kind is None:
+                continue
+            if node.name in in_loops:
+                skipped += 1
+                continue
+            operation = graph.get_operation_by_name(node.name)
+            shapes.append([tf.shape(operation.inputs[0]), tf.shape(operation.inputs[1]), tf.shape(operation.outputs[0])])
+            counted.append((kind, node))
+    values = session.run(shapes, feed) if shapes else []
+    by_part = defaultdict(int)
+    for (kind, node), (data, weights, output) in zip(counted, values):
+        by_part[model_part(node.name)] += flops_of(kind, node, data, weights, output)
+    return {
+        "total": int(sum(by_part.values())),
+        "by_part": {part: int(by_part.get(part, 0)) for part in PART_NAMES},
+        "ops_counted": len(counted),
+        "ops_in_loops": skipped,
+    }
+
+
+def cpu_flags():
+    """The CPU flags that decide INT8 and FP32 speed, as /proc/cpuinfo lists them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def has_int8_acceleration(flags):
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def probe_rates(threads, size=2048, repeats=5):
+    """Best-of-`repeats` GFLOP/s (FP32) and GOP/s (INT8, where the CPU accelerates it) of a
+    size x size matmul on `threads` intra-op threads."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    flags = cpu_flags()
+    graph = tf.Graph()
+    generator = np.random.default_rng(0)
+    with graph.as_default():
+        a, b = tf1.placeholder(tf.float32, (size, size)), tf1.placeholder(tf.float32, (size, size))
+        # Reduced to one number inside the graph: the probe times the product, not a copy out.
+        probes = {"fp32": (tf.reduce_sum(tf.matmul(a, b)[:1, :1]), {
+            a: generator.random((size, size), np.float32), b: generator.random((size, size), np.float32)})}  # fmt: skip
+        if has_int8_acceleration(flags):
+            qa, qb = tf1.placeholder(tf.quint8, (size, size)), tf1.placeholder(tf.qint8, (size, size))
+            product = tf.raw_ops.QuantizedMatMulWithBias(a=qa, b=qb, bias=tf.zeros([size]), min_a=0.0, max_a=1.0,
+                                                         min_b=-1.0, max_b=1.0, Toutput=tf.qint32)  # fmt: skip
+            probes["int8"] = (tf.reduce_sum(tf.cast(tf.bitcast(product[0], tf.int32)[:1, :1], tf.float32)), {
+                qa: generator.integers(0, 255, (size, size), dtype=np.uint8),
+                qb: generator.integers(-127, 127, (size, size), dtype=np.int8)})  # fmt: skip
+    config = tf1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
+    rates = {}
+    with tf1.Session(graph=graph, config=config) as session:
+        for precision, (fetch, feed) in probes.items():
+            session.run(fetch, feed)  # oneDNN primitive creation
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                session.run(fetch, feed)
+                seconds.append(time.perf_counter() - started)
+            rates[precision] = 2 * size**3 / min(seconds) / 1e9
+    return {"matmul_size": size, "threads": threads, "cpu_flags": flags, "gflops_per_second": rates}
+
+
+def roofline(flops, batch_size, throughput, probe, quantized):
+    """Achieved rate of the benchmarked graph against the probe's, per image and per second."""
+    precision = "int8" if quantized and "int8" in probe["gflops_per_second"] else "fp32"
+    achieved = flops["total"] / batch_size * throughput / 1e9
+    attainable = probe["gflops_per_second"][precision]
+    return {
+        "gflops_per_image": flops["total"] / batch_size / 1e9,
+        # GOP/s for an INT8 graph: its convolutions' multiply-accumulates, counted alike.
+        "achieved_gflops_per_second": achieved,
+        "probe_precision": precision,
+        "probe_gflops_per_second": attainable,
+        "fraction_of_probe": achieved / attainable,
+    }
