@@ -250,6 +250,16 @@ def get_agreement_results():
     )
 
 
+def get_instance_results():
+    """Multi-instance benchmarks: one job per precision and layout of more than one instance."""
+    layouts = [n for n in config["benchmark"].get("instances", [1]) if n > 1]
+    return expand(
+        "results/benchmark/instances/{precision}-{instances}.json",
+        precision=PRECISIONS,
+        instances=layouts,
+    )
+
+
 def get_layer_drift_results():
     return expand(
         "results/diagnostics/{precision}_layer_drift.json", precision=COMPARED_MODELS
@@ -276,6 +286,18 @@ INFERENCE_MEM_MB = {"int8": 4000, "int8_inc": 4000, "fp32": 7000}
 
 def get_inference_mem_mb(wildcards):
     return INFERENCE_MEM_MB.get(wildcards.precision, max(INFERENCE_MEM_MB.values()))
+
+
+def get_instances_mem_mb(wildcards):
+    """Every instance holds its own graph and images."""
+    return int(wildcards.instances) * get_inference_mem_mb(wildcards)
+
+
+def get_detection_threads():
+    """accuracy.instances_per_node shards share a node, each with its share of the cores."""
+    return max(
+        1, get_inference_threads() // config["accuracy"].get("instances_per_node", 1)
+    )
 
 
 def get_layer_drift_mem_mb(wildcards):
@@ -375,6 +397,12 @@ def get_stage_benchmarks():
             name=("benchmark_graph", "evaluate_accuracy"),
             precision=PRECISIONS,
         ),
+        *[
+            path.replace(
+                "results/benchmark/instances/", "benchmarks/benchmark_instances/"
+            ).replace(".json", ".tsv")
+            for path in get_instance_results()
+        ],
         *expand(
             "benchmarks/{name}/{precision}.tsv",
             name=("compare_with_fp32", "measure_layer_drift"),

@@ -23,6 +23,34 @@ rule benchmark_graph:
         " --output {output:q} {params.benchmark} {params.runtime} > {log:q} 2>&1"
 
 
+rule benchmark_instances:
+    input:
+        graph="resources/models/{precision}/frozen_inference_graph.pb",
+        images="resources/coco/val2017",
+    output:
+        "results/benchmark/instances/{precision}-{instances}.json",
+    log:
+        "logs/benchmark_instances/{precision}-{instances}.log",
+    benchmark:
+        "benchmarks/benchmark_instances/{precision}-{instances}.tsv"
+    wildcard_constraints:
+        instances=r"[2-9]|[1-9][0-9]+",
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: get_inference_threads()
+    resources:
+        mem_mb=get_instances_mem_mb,
+        runtime="2h",
+    params:
+        script=script("benchmark_instances.py"),
+        benchmark=get_benchmark_options,
+        runtime=get_runtime_options,
+    shell:
+        "python {params.script} --instances {wildcards.instances} --graph {input.graph:q}"
+        " --image-dir {input.images:q} --output {output:q} {params.benchmark} {params.runtime}"
+        " > {log:q} 2>&1"
+
+
 rule detect_objects:
     input:
         graph="resources/models/{precision}/frozen_inference_graph.pb",
@@ -35,7 +63,7 @@ rule detect_objects:
         "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv"
     conda:
         "../envs/tensorflow.yaml"
-    threads: get_inference_threads()
+    threads: get_detection_threads()
     resources:
         mem_mb=get_inference_mem_mb,
         runtime="12h",
@@ -134,6 +162,7 @@ rule measure_layer_drift:
 rule benchmark_all:
     input:
         get_benchmark_results(),
+        get_instance_results(),
 
 
 rule evaluate_all:

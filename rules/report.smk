@@ -1,6 +1,7 @@
 rule make_report:
     input:
         benchmarks=get_benchmark_results(),
+        instances=get_instance_results(),
         accuracies=get_accuracy_results(),
         costs=get_stage_benchmarks(),
         quantization=get_quantization_reports(),
@@ -12,6 +13,9 @@ rule make_report:
         latency=report("results/report/latency_per_step.png", category="Benchmark"),
         histogram=report("results/report/latency_histogram.png", category="Benchmark"),
         profile=report("results/report/time_by_model_part.png", category="Benchmark"),
+        instances=report(
+            "results/report/throughput_by_instances.png", category="Benchmark"
+        ),
         precision=report("results/report/average_precision.png", category="Accuracy"),
         agreement=report(
             "results/report/detection_agreement.png", category="Diagnostics"
@@ -33,6 +37,7 @@ rule make_report:
         output_dir=get_report_dir,
     shell:
         "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
+        " --instances {input.instances:q}"
         " --costs {input.costs:q} --quantization {input.quantization:q}"
         " --agreements {input.agreements:q} --layer-drift {input.layer_drift:q}"
         " --references {params.references:q}"

@@ -143,13 +143,16 @@ class BatchPrefetcher:
             yield batch
 
 
-def time_steps(session, batches, steps):
-    """Seconds per step, timing `session.run` alone; logs as the recipe's benchmark does."""
+def time_steps(session, batches, steps, ends=None):
+    """Seconds per step, timing `session.run` alone; logs as the recipe's benchmark does.
+    `ends` (a list) receives each step's end on the machine-wide monotonic clock."""
     seconds = []
     for step, batch in zip(range(steps), batches):
         start = time.perf_counter()
         detect(session, batch)
         seconds.append(time.perf_counter() - start)
+        if ends is not None:
+            ends.append(time.monotonic())
         if step % LOG_EVERY == 0:
             log.info("Step %d: %s seconds", step, seconds[-1])
     return seconds
@@ -176,22 +179,38 @@ def summarize(seconds, warmup_steps, batch_size):
     return summary
 
 
+def wait_for_instances(barrier, instance, instances, timeout=900):
+    """Start together: say this instance is ready, then wait for the others to be."""
+    (barrier / f"ready-{instance}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(barrier.glob("ready-*"))) < instances:
+        if time.monotonic() > deadline:
+            raise StageError(f"instance {instance}: the other instances were not ready within {timeout} s")
+        time.sleep(0.001)
+
+
 def benchmark(
     graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
-    profile_steps=3,
+    profile_steps=3, instance=0, instances=1, barrier=None,
 ):  # fmt: skip
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
         raise StageError("batch_size > 1 needs an image size, so that a batch is well formed")
     session = open_checked_session(graph_path, applied)
-    images = list_images(image_dir)
+    # Several instances on one node: each reads its own share of the images.
+    images = list_images(image_dir)[instance::instances]
+    if not images:
+        raise StageError(f"instance {instance} of {instances}: no image of {image_dir} left for it")
     resize_to = image_size if batch_size > 1 else None
     prefetcher = BatchPrefetcher(images, batch_size, resize_to, steps, on_bad_image=on_bad_image)
     ready = prefetcher.wait_until_full()
     log.info("%d of %d batches decoded before timing starts", ready, steps)
     batches = iter(prefetcher)
-    seconds = time_steps(session, batches, steps)
+    if barrier is not None:
+        wait_for_instances(barrier, instance, instances)
+    ends = []
+    seconds = time_steps(session, batches, steps, ends)
     summary = summarize(seconds, warmup_steps, batch_size)
     # Traced and counted after the timed steps, never during them.
     feed = {f"{INPUT_NODE}:0": next(prefetcher.images.batches(batch_size))}
@@ -231,7 +250,11 @@ def benchmark(
         "roofline": achieved,
         "probe": probe,
         **environment_facts(graph_path, applied),
+        "instance": instance,
+        "instances": instances,
         "step_seconds": seconds,
+        # Machine-wide monotonic clock: instances running together compare their steps.
+        "step_end_monotonic": ends,
     }
     with atomic_file(output) as temporary:
         temporary.write_text(json.dumps(result, indent=2) + "\n")
@@ -257,14 +280,21 @@ def main():
     parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
     parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an unreadable image")
     parser.add_argument("--profile-steps", type=int, default=3, help="traced steps after timing; 0: no profile")
+    group = parser.add_argument_group("one of several instances on a node (benchmark_instances.py starts them)")
+    group.add_argument("--instance", type=int, default=0, help="this instance's index: it reads images[K::N]")
+    group.add_argument("--instances", type=int, default=1, help="N, the instances sharing the node")
+    group.add_argument("--start-barrier", type=Path, help="folder where the instances wait for each other")
     add_runtime_arguments(parser)
     args = parser.parse_args()
     if args.batch_size < 1 or args.number_of_steps < 1 or args.warmup_steps < 0:
         raise StageError("batch size and steps must be positive, warm-up steps not negative")
+    if not 0 <= args.instance < args.instances:
+        raise StageError(f"--instance {args.instance} is not in 0..{args.instances - 1}")
     applied = apply_runtime(runtime_settings(args))
     benchmark(
         args.graph, args.image_dir, args.number_of_steps, args.warmup_steps,
         args.batch_size, args.image_size, applied, args.output, args.on_bad_image, args.profile_steps,
+        args.instance, args.instances, args.start_barrier,
     )  # fmt: skip
 
 

@@ -23,12 +23,13 @@ from common import StageError, atomic_file, run_main  # noqa: E402
 
 log = logging.getLogger("make_report")
 
-PLOTS = ("latency_per_step.png", "latency_histogram.png", "time_by_model_part.png", "average_precision.png",
-         "detection_agreement.png", "layer_drift.png")
+PLOTS = ("latency_per_step.png", "latency_histogram.png", "time_by_model_part.png", "throughput_by_instances.png",
+         "average_precision.png", "detection_agreement.png", "layer_drift.png")
 # The workflow's stages in the order they run, for the cost table.
 STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "write_empty_annotations",
           "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "quantize_graph",
-          "benchmark_graph", "detect_objects", "evaluate_accuracy", "compare_with_fp32", "measure_layer_drift")  # fmt: skip
+          "benchmark_graph", "benchmark_instances", "detect_objects", "evaluate_accuracy", "compare_with_fp32",
+          "measure_layer_drift")  # fmt: skip
 COST_HEADER = ["Stage", "Precision", "Jobs", "Wall time (s)", "Peak memory (MB)"]
 
 
@@ -188,6 +189,37 @@ def profile_rows(benchmarks):
     return ["Model part (ms per image)", *models, *[f"{p} speed-up" for p in compared]], rows
 
 
+def layouts(benchmarks, instance_results):
+    """{precision: {instances: (cores per instance, images/s, pooled p50 ms)}}, the plain benchmark as 1."""
+    table = {}
+    for precision, result in benchmarks.items():
+        cores = result["runtime"]["intra_op_threads"]
+        table.setdefault(precision, {})[1] = (cores, result["throughput_images_per_second"], result["latency_ms"]["p50"])
+    for (precision, count), result in instance_results.items():
+        table.setdefault(precision, {})[count] = (
+            result["cores_per_instance"], result["throughput_images_per_second"], result["latency_ms"]["p50"]
+        )
+    return table
+
+
+def instance_rows(benchmarks, instance_results):
+    """(header, rows) of throughput by layout; empty unless a layout of several instances ran."""
+    if not instance_results:
+        return [], []
+    table = layouts(benchmarks, instance_results)
+    models = sorted(table, key=lambda p: (p == "fp32", p))
+    counts = sorted({count for runs in table.values() for count in runs})
+    rows = []
+    for count in counts:
+        cells = []
+        for model in models:
+            run = table[model].get(count)
+            cells.append("n/a" if run is None else f"{run[1]:.2f} (p50 {run[2]:.1f} ms)")
+        cores = next(table[m][count][0] for m in models if count in table[m])
+        rows.append((f"{count} x {cores} cores", cells))
+    return ["Instances x cores: images/s (pooled p50)", *models], rows
+
+
 TUNING_HEADER = ["Trial", "Model", "AP (tuning images)", "Relative AP drop", "Kept in FP32"]
 
 
@@ -258,11 +290,14 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
 
 
-def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], [])):
+def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], []),
+             instance_table=([], [])):  # fmt: skip
     lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
     if profile_table[1]:
         lines += ["## Where the time goes", "", PROFILE_NOTE, "", *markdown_table(*profile_table), ""]
+    if instance_table[1]:
+        lines += ["## Throughput by instances", "", INSTANCES_NOTE, "", *markdown_table(*instance_table), ""]
     if drift_table[1]:
         lines += ["## Layer drift", "", DRIFT_NOTE, "", *markdown_table(*drift_table), ""]
     if tuning:
@@ -283,6 +318,8 @@ def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=(), 
 PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by the name scope of each node "
                 "(fused oneDNN kernels keep their scope), per image. Ops overlap little with one inter-op thread, "
                 "so the total is close to a step's latency.")  # fmt: skip
+INSTANCES_NOTE = ("N copies of the graph on disjoint core sets of the node, each over its own images, started "
+                  "together; throughput summed over the window in which all ran, warm-up excluded in each.")  # fmt: skip
 DRIFT_NOTE = ("Cosine similarity of each INT8 graph's activations with FP32's on the same images, at the end of "
               "each ResNet block and at the heads (the JSON and the plot have every unit). It accumulates: the "
               "largest drop from the layer upstream is where the error comes in.")  # fmt: skip
@@ -300,8 +337,13 @@ def html_table(header, rows):
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], [])):
+def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], []),
+              instance_table=([], [])):  # fmt: skip
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
+    instances_html = (
+        f"<h2>Throughput by instances</h2><p>{html.escape(INSTANCES_NOTE)}</p>{html_table(*instance_table)}"
+        if instance_table[1] else ""
+    )  # fmt: skip
     profile_html = (
         f"<h2>Where the time goes</h2><p>{html.escape(PROFILE_NOTE)}</p>{html_table(*profile_table)}" if profile_table[1] else ""
     )
@@ -314,7 +356,7 @@ def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=(),
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1>{html_table(header, rows)}"
-        f"<ul>{items}</ul>{profile_html}{drift}{tuning_html}{costs}{images}</body></html>\n"
+        f"<ul>{items}</ul>{profile_html}{instances_html}{drift}{tuning_html}{costs}{images}</body></html>\n"
     )
 
 
@@ -376,6 +418,24 @@ def plot_profile(benchmarks, path):
     plt.close(figure)
 
 
+def plot_instances(benchmarks, instance_results, path):
+    """Aggregate throughput per layout (instances x cores), one bar group per model."""
+    table = layouts(benchmarks, instance_results)
+    figure, axis = plt.subplots(figsize=(8, 4))
+    counts = sorted({count for runs in table.values() for count in runs})
+    width = 0.8 / max(len(table), 1)
+    for index, model in enumerate(sorted(table, key=lambda p: (p == "fp32", p))):
+        values = [table[model][count][1] if count in table[model] else np.nan for count in counts]
+        axis.bar(np.arange(len(counts)) + index * width, values, width, label=model)
+    if table:
+        axis.set_xticks(np.arange(len(counts)) + width * (len(table) - 1) / 2, [f"{count} instance(s)" for count in counts])
+        axis.legend()
+    axis.set(ylabel="images/s (all instances)", title="Throughput by instances per node")
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
 def plot_agreement(agreements, path):
     """Share of FP32 detections each INT8 model reproduces, per class and overall."""
     figure, axis = plt.subplots(figsize=(8, 4))
@@ -417,7 +477,7 @@ def plot_layer_drift(drifts, path):
 
 def make_report(
     benchmark_paths, accuracy_paths, references, output_dir, cost_paths=(), quantization_paths=(), agreement_paths=(),
-    drift_paths=(),
+    drift_paths=(), instance_paths=(),
 ):  # fmt: skip
     benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
     # resources/models/<precision>/quantization.json: named by their folder
@@ -429,6 +489,12 @@ def make_report(
     drift_table = drift_rows(drifts)
     tuning = tuning_rows(quantizations)
     profile_table = profile_rows(benchmarks)
+    # results/benchmark/instances/<precision>-<instances>.json
+    instance_results = {
+        (Path(path).stem.rsplit("-", 1)[0], int(Path(path).stem.rsplit("-", 1)[1])): load_json(path)
+        for path in instance_paths
+    }
+    instance_table = instance_rows(benchmarks, instance_results)
     cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -440,14 +506,16 @@ def make_report(
         plot_precision(accuracies, temporary)
     with atomic_file(outputs["time_by_model_part.png"]) as temporary:
         plot_profile(benchmarks, temporary)
+    with atomic_file(outputs["throughput_by_instances.png"]) as temporary:
+        plot_instances(benchmarks, instance_results, temporary)
     with atomic_file(outputs["detection_agreement.png"]) as temporary:
         plot_agreement(agreements, temporary)
     with atomic_file(outputs["layer_drift.png"]) as temporary:
         plot_layer_drift(drifts, temporary)
     with atomic_file(outputs["summary.html"]) as temporary:
-        temporary.write_text(html_page(header, rows, details, cost_rows, drift_table, tuning, profile_table))
+        temporary.write_text(html_page(header, rows, details, cost_rows, drift_table, tuning, profile_table, instance_table))
     with atomic_file(outputs["summary.md"]) as temporary:
-        temporary.write_text(markdown(header, rows, details, cost_rows, drift_table, tuning, profile_table))
+        temporary.write_text(markdown(header, rows, details, cost_rows, drift_table, tuning, profile_table, instance_table))
     log.info("report in %s", output_dir)
     return header, rows
 
@@ -459,13 +527,14 @@ def main():
     parser.add_argument("--costs", type=Path, nargs="*", default=[], help="Snakemake benchmark files (benchmarks/)")
     parser.add_argument("--quantization", type=Path, nargs="*", default=[], help="quantize_graph reports")
     parser.add_argument("--agreements", type=Path, nargs="*", default=[], help="compare_detections results")
+    parser.add_argument("--instances", type=Path, nargs="*", default=[], help="benchmark_instances results")
     parser.add_argument("--layer-drift", type=Path, nargs="*", default=[], help="measure_layer_drift results")
     parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
     make_report(
         args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs, args.quantization,
-        args.agreements, args.layer_drift,
+        args.agreements, args.layer_drift, args.instances,
     )  # fmt: skip
 
 

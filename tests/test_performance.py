@@ -87,3 +87,54 @@ def test_benchmark_json_has_the_profile_flops_and_roofline(finished_run, precisi
         roofline["gflops_per_image"] * result["throughput_images_per_second"]
     )
     assert 0 < roofline["fraction_of_probe"] < 1
+
+
+def test_two_instances_share_the_node_and_add_up(finished_run, tmp_path):
+    from conftest import run_script, tool_environment
+
+    workdir = finished_run.workdir
+    environment = tool_environment()
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    output = tmp_path / "fp32-2.json"
+    run = run_script(
+        "benchmark_instances.py", "--instances", 2, "--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--image-dir", workdir / "resources/coco/val2017", "--output", output, "--number-of-steps", 300,
+        "--warmup-steps", 20, "--profile-steps", 0, "--intra-op-threads", 2, environment=environment,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert result["instances"] == 2 and result["cores_per_instance"] == 1
+    parts = result["per_instance"]
+    assert len({core for part in parts for core in part["cores"]}) == 2  # disjoint, one core each
+    assert result["throughput_images_per_second"] == pytest.approx(sum(p["throughput_images_per_second"] for p in parts))
+    for part, alone in zip(parts, result["instance_results"]):
+        assert alone["runtime"]["intra_op_threads"] == 1 and len(alone["step_seconds"]) == 300
+        assert 0 < part["steps_in_window"] <= 280
+        # Throughput inside the window is what the instance did there: its steps over the window.
+        assert part["throughput_images_per_second"] == pytest.approx(part["steps_in_window"] / result["window_seconds"])
+    pooled = result["latency_ms"]
+    assert min(p["latency_ms"]["p50"] for p in parts) <= pooled["p50"] <= max(p["latency_ms"]["p50"] for p in parts)
+    assert "----- instance 1 -----" in run.stderr and not list(tmp_path.glob(".instances-*"))
+
+
+def test_layouts_plan_one_benchmark_job_each(finished_run):
+    finished_run.config["benchmark"]["instances"] = [1, 2]
+    try:
+        assert finished_run.planned_jobs() == {"benchmark_instances": 3, "make_report": 1, "all": 1}
+    finally:
+        finished_run.config["benchmark"].pop("instances")
+
+
+def test_shards_sharing_a_node_write_the_same_detections(finished_run, tmp_path, demo_data, file_server):
+    """Two shards at once on the 2 cores, one thread each: the single-instance run's file."""
+    from conftest import Workflow
+    from make_demo_data import demo_config
+
+    config = demo_config(demo_data, file_server.url)
+    config["accuracy"].update(shards=2, instances_per_node=2)
+    workflow = Workflow(tmp_path / "run", config)
+    target = "results/accuracy/fp32_detections.json"
+    workflow.run(target)
+    shards = [json.loads((workflow.workdir / f"results/accuracy/fp32/detections-{k}-of-2.json").read_text()) for k in (0, 1)]
+    assert [shard["runtime"]["intra_op_threads"] for shard in shards] == [1, 1]
+    assert (workflow.workdir / target).read_bytes() == (finished_run.workdir / target).read_bytes()
