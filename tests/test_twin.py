@@ -285,3 +285,46 @@ def test_a_killed_detection_job_resumes_through_snakemake(twin_run, tmp_path):
     assert not checkpoint.exists()
     final = (workdir / "results/accuracy/int8_detections.json").read_bytes()
     assert final == (twin_run.workdir / "results/accuracy/int8_detections.json").read_bytes()
+
+
+def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
+    results = {precision: read_json(twin_run, f"results/benchmark/{precision}.json") for precision in PRECISIONS}
+    for precision, result in results.items():
+        parts = result["profile"]["by_part_ms"]
+        # Every part of R-FCN takes time under its own scope; little is left unassigned.
+        for part in ("first_stage_feature_extractor", "rpn_box_predictor", "second_stage_feature_extractor",
+                     "second_stage_box_predictor", "postprocessing_nms"):  # fmt: skip
+            assert parts[part] > 0, (precision, part)
+        assert parts["other"] < 0.2 * result["profile"]["op_time_ms"], precision
+        assert parts["first_stage_feature_extractor"] == max(parts.values())
+        assert result["flops"]["ops_counted"] == 110 and result["flops"]["ops_in_loops"] == 0
+        assert 0 < result["roofline"]["fraction_of_probe"] < 1.5
+    fp32, int8 = results["fp32"], results["int8"]
+    # The same convolutions, counted on their quantized forms: the same work.
+    assert int8["flops"]["total"] == pytest.approx(fp32["flops"]["total"], rel=0.01)
+    assert fp32["flops"]["total"] > 100e9
+    speedup = fp32["profile"]["by_part_ms"]["first_stage_feature_extractor"] / int8["profile"]["by_part_ms"]["first_stage_feature_extractor"]
+    assert speedup > 1.5
+    summary = (twin_run.workdir / "results/report/summary.md").read_text()
+    assert "## Where the time goes" in summary and "| first_stage_feature_extractor |" in summary
+    assert "| Share of a matmul's rate (same threads) |" in summary
+
+
+def test_two_instances_of_the_full_size_int8_graph(twin_run, tmp_path):
+    workdir = twin_run.workdir
+    environment = tool_environment()
+    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    output = tmp_path / "int8-2.json"
+    run = run_script(
+        "benchmark_instances.py", "--instances", 2, "--graph", workdir / "resources/models/int8/frozen_inference_graph.pb",
+        "--image-dir", workdir / "resources/coco/val2017", "--output", output, "--number-of-steps", 10,
+        "--warmup-steps", 2, "--profile-steps", 0, environment=environment,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert result["cores_per_instance"] == 1 and len(result["per_instance"]) == 2
+    assert all(part["steps_in_window"] >= 1 for part in result["per_instance"])
+    assert result["throughput_images_per_second"] == pytest.approx(
+        sum(part["throughput_images_per_second"] for part in result["per_instance"])
+    )
+    assert "_MklQuantizedConv2DWithBiasAndReluAndRequantize" in result["executed_kernels"]
