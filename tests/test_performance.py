@@ -79,6 +79,11 @@ def test_benchmark_json_has_the_profile_flops_and_roofline(finished_run, precisi
     profile = result["profile"]
     assert profile["traced_steps"] == 3 and set(profile["by_part_ms"]) == set(PART_NAMES)
     assert sum(profile["by_part_ms"].values()) == pytest.approx(profile["op_time_ms"])
+    # The demo detector's scopes: its convolution, its box finding, and the cast of the input.
+    parts = profile["by_part_ms"]
+    assert parts["first_stage_feature_extractor"] > 0 and parts["postprocessing_nms"] > 0
+    assert parts["preprocessing"] > 0 and parts["second_stage_feature_extractor"] == 0
+    assert result["flops"]["by_part"]["first_stage_feature_extractor"] == result["flops"]["total"]
     # The demo detectors' one 1x1 convolution, 3 to 7 channels, on a 320x240 image; quantized or not.
     assert result["flops"]["total"] == 2 * 320 * 240 * 7 * 3 and result["flops"]["ops_counted"] == 1
     roofline = result["roofline"]

@@ -217,56 +217,60 @@ def build_detector(precision, extra_conv_layers=0, extra_channels=32, control_fl
     graph = tf.Graph()
     with graph.as_default():
         image = tf1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
-        pixels = tf1_control_flow_cast(image) if control_flow else tf.cast(image, tf.float32)
-        kernel = filters.reshape(1, 1, 3, len(categories))
-        if precision == "fp32":
-            scores = tf.nn.relu(
-                tf.nn.bias_add(tf.nn.conv2d(pixels, kernel, strides=1, padding="VALID"), biases)
-            )
-        else:
-            quantized, low, high = tf.raw_ops.QuantizeV2(
-                input=pixels, min_range=0.0, max_range=255.0, T=tf.quint8, mode="MIN_FIRST"
-            )
-            convolved, out_low, out_high = tf.raw_ops.QuantizedConv2DWithBiasAndReluAndRequantize(
-                input=quantized,
-                filter=tf.constant(kernel.astype(np.int8), tf.qint8),
-                bias=tf.constant(biases),
-                min_input=low,
-                max_input=high,
-                min_filter=tf.constant(-127.0),
-                max_filter=tf.constant(127.0),
-                min_freezed_output=tf.constant(0.0),
-                max_freezed_output=tf.constant(255.0),
-                strides=[1, 1, 1, 1],
-                padding="VALID",
-                out_type=tf.quint8,
-            )
-            scores = tf.raw_ops.Dequantize(
-                input=convolved, min_range=out_low, max_range=out_high, mode="MIN_FIRST"
-            )
+        # Scoped as an Object Detection API export is, so that time and FLOPs map to model parts.
+        with tf.name_scope("Preprocessor"):
+            pixels = tf1_control_flow_cast(image) if control_flow else tf.cast(image, tf.float32)
+        with tf.name_scope("FirstStageFeatureExtractor"):
+            kernel = filters.reshape(1, 1, 3, len(categories))
+            if precision == "fp32":
+                scores = tf.nn.relu(
+                    tf.nn.bias_add(tf.nn.conv2d(pixels, kernel, strides=1, padding="VALID"), biases)
+                )
+            else:
+                quantized, low, high = tf.raw_ops.QuantizeV2(
+                    input=pixels, min_range=0.0, max_range=255.0, T=tf.quint8, mode="MIN_FIRST"
+                )
+                convolved, out_low, out_high = tf.raw_ops.QuantizedConv2DWithBiasAndReluAndRequantize(
+                    input=quantized,
+                    filter=tf.constant(kernel.astype(np.int8), tf.qint8),
+                    bias=tf.constant(biases),
+                    min_input=low,
+                    max_input=high,
+                    min_filter=tf.constant(-127.0),
+                    max_filter=tf.constant(127.0),
+                    min_freezed_output=tf.constant(0.0),
+                    max_freezed_output=tf.constant(255.0),
+                    strides=[1, 1, 1, 1],
+                    padding="VALID",
+                    out_type=tf.quint8,
+                )
+                scores = tf.raw_ops.Dequantize(
+                    input=convolved, min_range=out_low, max_range=out_high, mode="MIN_FIRST"
+                )
         # Named as an Object Detection API export names its RPN objectness: the tensor the
         # layer drift diagnostic compares across precisions.
         scores = tf.identity(scores, name="FirstStageBoxPredictor/ClassPredictor/BiasAdd")
         if extra_conv_layers:
             scores += 1e-30 * conv_tower(pixels, extra_conv_layers, extra_channels)
-        mask = tf.cast(scores > MASK_THRESHOLD, tf.float32)  # [N, H, W, K]
-        rows = tf.reduce_max(mask, axis=2)  # [N, H, K]
-        columns = tf.reduce_max(mask, axis=1)  # [N, W, K]
-        height = tf.cast(tf.shape(image)[1], tf.float32)
-        width = tf.cast(tf.shape(image)[2], tf.float32)
+        with tf.name_scope("SecondStagePostprocessor"):
+            mask = tf.cast(scores > MASK_THRESHOLD, tf.float32)  # [N, H, W, K]
+            rows = tf.reduce_max(mask, axis=2)  # [N, H, K]
+            columns = tf.reduce_max(mask, axis=1)  # [N, W, K]
+            height = tf.cast(tf.shape(image)[1], tf.float32)
+            width = tf.cast(tf.shape(image)[2], tf.float32)
 
-        def first(hits):
-            return tf.cast(tf.argmax(hits, axis=1), tf.float32)
+            def first(hits):
+                return tf.cast(tf.argmax(hits, axis=1), tf.float32)
 
-        ymin = first(rows) / height
-        ymax = (height - first(tf.reverse(rows, axis=[1]))) / height
-        xmin = first(columns) / width
-        xmax = (width - first(tf.reverse(columns, axis=[1]))) / width
-        found = tf.reduce_max(rows, axis=1)  # [N, K]
-        boxes = tf.stack([ymin, xmin, ymax, xmax], axis=-1) * found[..., None]
-        class_scores = found * tf.constant([DETECTION_SCORES[k] for k in categories])
-        sorted_scores, order = tf.nn.top_k(class_scores, k=len(categories))
-        class_ids = tf.gather(tf.constant(categories, tf.float32), order)
+            ymin = first(rows) / height
+            ymax = (height - first(tf.reverse(rows, axis=[1]))) / height
+            xmin = first(columns) / width
+            xmax = (width - first(tf.reverse(columns, axis=[1]))) / width
+            found = tf.reduce_max(rows, axis=1)  # [N, K]
+            boxes = tf.stack([ymin, xmin, ymax, xmax], axis=-1) * found[..., None]
+            class_scores = found * tf.constant([DETECTION_SCORES[k] for k in categories])
+            sorted_scores, order = tf.nn.top_k(class_scores, k=len(categories))
+            class_ids = tf.gather(tf.constant(categories, tf.float32), order)
         tf.identity(tf.gather(boxes, order, batch_dims=1), name="detection_boxes")
         tf.identity(sorted_scores, name="detection_scores")
         tf.identity(class_ids, name="detection_classes")
@@ -297,11 +301,12 @@ def conv_tower(pixels, layers, channels):
     import tensorflow as tf
 
     generator = np.random.default_rng(0)
-    features = pixels / 255.0
-    for _ in range(layers):
-        weights = generator.normal(0, 0.1, (3, 3, features.shape[-1], channels)).astype(np.float32)
-        features = tf.nn.relu(tf.nn.conv2d(features, weights, strides=1, padding="SAME"))
-    return tf.reduce_mean(features, axis=[1, 2, 3])[:, None, None, None]
+    with tf.name_scope("SecondStageFeatureExtractor"):
+        features = pixels / 255.0
+        for _ in range(layers):
+            weights = generator.normal(0, 0.1, (3, 3, features.shape[-1], channels)).astype(np.float32)
+            features = tf.nn.relu(tf.nn.conv2d(features, weights, strides=1, padding="SAME"))
+        return tf.reduce_mean(features, axis=[1, 2, 3])[:, None, None, None]
 
 
 def git(*args, cwd):
