@@ -121,8 +121,9 @@ def table_rows(benchmarks, accuracies, references, quantizations=None, agreement
             if probe:
                 rates = ", ".join(f"{k.upper()} {v:.1f}" for k, v in sorted(probe["gflops_per_second"].items()))
                 details.append(
-                    f"{precision}: a {probe['matmul_size']}x{probe['matmul_size']} matmul on its {probe['threads']} "
-                    f"threads reaches {rates} GFLOP/s (GOP/s for INT8); CPU flags: {', '.join(probe['cpu_flags']) or 'none'}"
+                    f"{precision}: on its {probe['threads']} threads a {probe['matmul_size']}-wide matmul (INT8: as a 1x1 "
+                    f"quantized convolution) reaches {rates} GFLOP/s (GOP/s for INT8); CPU flags: "
+                    f"{', '.join(probe['cpu_flags']) or 'none'}"
                 )
         accuracy = accuracies.get(precision)
         if accuracy:

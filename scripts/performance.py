@@ -8,7 +8,7 @@
   quantized, from the shapes the graph executes on a given batch (not the TF profiler's
   static count, which misses every op whose shape is only known at run time).
 - `probe_rates`: the attainable rate of the job's threads: an FP32 matmul, and an INT8 one
-  (oneDNN's quantized matmul) where the CPU has VNNI or AMX.
+  (a 1x1 quantized convolution, the oneDNN kernel INT8 graphs run) where the CPU has VNNI or AMX.
 """
 
 import time
@@ -163,38 +163,47 @@ def has_int8_acceleration(flags):
     return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def probe_rates(threads, size=2048, repeats=5):
-    """Best-of-`repeats` GFLOP/s (FP32) and GOP/s (INT8, where the CPU accelerates it) of a
-    size x size matmul on `threads` intra-op threads."""
+def probe_rates(threads, size=4096, repeats=5):
+    """Best-of-`repeats` GFLOP/s of a size x size FP32 matmul on `threads` intra-op threads and,
+    where the CPU accelerates INT8, GOP/s of an INT8 one: a 1x1 quantized convolution (64x64
+    positions, size / 2 channels in and out), the fused oneDNN kernel INT8 graphs run."""
     import tensorflow as tf
 
     tf1 = tf.compat.v1
     flags = cpu_flags()
-    graph = tf.Graph()
     generator = np.random.default_rng(0)
+    graph = tf.Graph()
     with graph.as_default():
-        a, b = tf1.placeholder(tf.float32, (size, size)), tf1.placeholder(tf.float32, (size, size))
-        # Reduced to one number inside the graph: the probe times the product, not a copy out.
-        probes = {"fp32": (tf.reduce_sum(tf.matmul(a, b)[:1, :1]), {
-            a: generator.random((size, size), np.float32), b: generator.random((size, size), np.float32)})}  # fmt: skip
+        # Operands live in the graph: the probe times the product, not a feed's copy.
+        a = tf1.get_variable("a", initializer=generator.random((size, size), np.float32))
+        b = tf1.get_variable("b", initializer=generator.random((size, size), np.float32))
+        probes = {"fp32": (tf.reduce_sum(tf.matmul(a, b)[:1, :1]), 2 * size**3)}
         if has_int8_acceleration(flags):
-            qa, qb = tf1.placeholder(tf.quint8, (size, size)), tf1.placeholder(tf.qint8, (size, size))
-            product = tf.raw_ops.QuantizedMatMulWithBias(a=qa, b=qb, bias=tf.zeros([size]), min_a=0.0, max_a=1.0,
-                                                         min_b=-1.0, max_b=1.0, Toutput=tf.qint32)  # fmt: skip
-            probes["int8"] = (tf.reduce_sum(tf.cast(tf.bitcast(product[0], tf.int32)[:1, :1], tf.float32)), {
-                qa: generator.integers(0, 255, (size, size), dtype=np.uint8),
-                qb: generator.integers(-127, 127, (size, size), dtype=np.int8)})  # fmt: skip
+            channels = size // 2
+            x = tf1.get_variable("x", initializer=generator.integers(0, 255, (1, 64, 64, channels)).astype(np.float32))
+            quantized = tf.raw_ops.QuantizeV2(input=x, min_range=0.0, max_range=255.0, T=tf.quint8, mode="SCALED")
+            weights = generator.integers(-127, 127, (1, 1, channels, channels)).astype(np.int8)
+            convolved = tf.raw_ops.QuantizedConv2DWithBiasAndReluAndRequantize(
+                input=quantized[0], filter=tf.constant(weights, tf.qint8), bias=tf.zeros([channels]),
+                min_input=quantized[1], max_input=quantized[2], min_filter=tf.constant(-127.0),
+                max_filter=tf.constant(127.0), min_freezed_output=tf.constant(0.0),
+                max_freezed_output=tf.constant(255.0), strides=[1, 1, 1, 1], padding="VALID", out_type=tf.quint8,
+            )  # fmt: skip
+            first = tf.cast(tf.bitcast(convolved[0], tf.uint8)[:, :1, :1, :1], tf.float32)
+            probes["int8"] = (tf.reduce_sum(first), 2 * 64 * 64 * channels * channels)
+        initialize = tf1.global_variables_initializer()
     config = tf1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
     rates = {}
     with tf1.Session(graph=graph, config=config) as session:
-        for precision, (fetch, feed) in probes.items():
-            session.run(fetch, feed)  # oneDNN primitive creation
+        session.run(initialize)
+        for precision, (fetch, operations) in probes.items():
+            session.run(fetch)  # oneDNN primitive creation
             seconds = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                session.run(fetch, feed)
+                session.run(fetch)
                 seconds.append(time.perf_counter() - started)
-            rates[precision] = 2 * size**3 / min(seconds) / 1e9
+            rates[precision] = operations / min(seconds) / 1e9
     return {"matmul_size": size, "threads": threads, "cpu_flags": flags, "gflops_per_second": rates}
 
 

@@ -67,7 +67,7 @@ def test_model_parts_come_from_name_scopes(name, part):
 
 
 def test_probe_measures_a_positive_rate_on_the_given_threads():
-    probe = probe_rates(threads=1, size=256, repeats=2)
+    probe = probe_rates(threads=1, size=512, repeats=2)
     assert probe["threads"] == 1 and probe["gflops_per_second"]["fp32"] > 0
     if "avx512_vnni" in probe["cpu_flags"] or "amx_int8" in probe["cpu_flags"] or "avx_vnni" in probe["cpu_flags"]:
         assert probe["gflops_per_second"]["int8"] > 0
