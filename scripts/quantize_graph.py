@@ -174,7 +174,7 @@ class TuningRun:
 
 
 def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, tolerance, max_trials):
-    """Accuracy-aware quantization; returns (quantized model, tuning history for the report)."""
+    """Accuracy-aware quantization; returns (quantized model, nodes it kept in FP32, tuning history)."""
     baseline = subset.average_precision(graph_def)
     if baseline == 0:
         # A relative drop from zero means nothing (and Neural Compressor divides by it).

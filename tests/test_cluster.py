@@ -87,8 +87,8 @@ def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
     assert jobs == {
         "download_file": 4, "extract_coco_images": 1, "extract_coco_annotations": 1, "write_empty_annotations": 1,
         "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "prepare_frozen_graph": 2, "quantize_graph": 1,
-        "benchmark_graph": 3, "detect_objects": 3, "evaluate_accuracy": 3, "compare_with_fp32": 2, "make_report": 1,
-        "all": 1,
+        "benchmark_graph": 3, "detect_objects": 3, "evaluate_accuracy": 3, "compare_with_fp32": 2,
+        "measure_layer_drift": 2, "make_report": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -116,8 +116,8 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     # Every job that is not a local rule went through SLURM.
     submitted = [line for line in output.splitlines() if "has been submitted with SLURM jobid" in line]
     # 2 extractions, conversion, 2 graphs, 1 quantization, 3 benchmarks, 6 shards, 3 scores,
-    # 2 comparisons with FP32, report
-    assert len(submitted) == 21
+    # 2 comparisons with FP32, 2 layer drifts, report
+    assert len(submitted) == 23
     queue = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True,
                            env=slurm.environment).stdout  # fmt: skip
     job_ids = [line.rsplit("SLURM jobid ", 1)[1].split()[0] for line in submitted]
