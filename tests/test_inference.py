@@ -5,7 +5,7 @@ import os
 import shutil
 
 import pytest
-from conftest import Workflow, error_lines, run_script, scale_weight_range, tool_environment
+from conftest import error_lines, run_script, scale_weight_range, tool_environment
 
 from benchmark_graph import summarize
 from common import StageError
