@@ -250,13 +250,17 @@ def get_agreement_results():
     )
 
 
+def get_instance_layouts():
+    """benchmark.instances layouts of several instances (1 is benchmark_graph's own job)."""
+    return [n for n in config["benchmark"].get("instances", [1]) if n > 1]
+
+
 def get_instance_results():
-    """Multi-instance benchmarks: one job per precision and layout of more than one instance."""
-    layouts = [n for n in config["benchmark"].get("instances", [1]) if n > 1]
+    """Multi-instance benchmarks: one job per precision and layout."""
     return expand(
         "results/benchmark/instances/{precision}-{instances}.json",
         precision=PRECISIONS,
-        instances=layouts,
+        instances=get_instance_layouts(),
     )
 
 
@@ -397,12 +401,11 @@ def get_stage_benchmarks():
             name=("benchmark_graph", "evaluate_accuracy"),
             precision=PRECISIONS,
         ),
-        *[
-            path.replace(
-                "results/benchmark/instances/", "benchmarks/benchmark_instances/"
-            ).replace(".json", ".tsv")
-            for path in get_instance_results()
-        ],
+        *expand(
+            "benchmarks/benchmark_instances/{precision}-{instances}.tsv",
+            precision=PRECISIONS,
+            instances=get_instance_layouts(),
+        ),
         *expand(
             "benchmarks/{name}/{precision}.tsv",
             name=("compare_with_fp32", "measure_layer_drift"),

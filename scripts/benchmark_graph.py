@@ -24,18 +24,19 @@ import numpy as np
 
 from common import StageError, atomic_file, run_main
 from detection_graph import (
-    FETCHES,
     INPUT_NODE,
     add_runtime_arguments,
     apply_runtime,
     decode_image,
     detect,
     environment_facts,
+    kernels_in,
     open_checked_session,
     runtime_settings,
+    traced_node_times,
     usable_cores,
 )
-from performance import count_flops, probe_rates, profile, roofline, traced_node_times
+from performance import count_flops, probe_rates, profile, roofline
 
 log = logging.getLogger("benchmark_graph")
 
@@ -191,7 +192,7 @@ def wait_for_instances(barrier, instance, instances, timeout=900):
 
 def benchmark(
     graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
-    profile_steps=3, instance=0, instances=1, barrier=None,
+    profile_steps=3, instance=0, instances=1, barrier=None, with_roofline=True,
 ):  # fmt: skip
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
@@ -213,18 +214,20 @@ def benchmark(
     seconds = time_steps(session, batches, steps, ends)
     summary = summarize(seconds, warmup_steps, batch_size)
     # Traced and counted after the timed steps, never during them.
-    feed = {f"{INPUT_NODE}:0": next(prefetcher.images.batches(batch_size))}
-    node_times = traced_node_times(session, feed, FETCHES, max(profile_steps, 1))
-    kernels = sorted({kernel for _, kernel, _ in node_times})
-    flops = count_flops(session, feed)
-    probe = probe_rates(applied["intra_op_threads"] or usable_cores())
-    quantized = any("Quantized" in kernel for kernel in kernels)
-    achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, quantized)
-    log.info(
-        "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %.0f%% of a %s matmul's %.1f on these threads (%s)",
-        achieved["gflops_per_image"], achieved["achieved_gflops_per_second"], 100 * achieved["fraction_of_probe"],
-        achieved["probe_precision"], achieved["probe_gflops_per_second"], ", ".join(probe["cpu_flags"]) or "no flags",
-    )  # fmt: skip
+    batch = next(prefetcher.images.batches(batch_size))
+    node_times = traced_node_times(session, batch, max(profile_steps, 1))
+    kernels = kernels_in(node_times)
+    flops = probe = achieved = None
+    if with_roofline:
+        flops = count_flops(session, {f"{INPUT_NODE}:0": batch})
+        probe = probe_rates(applied["intra_op_threads"] or usable_cores())
+        quantized = any("Quantized" in kernel for kernel in kernels)
+        achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, quantized)
+        log.info(
+            "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %.0f%% of a %s matmul's %.1f on these threads (%s)",
+            achieved["gflops_per_image"], achieved["achieved_gflops_per_second"], 100 * achieved["fraction_of_probe"],
+            achieved["probe_precision"], achieved["probe_gflops_per_second"], ", ".join(probe["cpu_flags"]) or "no flags",
+        )  # fmt: skip
     log.info("Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
              summary["intel_avg_duration_per_step_seconds"])  # fmt: skip
     log.info(
@@ -280,6 +283,8 @@ def main():
     parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
     parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an unreadable image")
     parser.add_argument("--profile-steps", type=int, default=3, help="traced steps after timing; 0: no profile")
+    parser.add_argument("--roofline", action=argparse.BooleanOptionalAction, default=True,
+                        help="count FLOPs and probe the threads' matmul rate after timing")  # fmt: skip
     group = parser.add_argument_group("one of several instances on a node (benchmark_instances.py starts them)")
     group.add_argument("--instance", type=int, default=0, help="this instance's index: it reads images[K::N]")
     group.add_argument("--instances", type=int, default=1, help="N, the instances sharing the node")
@@ -294,7 +299,7 @@ def main():
     benchmark(
         args.graph, args.image_dir, args.number_of_steps, args.warmup_steps,
         args.batch_size, args.image_size, applied, args.output, args.on_bad_image, args.profile_steps,
-        args.instance, args.instances, args.start_barrier,
+        args.instance, args.instances, args.start_barrier, args.roofline,
     )  # fmt: skip
 
 

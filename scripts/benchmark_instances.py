@@ -92,6 +92,8 @@ def run_instances(graph, image_dir, instances, forwarded, work):
             "--output", str(work / f"instance-{instance}.json"), "--instance", str(instance),
             "--instances", str(instances), "--start-barrier", str(barrier), *forwarded,
             "--intra-op-threads", threads, "--omp-num-threads", threads,
+            # Per-instance profiles and probes would run side by side and be thrown away.
+            "--profile-steps", "0", "--no-roofline",
         ]  # fmt: skip
         log_file = open(work / f"instance-{instance}.log", "w")
         processes.append((instance, cpus, log_file, subprocess.Popen(

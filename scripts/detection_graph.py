@@ -55,6 +55,11 @@ def load_graph_def(path, label=None):
     return graph_def
 
 
+def source_node(input_name):
+    """The node an input names: "scope/op:1" and the control input "^scope/op" are scope/op."""
+    return input_name.lstrip("^").split(":")[0]
+
+
 def op_counts(graph_def):
     return Counter(node.op for node in graph_def.node)
 
@@ -155,21 +160,32 @@ def detect(session, images, run_options=None, run_metadata=None):
     return dict(zip(OUTPUT_NODES, outputs))
 
 
-def executed_kernels(session, images):
-    """The kernels one traced run executed, e.g. _MklQuantizedConv2DWithBiasAndReluAndRequantize."""
+def traced_node_times(session, images, steps=1):
+    """[(node name, kernel or None, microseconds)] of `steps` fully traced runs on `images`."""
     import tensorflow as tf
 
     tf1 = tf.compat.v1
-    metadata = tf1.RunMetadata()
-    detect(session, images, tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), metadata)
-    kernels = set()
-    for device in metadata.step_stats.dev_stats:
-        for node in device.node_stats:
-            # timeline_label reads "[allocation] name = Kernel(inputs)".
-            label = node.timeline_label.split("] ")[-1]
-            if " = " in label:
-                kernels.add(label.split(" = ", 1)[1].split("(")[0])
-    return sorted(kernels)
+    times = []
+    for _ in range(steps):
+        metadata = tf1.RunMetadata()
+        detect(session, images, tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), metadata)
+        for device in metadata.step_stats.dev_stats:
+            for node in device.node_stats:
+                # timeline_label reads "[allocation] name = Kernel(inputs)".
+                label = node.timeline_label.split("] ")[-1]
+                kernel = label.split(" = ", 1)[1].split("(")[0] if " = " in label else None
+                times.append((node.node_name, kernel, node.all_end_rel_micros))
+    return times
+
+
+def kernels_in(node_times):
+    """The kernels that ran, e.g. _MklQuantizedConv2DWithBiasAndReluAndRequantize."""
+    return sorted({kernel for _, kernel, _ in node_times if kernel})
+
+
+def executed_kernels(session, images):
+    """The kernels one traced run executed."""
+    return kernels_in(traced_node_times(session, images))
 
 
 def decode_image(encoded, name="image"):

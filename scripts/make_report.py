@@ -291,20 +291,12 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
 
 
-def markdown(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], []),
-             instance_table=([], [])):  # fmt: skip
+def markdown(header, rows, details, sections):
     lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
-    if profile_table[1]:
-        lines += ["## Where the time goes", "", PROFILE_NOTE, "", *markdown_table(*profile_table), ""]
-    if instance_table[1]:
-        lines += ["## Throughput by instances", "", INSTANCES_NOTE, "", *markdown_table(*instance_table), ""]
-    if drift_table[1]:
-        lines += ["## Layer drift", "", DRIFT_NOTE, "", *markdown_table(*drift_table), ""]
-    if tuning:
-        lines += ["## Tuning history", "", TUNING_NOTE, "", *markdown_table(TUNING_HEADER, tuning), ""]
-    if cost_rows:
-        lines += ["## Cost per stage", "", COST_NOTE, "", *markdown_table(COST_HEADER, cost_rows), ""]
+    for title, note, section_header, section_rows in sections:
+        if section_rows:
+            lines += [f"## {title}", "", note, "", *markdown_table(section_header, section_rows), ""]
     lines += [
         "AP figures are pycocotools COCOeval (bbox) against instances_val2017.json. The legacy rows",
         "reproduce how the published numbers were computed: ground truth from the TFRecord, crowd",
@@ -338,27 +330,27 @@ def html_table(header, rows):
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def html_page(header, rows, details, cost_rows, drift_table=([], []), tuning=(), profile_table=([], []),
-              instance_table=([], [])):  # fmt: skip
+def html_page(header, rows, details, sections):
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
-    instances_html = (
-        f"<h2>Throughput by instances</h2><p>{html.escape(INSTANCES_NOTE)}</p>{html_table(*instance_table)}"
-        if instance_table[1] else ""
-    )  # fmt: skip
-    profile_html = (
-        f"<h2>Where the time goes</h2><p>{html.escape(PROFILE_NOTE)}</p>{html_table(*profile_table)}" if profile_table[1] else ""
+    tables = "".join(
+        f"<h2>{html.escape(title)}</h2><p>{html.escape(note)}</p>{html_table(section_header, section_rows)}"
+        for title, note, section_header, section_rows in sections
+        if section_rows
     )
-    tuning_html = f"<h2>Tuning history</h2><p>{html.escape(TUNING_NOTE)}</p>{html_table(TUNING_HEADER, tuning)}" if tuning else ""
-    drift = f"<h2>Layer drift</h2><p>{html.escape(DRIFT_NOTE)}</p>{html_table(*drift_table)}" if drift_table[1] else ""
-    costs = f"<h2>Cost per stage</h2><p>{html.escape(COST_NOTE)}</p>{html_table(COST_HEADER, cost_rows)}" if cost_rows else ""
     images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in PLOTS)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>R-FCN ResNet101 INT8 vs FP32</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1>{html_table(header, rows)}"
-        f"<ul>{items}</ul>{profile_html}{instances_html}{drift}{tuning_html}{costs}{images}</body></html>\n"
+        f"<ul>{items}</ul>{tables}{images}</body></html>\n"
     )
+
+
+def save_figure(figure, path):
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
 
 
 def plot_latency(benchmarks, per_step_path, histogram_path):
@@ -369,18 +361,14 @@ def plot_latency(benchmarks, per_step_path, histogram_path):
         axis.axvline(result["warmup_steps"] - 0.5, color="gray", linestyle=":", linewidth=0.8)
     axis.set(xlabel="step", ylabel="latency (ms)", yscale="log", title="Latency per step (dotted: end of warm-up)")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(per_step_path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, per_step_path)
     figure, axis = plt.subplots(figsize=(8, 4))
     for precision, result in sorted(benchmarks.items()):
         milliseconds = np.array(result["step_seconds"][result["warmup_steps"] :]) * 1000
         axis.hist(milliseconds, bins=40, alpha=0.6, label=precision)
     axis.set(xlabel="latency (ms)", ylabel="steps", title="Latency after warm-up")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(histogram_path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, histogram_path)
 
 
 def plot_precision(accuracies, path):
@@ -393,9 +381,7 @@ def plot_precision(accuracies, path):
     axis.set_xticks(np.arange(len(keys) + 1) + width * (len(accuracies) - 1) / 2, [*keys, "legacy AP"])
     axis.set(ylim=(0, 1), ylabel="average precision", title="COCO bbox average precision")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_profile(benchmarks, path):
@@ -414,9 +400,7 @@ def plot_profile(benchmarks, path):
     else:
         axis.text(0.5, 0.5, "no profile (benchmark.profile_steps: 0)", ha="center", transform=axis.transAxes)
     axis.set(ylabel="ms per image (traced)", title="Where the time goes, by model part")
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_instances(benchmarks, instance_results, path):
@@ -432,9 +416,7 @@ def plot_instances(benchmarks, instance_results, path):
         axis.set_xticks(np.arange(len(counts)) + width * (len(table) - 1) / 2, [f"{count} instance(s)" for count in counts])
         axis.legend()
     axis.set(ylabel="images/s (all instances)", title="Throughput by instances per node")
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_agreement(agreements, path):
@@ -452,9 +434,7 @@ def plot_agreement(agreements, path):
         axis.text(0.5, 0.5, "no INT8 model compared with FP32", ha="center", transform=axis.transAxes)
     axis.set(ylim=(0, 1.05), xlabel="COCO category id", ylabel="FP32 detections reproduced",
              title="Detection agreement with FP32 (same class, IoU >= 0.5)")  # fmt: skip
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_layer_drift(drifts, path):
@@ -471,9 +451,7 @@ def plot_layer_drift(drifts, path):
     else:
         axis.text(0.5, 0.5, "no INT8 model compared with FP32", ha="center", transform=axis.transAxes)
     axis.set(ylabel="cosine similarity with FP32", title="Layer drift: INT8 activations vs FP32, same images")
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def make_report(
@@ -487,16 +465,19 @@ def make_report(
     agreements = {Path(path).stem.removesuffix("_agreement"): load_json(path) for path in agreement_paths}
     # results/diagnostics/<precision>_layer_drift.json
     drifts = {Path(path).stem.removesuffix("_layer_drift"): load_json(path) for path in drift_paths}
-    drift_table = drift_rows(drifts)
-    tuning = tuning_rows(quantizations)
-    profile_table = profile_rows(benchmarks)
     # results/benchmark/instances/<precision>-<instances>.json
-    instance_results = {
-        (Path(path).stem.rsplit("-", 1)[0], int(Path(path).stem.rsplit("-", 1)[1])): load_json(path)
-        for path in instance_paths
-    }
-    instance_table = instance_rows(benchmarks, instance_results)
-    cost_rows = stage_costs(cost_paths, set(benchmarks) | set(accuracies))
+    instance_results = {}
+    for path in instance_paths:
+        precision, count = Path(path).stem.rsplit("-", 1)
+        instance_results[(precision, int(count))] = load_json(path)
+    # (title, note, header, rows) of the tables below the main one; those without rows are left out.
+    sections = [
+        ("Where the time goes", PROFILE_NOTE, *profile_rows(benchmarks)),
+        ("Throughput by instances", INSTANCES_NOTE, *instance_rows(benchmarks, instance_results)),
+        ("Layer drift", DRIFT_NOTE, *drift_rows(drifts)),
+        ("Tuning history", TUNING_NOTE, TUNING_HEADER, tuning_rows(quantizations)),
+        ("Cost per stage", COST_NOTE, COST_HEADER, stage_costs(cost_paths, set(benchmarks) | set(accuracies))),
+    ]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     header, rows, details = table_rows(benchmarks, accuracies, references, quantizations, agreements)
@@ -514,9 +495,9 @@ def make_report(
     with atomic_file(outputs["layer_drift.png"]) as temporary:
         plot_layer_drift(drifts, temporary)
     with atomic_file(outputs["summary.html"]) as temporary:
-        temporary.write_text(html_page(header, rows, details, cost_rows, drift_table, tuning, profile_table, instance_table))
+        temporary.write_text(html_page(header, rows, details, sections))
     with atomic_file(outputs["summary.md"]) as temporary:
-        temporary.write_text(markdown(header, rows, details, cost_rows, drift_table, tuning, profile_table, instance_table))
+        temporary.write_text(markdown(header, rows, details, sections))
     log.info("report in %s", output_dir)
     return header, rows
 

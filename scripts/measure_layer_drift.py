@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common import StageError, atomic_file, run_main
-from detection_graph import INPUT_NODE, decode_image, load_graph_def, open_session
+from detection_graph import INPUT_NODE, decode_image, load_graph_def, open_session, source_node
 
 log = logging.getLogger("measure_layer_drift")
 
@@ -64,10 +64,6 @@ def node_index(graph_def):
     return {node.name: node for node in graph_def.node}
 
 
-def source(tensor_name):
-    return tensor_name.lstrip("^").split(":")[0]
-
-
 def convolutions_ending_at(fp32_nodes, name):
     """The Conv2D nodes whose fused pattern (bias, batch norm, residual add, ReLU) ends at `name`."""
     found, stack, seen = [], [name], set()
@@ -79,7 +75,7 @@ def convolutions_ending_at(fp32_nodes, name):
         if node.op in ("Conv2D", "DepthwiseConv2dNative"):
             found.append(node.name)
         elif node.op in FUSED_INTO_CONVOLUTION:
-            stack += [source(i) for i in node.input if not i.startswith("^")]
+            stack += [source_node(i) for i in node.input if not i.startswith("^")]
     return found
 
 
@@ -99,7 +95,7 @@ def int8_counterpart(fp32_nodes, int8_nodes, name):
         for suffix in FUSED_SUFFIXES
         if conv + suffix in int8_nodes
     ]
-    fed = {source(i) for candidate in candidates for i in int8_nodes[candidate].input}
+    fed = {source_node(i) for candidate in candidates for i in int8_nodes[candidate].input}
     last = [candidate for candidate in candidates if candidate not in fed]
     return (last[0], True) if len(last) == 1 else None
 
@@ -135,7 +131,7 @@ def add_taps(int8_graph_def, quantized_nodes):
     for node in tapped.node:
         if node.name in tap_names:
             continue
-        for name in {source(i) for i in node.input if not i.startswith("^")} & taps.keys():
+        for name in {source_node(i) for i in node.input if not i.startswith("^")} & taps.keys():
             node.input.append(f"^{taps[name]}")
     return tapped, taps
 
@@ -150,7 +146,7 @@ def cosine(a, b):
 
 def nearest_upstream(fp32_nodes, name, candidates):
     """The first of `candidates` met walking up from `name`'s inputs (breadth first), or None."""
-    queue, seen = [source(i) for i in fp32_nodes[name].input], set()
+    queue, seen = [source_node(i) for i in fp32_nodes[name].input], set()
     while queue:
         current = queue.pop(0)
         if current in candidates:
@@ -158,7 +154,7 @@ def nearest_upstream(fp32_nodes, name, candidates):
         if current in seen or current not in fp32_nodes:
             continue
         seen.add(current)
-        queue += [source(i) for i in fp32_nodes[current].input]
+        queue += [source_node(i) for i in fp32_nodes[current].input]
     return None
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detection_graph import source_node
+
 # (part, node-name prefixes) in the order a Faster R-CNN / R-FCN export runs them.
 MODEL_PARTS = (
     ("preprocessing", ("Preprocessor/",)),
@@ -40,30 +42,12 @@ def model_part(node_name):
     return OTHER_PART
 
 
-def traced_node_times(session, feed, fetches, steps):
-    """[(node name, kernel, microseconds)] of `steps` fully traced runs."""
-    import tensorflow as tf
-
-    tf1 = tf.compat.v1
-    times = []
-    for _ in range(steps):
-        metadata = tf1.RunMetadata()
-        session.run(fetches, feed, options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=metadata)
-        for device in metadata.step_stats.dev_stats:
-            for node in device.node_stats:
-                # timeline_label reads "[allocation] name = Kernel(inputs)".
-                label = node.timeline_label.split("] ")[-1]
-                kernel = label.split(" = ", 1)[1].split("(")[0] if " = " in label else node.node_name
-                times.append((node.node_name, kernel, node.all_end_rel_micros))
-    return times
-
-
 def profile(node_times, steps):
     """Milliseconds per step by model part and by kernel (the TOP_KERNELS largest)."""
     by_part, by_kernel = defaultdict(float), defaultdict(float)
     for name, kernel, micros in node_times:
         by_part[model_part(name)] += micros / 1000 / steps
-        by_kernel[kernel] += micros / 1000 / steps
+        by_kernel[kernel or name] += micros / 1000 / steps
     kernels = sorted(by_kernel.items(), key=lambda item: -item[1])
     return {
         "traced_steps": steps,
@@ -91,7 +75,7 @@ def nodes_in_loops(graph_def):
     consumers = defaultdict(list)
     for node in graph_def.node:
         for name in node.input:
-            consumers[name.lstrip("^").split(":")[0]].append(node)
+            consumers[source_node(name)].append(node)
     inside, stack = set(), [node for node in graph_def.node if node.op == "Enter"]
     while stack:
         node = stack.pop()

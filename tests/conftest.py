@@ -1,5 +1,6 @@
 """Shared fixtures: generated demo data, a local HTTP server, and a snakemake runner."""
 
+import json
 import os
 import re
 import subprocess
@@ -21,12 +22,36 @@ from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E
 from serve_files import FileServer  # noqa: E402
 
 
-def run_script(name, *arguments, environment=None):
-    """Run one stage's script as a rule would; returns the CompletedProcess."""
+def run_script(name, *arguments, environment=None, onednn=False):
+    """Run one stage's script as a rule would; returns the CompletedProcess. `onednn` sets
+    TF_ENABLE_ONEDNN_OPTS=1, as the rules running INT8 graphs do."""
+    environment = environment or tool_environment()
+    if onednn:
+        environment = dict(environment, TF_ENABLE_ONEDNN_OPTS="1")
     return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *map(str, arguments)],
-        capture_output=True, text=True, env=environment or tool_environment(),
-    )  # fmt: skip
+        [sys.executable, str(SCRIPTS / name), *map(str, arguments)], capture_output=True, text=True, env=environment
+    )
+
+
+def layer_drift(workdir, candidate, output):
+    """measure_layer_drift.py of `candidate` against a finished run's FP32 graph, on 2 images."""
+    run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                     "--candidate", candidate, "--images", workdir / "resources/coco/val2017", "--count", 2,
+                     "--output", output, onednn=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(output.read_text())
+
+
+def agreement_with_fp32(workdir, graph, folder):
+    """compare_detections of `graph`'s detections on a finished run's TFRecord with its FP32 ones."""
+    from compare_detections import compare
+
+    run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
+                     "--output", folder / "shard.json", onednn=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    detections = folder / "detections.json"
+    detections.write_text(json.dumps(json.loads((folder / "shard.json").read_text())["detections"]))
+    return compare(workdir / "results/accuracy/fp32_detections.json", detections)
 
 
 def error_lines(result):

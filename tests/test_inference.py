@@ -5,7 +5,7 @@ import os
 import shutil
 
 import pytest
-from conftest import error_lines, run_script, scale_weight_range, tool_environment
+from conftest import agreement_with_fp32, error_lines, layer_drift, run_script, scale_weight_range
 
 from benchmark_graph import summarize
 from common import StageError
@@ -370,7 +370,6 @@ def test_int8_models_reproduce_every_fp32_detection_on_the_demo(finished_run, pr
 
 def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     """A wrong weight scale in the one quantized convolution: fewer FP32 detections reproduced."""
-    from compare_detections import compare
     from detection_graph import load_graph_def
 
     workdir = finished_run.workdir
@@ -378,29 +377,15 @@ def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     convolution = next(node.name for node in load_graph_def(int8_inc).node if node.op == "QuantizedConv2DWithBiasAndReluAndRequantize")
     # Shrinking the weights' range shrinks every output of the layer.
     graph = scale_weight_range(int8_inc, tmp_path / "perturbed.pb", convolution, 0.3)
-    run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
-                     "--output", tmp_path / "shard.json")  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    detections = tmp_path / "detections.json"
-    detections.write_text(json.dumps(json.loads((tmp_path / "shard.json").read_text())["detections"]))
-    perturbed = compare(workdir / "results/accuracy/fp32_detections.json", detections)
-    assert perturbed["agreement"] < 1.0
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
-    run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--candidate", graph, "--images", workdir / "resources/coco/val2017", "--count", 2,
-                     "--output", tmp_path / "drift.json", environment=environment)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    drift = json.loads((tmp_path / "drift.json").read_text())
+    assert agreement_with_fp32(workdir, graph, tmp_path)["agreement"] < 1.0
+    drift = layer_drift(workdir, graph, tmp_path / "drift.json")
     assert drift["lowest_cosine"] == "rpn_objectness" and drift["layers"][0]["cosine"] < 0.99
 
 
 def run_quantize(graph, images, output_dir, *options):
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
     return run_script(
         "quantize_graph.py", "--graph", graph, "--images", images, "--output", output_dir / "int8.pb",
-        "--report", output_dir / "quantization.json", "--calibration-images", 8, *options, environment=environment,
+        "--report", output_dir / "quantization.json", "--calibration-images", 8, *options, onednn=True,
     )  # fmt: skip
 
 
@@ -464,16 +449,13 @@ def tune_quantization(finished_run, tmp_path, max_trials):
     graph.write_bytes(build_detector("fp32", extra_conv_layers=2, extra_channels=4).SerializeToString())
     output = tmp_path / f"tuned-{max_trials}"
     output.mkdir()
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
     workdir = finished_run.workdir
     images = tmp_path / "dark" if (tmp_path / "dark").is_dir() else dark_images(tmp_path / "dark")
     run = run_script(
         "quantize_graph.py", "--graph", graph, "--images", images, "--output", output / "int8.pb",
         "--report", output / "quantization.json", "--accuracy-tolerance", 0.01, "--max-trials", max_trials,
         "--tuning-records", workdir / "resources/coco_tfrecord", "--tuning-images", 8,
-        "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json",
-        environment=environment,
+        "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json", onednn=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads((output / "quantization.json").read_text()), run.stderr

@@ -95,16 +95,14 @@ def test_benchmark_json_has_the_profile_flops_and_roofline(finished_run, precisi
 
 
 def test_two_instances_share_the_node_and_add_up(finished_run, tmp_path):
-    from conftest import run_script, tool_environment
+    from conftest import run_script
 
     workdir = finished_run.workdir
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
     output = tmp_path / "fp32-2.json"
     run = run_script(
         "benchmark_instances.py", "--instances", 2, "--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
         "--image-dir", workdir / "resources/coco/val2017", "--output", output, "--number-of-steps", 300,
-        "--warmup-steps", 20, "--profile-steps", 0, "--intra-op-threads", 2, environment=environment,
+        "--warmup-steps", 20, "--profile-steps", 0, "--intra-op-threads", 2, onednn=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(output.read_text())

@@ -11,7 +11,7 @@ import os
 import re
 
 import pytest
-from conftest import REPO_ROOT, Workflow, run_script, scale_weight_range, tool_environment
+from conftest import REPO_ROOT, Workflow, agreement_with_fp32, error_lines, layer_drift, run_script, scale_weight_range
 
 from make_demo_data import demo_config
 from serve_files import FileServer
@@ -162,8 +162,6 @@ def pseudo_annotations(workdir, images, output):
 
 def test_accuracy_aware_tuning_runs_on_the_full_size_graph(twin_run, tmp_path):
     workdir = twin_run.workdir
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
 
     def tune(annotations, max_trials):
         return run_script(
@@ -172,12 +170,12 @@ def test_accuracy_aware_tuning_runs_on_the_full_size_graph(twin_run, tmp_path):
             "--output", tmp_path / "int8.pb", "--report", tmp_path / "quantization.json",
             "--accuracy-tolerance", 0.01, "--max-trials", max_trials, "--tuning-images", 4,
             "--tuning-records", workdir / "resources/coco_tfrecord", "--tuning-annotations", annotations,
-            environment=environment,
+            onednn=True,
         )  # fmt: skip
 
     # On COCO's own annotations random weights score AP 0: nothing for a tolerance to hold.
     run = tune(workdir / "resources/coco/annotations/instances_val2017.json", 2)
-    assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
+    assert error_lines(run) == [
         "error: quantize_graph: FP32's COCO AP on the 4 tuning images is 0: nothing for the tolerance to hold;"
         " use more tuning_images, or no accuracy_tolerance"
     ]
@@ -219,33 +217,21 @@ def test_layer_drift_covers_every_unit_and_head_of_both_int8_graphs(twin_run):
 def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tmp_path):
     """The weight range of one convolution in block 3 scaled 8x: the drift is unchanged up to
     that unit, falls most there, and the detections agree less with FP32."""
-    from compare_detections import compare
-
     workdir = twin_run.workdir
     convolution = "FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block3/unit_12/bottleneck_v1/conv2/Conv2D_eightbit_requantize"
     graph = scale_weight_range(workdir / "resources/models/int8/frozen_inference_graph.pb", tmp_path / "perturbed.pb",
                                convolution, 8.0)  # fmt: skip
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
-    run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--candidate", graph, "--images", workdir / "resources/coco/val2017", "--count", 2,
-                     "--output", tmp_path / "drift.json", environment=environment)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    perturbed = {layer["layer"]: layer for layer in json.loads((tmp_path / "drift.json").read_text())["layers"]}
+    drift = layer_drift(workdir, graph, tmp_path / "drift.json")
+    perturbed = {layer["layer"]: layer for layer in drift["layers"]}
     original = {layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]}
     names = list(original)
     upstream, first_stage = names[: names.index("block3/unit_12")], names[: names.index("block3/unit_23") + 1]
     assert all(perturbed[name]["cosine"] == pytest.approx(original[name]["cosine"], abs=1e-3) for name in upstream)
     assert perturbed["block3/unit_12"]["cosine"] < original["block3/unit_12"]["cosine"] - 0.05
-    assert json.loads((tmp_path / "drift.json").read_text())["largest_drop"] == "block3/unit_12"
+    assert drift["largest_drop"] == "block3/unit_12"
     assert min(first_stage, key=lambda name: perturbed[name]["cosine"]) == "block3/unit_12"
 
-    run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
-                     "--output", tmp_path / "shard.json", environment=environment)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    detections = tmp_path / "detections.json"
-    detections.write_text(json.dumps(json.loads((tmp_path / "shard.json").read_text())["detections"]))
-    agreement = compare(workdir / "results/accuracy/fp32_detections.json", detections)["agreement"]
+    agreement = agreement_with_fp32(workdir, graph, tmp_path)["agreement"]
     assert agreement < read_json(twin_run, "results/diagnostics/int8_agreement.json")["agreement"]
 
 
@@ -315,13 +301,11 @@ def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
 
 def test_two_instances_of_the_full_size_int8_graph(twin_run, tmp_path):
     workdir = twin_run.workdir
-    environment = tool_environment()
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1"
     output = tmp_path / "int8-2.json"
     run = run_script(
         "benchmark_instances.py", "--instances", 2, "--graph", workdir / "resources/models/int8/frozen_inference_graph.pb",
         "--image-dir", workdir / "resources/coco/val2017", "--output", output, "--number-of-steps", 10,
-        "--warmup-steps", 2, "--profile-steps", 0, environment=environment,
+        "--warmup-steps", 2, "--profile-steps", 0, onednn=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(output.read_text())
