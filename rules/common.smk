@@ -297,11 +297,14 @@ def get_instances_mem_mb(wildcards):
     return int(wildcards.instances) * get_inference_mem_mb(wildcards)
 
 
-def get_detection_threads():
-    """accuracy.instances_per_node shards share a node, each with its share of the cores."""
-    return max(
-        1, get_inference_threads() // config["accuracy"].get("instances_per_node", 1)
-    )
+def get_detection_instances():
+    """Pinned copies of the graph sharing a detection job's cores (its node on a cluster)."""
+    return config["accuracy"].get("instances_per_node", 1)
+
+
+def get_detection_mem_mb(wildcards):
+    """Every instance holds its own graph."""
+    return get_detection_instances() * get_inference_mem_mb(wildcards)
 
 
 def get_layer_drift_mem_mb(wildcards):

@@ -63,19 +63,22 @@ rule detect_objects:
         "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv"
     conda:
         "../envs/tensorflow.yaml"
-    threads: get_detection_threads()
+    threads: get_inference_threads()
     resources:
-        mem_mb=get_inference_mem_mb,
+        mem_mb=get_detection_mem_mb,
         runtime="12h",
     params:
         script=script("detect_objects.py"),
         max_images=config["accuracy"]["max_images"],
+        # The detections do not depend on it: no rerun when it changes.
+        instances=Untracked(get_detection_instances()),
         checkpoint_every=get_checkpoint_interval(),
         runtime=get_runtime_options,
     shell:
         "python {params.script} --graph {input.graph:q} --records {input.records:q}"
         " --output {output:q} --max-images {params.max_images}"
-        " --shard {wildcards.shard} --shards {wildcards.shards} {params.runtime}"
+        " --shard {wildcards.shard} --shards {wildcards.shards} --instances {params.instances}"
+        " {params.runtime}"
         " --checkpoint-every {params.checkpoint_every} > {log:q} 2>&1"
 
 

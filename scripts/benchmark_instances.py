@@ -14,7 +14,6 @@ Other options (steps, warm-up, batch, runtime) go to benchmark_graph.py as they 
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -23,20 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, run_main
+from common import StageError, atomic_file, core_sets, job_cores, run_main, start_pinned
 
 log = logging.getLogger("benchmark_instances")
 
 BENCHMARK_SCRIPT = Path(__file__).resolve().parent / "benchmark_graph.py"
 PERCENTILES = (50, 90, 99)
-
-
-def core_sets(cores, instances):
-    """`instances` equal, disjoint, contiguous sets of `cores` (the remainder left idle)."""
-    per_instance = len(cores) // instances
-    if per_instance < 1:
-        raise StageError(f"{instances} instances need at least {instances} cores; this job has {len(cores)}")
-    return [cores[k * per_instance : (k + 1) * per_instance] for k in range(instances)]
 
 
 def latency_summary(seconds):
@@ -76,12 +67,11 @@ def aggregate(results):
     }
 
 
-def run_instances(graph, image_dir, instances, forwarded, work):
+def run_instances(graph, image_dir, instances, threads, forwarded, work):
     """Start the instances pinned to their cores; returns their results, in instance order."""
     if "--numa-socket" in forwarded:
         raise StageError("numa_socket binds a whole socket; with several instances each is pinned to its own cores")
-    cores = sorted(os.sched_getaffinity(0))
-    sets = core_sets(cores, instances)
+    sets = core_sets(job_cores(threads), instances)
     barrier = work / "barrier"
     barrier.mkdir()
     processes = []
@@ -96,9 +86,8 @@ def run_instances(graph, image_dir, instances, forwarded, work):
             "--profile-steps", "0", "--no-roofline",
         ]  # fmt: skip
         log_file = open(work / f"instance-{instance}.log", "w")
-        processes.append((instance, cpus, log_file, subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus),
-        )))  # fmt: skip
+        process = start_pinned(command, cpus, stdout=log_file, stderr=subprocess.STDOUT)
+        processes.append((instance, cpus, log_file, process))
         log.info("instance %d on cores %s, %s threads", instance, ",".join(map(str, cpus)), threads)
     failed = None
     for instance, _, log_file, process in processes:
@@ -123,13 +112,14 @@ def main():
     parser.add_argument("--image-dir", type=Path, required=True, help="folder of val2017 JPEGs")
     parser.add_argument("--output", type=Path, required=True, help="results JSON")
     parser.add_argument("--instances", type=int, required=True, help="copies on this node, at least 2")
+    parser.add_argument("--intra-op-threads", type=int, default=0, help="the job's threads, split (0: all cores)")
     args, forwarded = parser.parse_known_args()
     if args.instances < 2:
         raise StageError("--instances must be at least 2 (one instance is benchmark_graph.py itself)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".instances-", dir=args.output.parent))
     try:
-        results, sets = run_instances(args.graph, args.image_dir, args.instances, forwarded, work)
+        results, sets = run_instances(args.graph, args.image_dir, args.instances, args.intra_op_threads, forwarded, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = aggregate(results)

@@ -12,18 +12,29 @@ few minutes) the detections so far go to a hidden checkpoint beside the output.
 A rerun of the same job (the same graph, records, shard and max_images) carries
 on from it, and writes the same output as an uninterrupted run; a checkpoint of
 another job is ignored, with a log line saying why.
+
+`--instances N` splits the job's cores into N equal sets and runs N copies of
+this script at once, each pinned to its set with cores / N threads, over every
+N-th of the shard's images. The output is the one a single process writes (its
+images in record order); where each instance ran is listed under "instances".
+An instance that fails does not stop the others: a rerun keeps the parts that
+finished and resumes the rest from their checkpoints.
 """
 
 import argparse
+import io
 import json
 import logging
+import subprocess
 import sys
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-from common import StageError, atomic_file, file_digests, run_main
+from common import StageError, atomic_file, core_sets, file_digests, job_cores, run_main, start_pinned
 from coco_data import read_examples, to_coco_results, val_record_files
 from detection_graph import (
     add_runtime_arguments,
@@ -33,6 +44,7 @@ from detection_graph import (
     environment_facts,
     executed_kernels,
     open_checked_session,
+    runtime_arguments,
     runtime_settings,
 )
 
@@ -134,6 +146,7 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
         "image_ids": image_ids,
         "record_indices": record_indices,
         "executed_kernels": kernels,
+        "identity": identity,
         # The checkpoint identity has hashed the graph already (217 MB for R-FCN).
         **environment_facts(graph_path, applied, identity["graph_sha256"]),
         "detections": detections,
@@ -141,6 +154,115 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
     with atomic_file(output) as temporary:
         temporary.write_text(json.dumps(result) + "\n")
     checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def instance_output(output, instance, instances):
+    """An instance's part of the output: hidden beside it until the parts are merged."""
+    output = Path(output)
+    return output.with_name(f".{output.stem}.instance-{instance}-of-{instances}.json")
+
+
+def finished_part(path, identity):
+    """The part at `path` if an earlier run finished it for this very selection; else None."""
+    try:
+        part = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return part if isinstance(part, dict) and part.get("identity") == identity else None
+
+
+def merge_parts(parts):
+    """Image ids, record indices and detections of the parts together, in record order:
+    what one process over all their images writes."""
+    images = {}  # record index -> (image id, its detections)
+    for part in parts:
+        by_image = defaultdict(list)
+        for detection in part["detections"]:
+            by_image[detection["image_id"]].append(detection)
+        for index, image_id in zip(part["record_indices"], part["image_ids"]):
+            images[index] = (image_id, by_image[image_id])
+    order = sorted(images)
+    detections = [detection for index in order for detection in images[index][1]]
+    return [images[index][0] for index in order], order, detections
+
+
+def relay_output(stream, prefix, errors):
+    """Copy a child's stderr to ours as it comes, each line (or progress update) prefixed;
+    keep its `error:` lines."""
+    for line in io.TextIOWrapper(stream, newline=""):  # splits at \r too: tqdm's updates
+        sys.stderr.write(prefix + line)
+        sys.stderr.flush()
+        if line.startswith("error:"):
+            errors.append(line.strip().removeprefix("error: "))
+
+
+def detect_with_instances(graph_path, record_dir, settings, output, instances, max_images=0, shard=0, shards=1,
+                          checkpoint_every=50):  # fmt: skip
+    """Run `instances` pinned copies over the shard's images; merge their parts into `output`."""
+    if not 0 <= shard < shards:
+        raise StageError(f"shard {shard} is not in 0..{shards - 1}")
+    if settings["numa_socket"] is not None:
+        raise StageError("numa_socket binds a whole socket; with several instances each is pinned to its own cores")
+    sets = core_sets(job_cores(settings["intra_op_threads"]), instances)
+    # Instance k takes the records of sub-shard shard + k * shards of shards * instances:
+    # together, exactly this shard's records.
+    selections = [(shard + k * shards, shards * instances) for k in range(instances)]
+    parts = [instance_output(output, k, instances) for k in range(instances)]
+    running = []
+    for instance, (cpus, (part_shard, part_shards), part) in enumerate(zip(sets, selections, parts)):
+        identity = job_identity(graph_path, record_dir, max_images, part_shard, part_shards)
+        if finished_part(part, identity):
+            log.info("instance %d: its part was finished by an earlier run (%s)", instance, part.name)
+            continue
+        threads = len(cpus)
+        command = [
+            sys.executable, __file__, "--graph", str(graph_path), "--records", str(record_dir), "--output", str(part),
+            "--max-images", str(max_images), "--shard", str(part_shard), "--shards", str(part_shards),
+            "--checkpoint-every", str(checkpoint_every),
+            *runtime_arguments({**settings, "intra_op_threads": threads, "omp_num_threads": threads}),
+        ]  # fmt: skip
+        log.info("instance %d on cores %s, %d threads: shard %d of %d", instance, ",".join(map(str, cpus)), threads,
+                 part_shard, part_shards)  # fmt: skip
+        process = start_pinned(command, cpus, stderr=subprocess.PIPE)
+        errors = []
+        relay = threading.Thread(target=relay_output, args=(process.stderr, f"[instance {instance}] ", errors))
+        relay.start()
+        running.append((instance, process, relay, errors))
+    failures = []
+    for instance, process, relay, errors in running:
+        process.wait()
+        relay.join()
+        if process.returncode != 0:
+            failures.append(f"instance {instance}: {errors[-1] if errors else f'exit code {process.returncode}'}")
+    if failures:
+        raise StageError(f"{len(failures)} of {instances} instances failed ({'; '.join(failures)}); "
+                         "a rerun keeps the parts that finished")  # fmt: skip
+    results = [json.loads(part.read_text()) for part in parts]
+    image_ids, record_indices, detections = merge_parts(results)
+    first = results[0]
+    log.info("%d detections in %d images (shard %d of %d, %d instances)", len(detections), len(image_ids), shard,
+             shards, instances)  # fmt: skip
+    result = {
+        "shard": shard,
+        "shards": shards,
+        "max_images": max_images,
+        "image_ids": image_ids,
+        "record_indices": record_indices,
+        "executed_kernels": first["executed_kernels"],
+        "identity": job_identity(graph_path, record_dir, max_images, shard, shards),
+        **{key: first[key] for key in ("graph", "graph_sha256", "tensorflow_version", "onednn", "cpu_model")},
+        "instances": [
+            {"cores": cpus, "shard": selection[0], "shards": selection[1],
+             **{key: part[key] for key in ("runtime", "usable_cores", "peak_rss_mb", "memory_policy", "tcmalloc_loaded")}}
+            for cpus, selection, part in zip(sets, selections, results)
+        ],  # fmt: skip
+        "detections": detections,
+    }
+    with atomic_file(output) as temporary:
+        temporary.write_text(json.dumps(result) + "\n")
+    for part in parts:
+        part.unlink()
     return result
 
 
@@ -153,11 +275,20 @@ def main():
     parser.add_argument("--shard", type=int, default=0, help="which of --shards this job is")
     parser.add_argument("--shards", type=int, default=1, help="jobs the images are split over")
     parser.add_argument("--checkpoint-every", type=int, default=50, help="save progress every N images")
+    parser.add_argument("--instances", type=int, default=1, help="pinned copies sharing this job's cores")
     add_runtime_arguments(parser)
     args = parser.parse_args()
-    applied = apply_runtime(runtime_settings(args))
     if args.checkpoint_every < 1:
         raise StageError("--checkpoint-every must be at least 1")
+    if args.instances < 1:
+        raise StageError("--instances must be at least 1")
+    if args.instances > 1:
+        detect_with_instances(
+            args.graph, args.records, runtime_settings(args), args.output, args.instances, args.max_images, args.shard,
+            args.shards, args.checkpoint_every,
+        )  # fmt: skip
+        return
+    applied = apply_runtime(runtime_settings(args))
     detect_objects(
         args.graph, args.records, applied, args.output, args.max_images, args.shard, args.shards, args.checkpoint_every
     )

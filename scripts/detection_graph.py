@@ -296,6 +296,22 @@ def runtime_settings(args):
     }
 
 
+def runtime_arguments(settings):
+    """The command-line flags that give `settings` back (for a child process)."""
+    arguments = [
+        f"--intra-op-threads={settings['intra_op_threads']}",
+        f"--inter-op-threads={settings['inter_op_threads']}",
+        f"--omp-num-threads={settings['omp_num_threads']}",
+        f"--kmp-blocktime={settings['kmp_blocktime']}",
+        f"--kmp-affinity={settings['kmp_affinity']}",
+        "--onednn" if settings["onednn"] else "--no-onednn",
+        "--tcmalloc" if settings["tcmalloc"] else "--no-tcmalloc",
+    ]
+    if settings["numa_socket"] is not None:
+        arguments.append(f"--numa-socket={settings['numa_socket']}")
+    return arguments
+
+
 def cpu_model():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -105,7 +105,8 @@ def test_every_rule_declares_cluster_resources():
 
 def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_server, finished_run):
     config = demo_config(demo_data, file_server.url)
-    config["accuracy"]["shards"] = 2
+    # Each shard an exclusive job whose two pinned instances share its node.
+    config["accuracy"].update(shards=2, instances_per_node=2)
     config["inference_threads"] = 2
     config["benchmark"].update(number_of_steps=20, warmup_steps=5)
     workflow = Workflow(tmp_path / "slurm-run", config)
@@ -129,6 +130,8 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
         ours = load(workflow.workdir / f"results/accuracy/{precision}.json")
         local = load(finished_run.workdir / f"results/accuracy/{precision}.json")
         assert ours["shards"] == 2 and local["shards"] == 1
+        shard = load(workflow.workdir / f"results/accuracy/{precision}/detections-1-of-2.json")
+        assert [item["shards"] for item in shard["instances"]] == [4, 4]
         for key in ("images", "detections", "standard", "legacy"):
             assert ours[key] == local[key], key
         detections = f"results/accuracy/{precision}_detections.json"

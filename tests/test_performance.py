@@ -128,8 +128,8 @@ def test_layouts_plan_one_benchmark_job_each(finished_run):
         finished_run.config["benchmark"].pop("instances")
 
 
-def test_shards_sharing_a_node_write_the_same_detections(finished_run, tmp_path, demo_data, file_server):
-    """Two shards at once on the 2 cores, one thread each: the single-instance run's file."""
+def test_instances_sharing_a_job_write_the_same_detections(finished_run, tmp_path, demo_data, file_server):
+    """Two shards, each a job of two pinned instances with one thread: the single-instance run's file."""
     from conftest import Workflow
     from make_demo_data import demo_config
 
@@ -138,6 +138,47 @@ def test_shards_sharing_a_node_write_the_same_detections(finished_run, tmp_path,
     workflow = Workflow(tmp_path / "run", config)
     target = "results/accuracy/fp32_detections.json"
     workflow.run(target)
-    shards = [json.loads((workflow.workdir / f"results/accuracy/fp32/detections-{k}-of-2.json").read_text()) for k in (0, 1)]
-    assert [shard["runtime"]["intra_op_threads"] for shard in shards] == [1, 1]
+    folder = workflow.workdir / "results/accuracy/fp32"
+    shards = [json.loads((folder / f"detections-{k}-of-2.json").read_text()) for k in (0, 1)]
+    for k, shard in enumerate(shards):
+        instances = shard["instances"]
+        assert [(item["shard"], item["shards"]) for item in instances] == [(k, 4), (k + 2, 4)]
+        (first, second) = [set(item["cores"]) for item in instances]
+        assert len(first) == len(second) == 1 and not first & second
+        assert [item["runtime"]["intra_op_threads"] for item in instances] == [1, 1]
+        assert shard["record_indices"] == sorted(shard["record_indices"])
+    assert not list(folder.glob(".*"))  # the parts are merged and gone
     assert (workflow.workdir / target).read_bytes() == (finished_run.workdir / target).read_bytes()
+    log = (workflow.workdir / "logs/detect_objects/fp32-1-of-2.log").read_text()
+    assert "[instance 0] " in log and "[instance 1] " in log
+
+
+def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finished_run, tmp_path):
+    """Instance 1's part, finished by an earlier run, is kept; instance 0 runs; the merged
+    output has the single process's images and detections, in record order."""
+    from conftest import error_lines, run_script
+
+    workdir = finished_run.workdir
+    common = ["--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
+              "--records", workdir / "resources/coco_tfrecord", "--intra-op-threads", 2]  # fmt: skip
+    output = tmp_path / "detections.json"
+    part = tmp_path / ".detections.instance-1-of-2.json"
+    run = run_script("detect_objects.py", *common, "--output", part, "--shard", 1, "--shards", 2)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = run_script("detect_objects.py", *common, "--output", output, "--instances", 2)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "instance 1: its part was finished by an earlier run" in run.stderr
+    assert "[instance 0] " in run.stderr and "[instance 1] " not in run.stderr
+    merged = json.loads(output.read_text())
+    single = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
+    for key in ("image_ids", "record_indices", "detections", "executed_kernels"):
+        assert merged[key] == single[key], key
+    assert not part.exists()
+
+    # A graph no instance can load: one line naming each instance's cause, and no output.
+    broken = tmp_path / "broken.pb"
+    broken.write_bytes(b"not a graph")
+    run = run_script("detect_objects.py", *common[2:], "--graph", broken, "--output", tmp_path / "o.json", "--instances", 2)
+    assert run.returncode == 1 and not (tmp_path / "o.json").exists()
+    (line,) = error_lines(run)
+    assert line.startswith("error: 2 of 2 instances failed (instance 0: ") and "not a TensorFlow GraphDef" in line

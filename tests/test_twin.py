@@ -235,7 +235,9 @@ def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tm
     assert agreement < read_json(twin_run, "results/diagnostics/int8_agreement.json")["agreement"]
 
 
-def test_a_killed_detection_job_resumes_through_snakemake(twin_run, tmp_path):
+def test_a_killed_two_instance_detection_job_resumes_through_snakemake(twin_run, tmp_path):
+    """Two pinned instances share the job; both are killed mid-run with their parent. The rerun
+    resumes each from its checkpoint and writes the single-instance run's detections."""
     import copy
     import shutil
     import signal
@@ -248,30 +250,34 @@ def test_a_killed_detection_job_resumes_through_snakemake(twin_run, tmp_path):
     for path in ("int8/detections-0-of-1.json", "int8.json", "int8_detections.json"):
         (workdir / "results/accuracy" / path).unlink()
     config = copy.deepcopy(twin_run.config)
-    config["accuracy"]["checkpoint_every"] = 4
+    config["accuracy"].update(checkpoint_every=4, instances_per_node=2)
     workflow = Workflow(workdir, config)
     target = "results/accuracy/int8.json"
     assert workflow.planned_jobs(target) == {"detect_objects": 1, "evaluate_accuracy": 1}
 
     first = workflow.start(target)
-    checkpoint = workdir / "results/accuracy/int8/.detections-0-of-1.json.checkpoint"
+    folder = workdir / "results/accuracy/int8"
     deadline = time.monotonic() + 300
-    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+    while not list(folder.glob(".*.checkpoint")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert checkpoint.exists(), first.communicate()[1][-3000:]
-    jobs = [p for p in psutil.Process(first.pid).children(recursive=True) if "detect_objects.py" in " ".join(p.cmdline())]
+    assert list(folder.glob(".*.checkpoint")), first.communicate()[1][-3000:]
+    commands = {p: " ".join(p.cmdline()) for p in psutil.Process(first.pid).children(recursive=True)}
+    jobs = [p for p, command in commands.items() if "detect_objects.py" in command]
     for job in jobs:
         job.send_signal(signal.SIGKILL)
     first.communicate(timeout=120)
-    assert jobs and first.returncode != 0
-    assert not (workdir / "results/accuracy/int8/detections-0-of-1.json").exists()
+    assert sum(".instance-" in commands[job] for job in jobs) == 2 and first.returncode != 0
+    assert not (folder / "detections-0-of-1.json").exists()
 
     workflow.run(target)
     log = (workdir / "logs/detect_objects/int8-0-of-1.log").read_text()
     assert "resuming from checkpoint" in log
-    ran, taken = (int(n) for n in re.search(r"(\d+) images run in this job, (\d+) taken from a checkpoint", log).groups())
-    assert taken >= 4 and ran + taken == 24 and ran < 24
-    assert not checkpoint.exists()
+    counts = [(int(ran), int(taken)) for ran, taken in re.findall(r"(\d+) images run in this job, (\d+) taken from a checkpoint", log)]
+    assert len(counts) == 2 and sum(ran + taken for ran, taken in counts) == 24
+    assert 4 <= sum(taken for _, taken in counts) and sum(ran for ran, _ in counts) < 24
+    assert not list(folder.glob(".*"))
+    result = json.loads((folder / "detections-0-of-1.json").read_text())
+    assert [item["runtime"]["intra_op_threads"] for item in result["instances"]] == [1, 1]
     final = (workdir / "results/accuracy/int8_detections.json").read_bytes()
     assert final == (twin_run.workdir / "results/accuracy/int8_detections.json").read_bytes()
 
