@@ -190,7 +190,7 @@ def merge_parts(parts):
 def relay_output(stream, prefix, errors):
     """Copy a child's stderr to ours as it comes, each line (or progress update) prefixed;
     keep its `error:` lines."""
-    for line in io.TextIOWrapper(stream, newline=""):  # splits at \r too: tqdm's updates
+    for line in io.TextIOWrapper(stream, errors="replace", newline=""):  # splits at \r too: tqdm's updates
         sys.stderr.write(prefix + line)
         sys.stderr.flush()
         if line.startswith("error:"):
