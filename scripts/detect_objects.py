@@ -139,21 +139,28 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
         # More shards than images (a smoke run): an empty shard is still a complete one.
         log.warning("no images for shard %d of %d (max_images %d)", shard, shards, max_images)
     log.info("%d detections in %d images (shard %d of %d)", len(detections), len(image_ids), shard, shards)
+    # The checkpoint identity has hashed the graph already (217 MB for R-FCN).
+    facts = environment_facts(graph_path, applied, identity["graph_sha256"])
+    result = write_detections(output, identity, image_ids, record_indices, kernels, facts, detections)
+    checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def write_detections(output, identity, image_ids, record_indices, kernels, facts, detections):
+    """The detections file: which images of which job, where they ran, then the detections."""
     result = {
-        "shard": shard,
-        "shards": shards,
-        "max_images": max_images,
+        "shard": identity["shard"],
+        "shards": identity["shards"],
+        "max_images": identity["max_images"],
         "image_ids": image_ids,
         "record_indices": record_indices,
         "executed_kernels": kernels,
         "identity": identity,
-        # The checkpoint identity has hashed the graph already (217 MB for R-FCN).
-        **environment_facts(graph_path, applied, identity["graph_sha256"]),
+        **facts,
         "detections": detections,
     }
     with atomic_file(output) as temporary:
         temporary.write_text(json.dumps(result) + "\n")
-    checkpoint.unlink(missing_ok=True)
     return result
 
 
@@ -243,24 +250,17 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
     first = results[0]
     log.info("%d detections in %d images (shard %d of %d, %d instances)", len(detections), len(image_ids), shard,
              shards, instances)  # fmt: skip
-    result = {
-        "shard": shard,
-        "shards": shards,
-        "max_images": max_images,
-        "image_ids": image_ids,
-        "record_indices": record_indices,
-        "executed_kernels": first["executed_kernels"],
-        "identity": job_identity(graph_path, record_dir, max_images, shard, shards),
+    facts = {
         **{key: first[key] for key in ("graph", "graph_sha256", "tensorflow_version", "onednn", "cpu_model")},
         "instances": [
             {"cores": cpus, "shard": selection[0], "shards": selection[1],
              **{key: part[key] for key in ("runtime", "usable_cores", "peak_rss_mb", "memory_policy", "tcmalloc_loaded")}}
             for cpus, selection, part in zip(sets, selections, results)
         ],  # fmt: skip
-        "detections": detections,
     }
-    with atomic_file(output) as temporary:
-        temporary.write_text(json.dumps(result) + "\n")
+    identity = job_identity(graph_path, record_dir, max_images, shard, shards)
+    kernels = next((part["executed_kernels"] for part in results if part["image_ids"]), None)  # known where images ran
+    result = write_detections(output, identity, image_ids, record_indices, kernels, facts, detections)
     for part in parts:
         part.unlink()
     return result
