@@ -40,7 +40,7 @@ def merge_shards(paths):
     detections = sorted(
         (d for shard in shards for d in shard["detections"]), key=lambda d: record_index[d["image_id"]]
     )
-    per_shard = ("detections", "image_ids", "record_indices", "shard")
+    per_shard = ("detections", "image_ids", "record_indices", "shard", "identity")
     first = next(shard for shard in shards if shard["image_ids"])  # kernels are known where images ran
     facts = {key: value for key, value in first.items() if key not in per_shard}
     return detections, sorted(image_ids), facts
