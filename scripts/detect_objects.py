@@ -261,8 +261,9 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
     identity = job_identity(graph_path, record_dir, max_images, shard, shards)
     kernels = next((part["executed_kernels"] for part in results if part["image_ids"]), None)  # known where images ran
     result = write_detections(output, identity, image_ids, record_indices, kernels, facts, detections)
-    for part in parts:
-        part.unlink()
+    # The parts, and any left by a run with another instance count, with their checkpoints.
+    for leftover in Path(output).parent.glob(f"*.{Path(output).stem}.instance-*"):
+        leftover.unlink()
     return result
 
 

@@ -155,7 +155,8 @@ def test_instances_sharing_a_job_write_the_same_detections(finished_run, tmp_pat
 
 def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finished_run, tmp_path):
     """Instance 1's part, finished by an earlier run, is kept; instance 0 runs; the merged
-    output has the single process's images and detections, in record order."""
+    output has the single process's images and detections, in record order; the parts, and
+    those of a run with another instance count, are gone."""
     from conftest import error_lines, run_script
 
     workdir = finished_run.workdir
@@ -165,6 +166,9 @@ def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finis
     part = tmp_path / ".detections.instance-1-of-2.json"
     run = run_script("detect_objects.py", *common, "--output", part, "--shard", 1, "--shards", 2)
     assert run.returncode == 0, run.stderr[-2000:]
+    stale = [tmp_path / ".detections.instance-2-of-3.json", tmp_path / "..detections.instance-2-of-3.json.checkpoint"]
+    for path in stale:
+        path.write_text("{}")  # left by an interrupted run with 3 instances
     run = run_script("detect_objects.py", *common, "--output", output, "--instances", 2)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "instance 1: its part was finished by an earlier run" in run.stderr
@@ -173,7 +177,7 @@ def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finis
     single = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
     for key in ("image_ids", "record_indices", "detections", "executed_kernels"):
         assert merged[key] == single[key], key
-    assert not part.exists()
+    assert not part.exists() and not any(path.exists() for path in stale)
 
     # A graph no instance can load: one line naming each instance's cause, and no output.
     broken = tmp_path / "broken.pb"
