@@ -31,10 +31,40 @@ def config_problems(config, schema):
     return sorted(problems)
 
 
+def typed_command_line_values(value, schema, root):
+    """Snakemake's --config reads a nested value's scalars as strings
+    (`accuracy='{shards: 8}'` gives '8'): give them the types the schema asks for, as a
+    config file would."""
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        other = schema.get("additionalProperties")
+        for key, item in value.items():
+            item_schema = properties.get(key, other if isinstance(other, dict) else {})
+            value[key] = typed_command_line_values(item, item_schema, root)
+    elif isinstance(value, list):
+        value[:] = [
+            typed_command_line_values(item, schema.get("items", {}), root)
+            for item in value
+        ]
+    elif isinstance(value, str):
+        kinds = schema.get("type", [])
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if "integer" in kinds and re.fullmatch(r"-?\d+", value):
+            return int(value)
+        if "number" in kinds and re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", value):
+            return float(value)
+        if "boolean" in kinds and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    return value
+
+
 def validate_config():
     schema = yaml.safe_load(
         (Path(workflow.basedir) / "config" / "schema.yaml").read_text()
     )
+    typed_command_line_values(config, schema, schema)
     problems = config_problems(config, schema)
     if problems:
         raise WorkflowError("invalid config:\n" + "\n".join(problems))

@@ -58,3 +58,16 @@ def test_every_problem_is_reported_at_once(tmp_path, demo_data):
     for key in ("config key acuracy: unknown key", "config key benchmark.number_of_steps: 0 is less than",
                 "config key downloads.val2017.zip.url: 'ftp://"):  # fmt: skip
         assert key in output, output[-2000:]
+
+
+def test_nested_command_line_values_take_the_schema_types(tmp_path, demo_data):
+    """`--config accuracy='{shards: 3}'` works as in a config file (Snakemake reads '3')."""
+    workflow = Workflow(tmp_path, demo_config(demo_data, "http://127.0.0.1:9"))
+    jobs = workflow.planned_jobs(
+        "--config", "accuracy={max_images: 0, shards: 3, instances_per_node: 2}", "benchmark={instances: [1, 2]}"
+    )
+    assert jobs["detect_objects"] == 3 * len(workflow.config["models"])
+    assert jobs["benchmark_instances"] == len(workflow.config["models"])
+    result = workflow.run("-n", "--config", "accuracy={max_images: 0, shards: many}", check=False)
+    assert result.returncode != 0
+    assert "config key accuracy.shards: 'many' is not of type 'integer'" in result.stdout + result.stderr
