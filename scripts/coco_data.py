@@ -100,3 +100,14 @@ def coco_metrics(ground_truth, detections, image_ids):
         evaluation.summarize()
     lines = [line for line in table.getvalue().splitlines() if line.lstrip().startswith("Average")]
     return dict(zip(METRICS, (float(v) for v in evaluation.stats))), "\n".join(lines)
+
+
+def in_record_order(shards):
+    """Image ids, record indices and detections of detection files together, in TFRecord
+    order (an image's detections as detected): what one process over all their images writes."""
+    record_index = {
+        image_id: index for shard in shards for image_id, index in zip(shard["image_ids"], shard["record_indices"])
+    }
+    images = sorted(record_index, key=record_index.get)
+    detections = sorted((d for shard in shards for d in shard["detections"]), key=lambda d: record_index[d["image_id"]])
+    return images, [record_index[image_id] for image_id in images], detections

@@ -29,13 +29,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
 
 from common import StageError, atomic_file, core_sets, file_digests, job_cores, run_main, start_pinned
-from coco_data import read_examples, to_coco_results, val_record_files
+from coco_data import in_record_order, read_examples, to_coco_results, val_record_files
 from detection_graph import (
     add_runtime_arguments,
     apply_runtime,
@@ -179,21 +178,6 @@ def finished_part(path, identity):
     return part if isinstance(part, dict) and part.get("identity") == identity else None
 
 
-def merge_parts(parts):
-    """Image ids, record indices and detections of the parts together, in record order:
-    what one process over all their images writes."""
-    images = {}  # record index -> (image id, its detections)
-    for part in parts:
-        by_image = defaultdict(list)
-        for detection in part["detections"]:
-            by_image[detection["image_id"]].append(detection)
-        for index, image_id in zip(part["record_indices"], part["image_ids"]):
-            images[index] = (image_id, by_image[image_id])
-    order = sorted(images)
-    detections = [detection for index in order for detection in images[index][1]]
-    return [images[index][0] for index in order], order, detections
-
-
 def relay_output(stream, prefix, errors):
     """Copy a child's stderr to ours as it comes, each line (or progress update) prefixed;
     keep its `error:` lines."""
@@ -216,10 +200,10 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
     # together, exactly this shard's records.
     selections = [(shard + k * shards, shards * instances) for k in range(instances)]
     parts = [instance_output(output, k, instances) for k in range(instances)]
+    identity = job_identity(graph_path, record_dir, max_images, shard, shards)
     running = []
     for instance, (cpus, (part_shard, part_shards), part) in enumerate(zip(sets, selections, parts)):
-        identity = job_identity(graph_path, record_dir, max_images, part_shard, part_shards)
-        if finished_part(part, identity):
+        if finished_part(part, {**identity, "shard": part_shard, "shards": part_shards}):
             log.info("instance %d: its part was finished by an earlier run (%s)", instance, part.name)
             continue
         threads = len(cpus)
@@ -246,7 +230,7 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
         raise StageError(f"{len(failures)} of {instances} instances failed ({'; '.join(failures)}); "
                          "a rerun keeps the parts that finished")  # fmt: skip
     results = [json.loads(part.read_text()) for part in parts]
-    image_ids, record_indices, detections = merge_parts(results)
+    image_ids, record_indices, detections = in_record_order(results)
     first = results[0]
     log.info("%d detections in %d images (shard %d of %d, %d instances)", len(detections), len(image_ids), shard,
              shards, instances)  # fmt: skip
@@ -258,7 +242,6 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
             for cpus, selection, part in zip(sets, selections, results)
         ],  # fmt: skip
     }
-    identity = job_identity(graph_path, record_dir, max_images, shard, shards)
     kernels = next((part["executed_kernels"] for part in results if part["image_ids"]), None)  # known where images ran
     result = write_detections(output, identity, image_ids, record_indices, kernels, facts, detections)
     # The parts, and any left by a run with another instance count, with their checkpoints.

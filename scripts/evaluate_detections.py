@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from common import StageError, atomic_file, run_main
-from coco_data import coco_metrics, quiet_coco, read_examples, val_record_files
+from coco_data import coco_metrics, in_record_order, quiet_coco, read_examples, val_record_files
 
 log = logging.getLogger("evaluate_detections")
 
@@ -34,12 +34,7 @@ def merge_shards(paths):
         raise StageError("the detection shards hold no images")
     if len(set(image_ids)) != len(image_ids):
         raise StageError("an image was detected in more than one shard")
-    record_index = {
-        image_id: index for shard in shards for image_id, index in zip(shard["image_ids"], shard["record_indices"])
-    }
-    detections = sorted(
-        (d for shard in shards for d in shard["detections"]), key=lambda d: record_index[d["image_id"]]
-    )
+    _, _, detections = in_record_order(shards)
     per_shard = ("detections", "image_ids", "record_indices", "shard", "identity")
     first = next(shard for shard in shards if shard["image_ids"])  # kernels are known where images ran
     facts = {key: value for key, value in first.items() if key not in per_shard}
