@@ -54,8 +54,9 @@ demo: venv wheels
 twin-demo: twin
 	$(BIN)/python tests/generators/run_demo.py --data .cache/twin --workdir twin-demo --cores $(CORES)
 
+# SLURM_CONF=/dev/null: a local run needs no answer from a SLURM controller (see the README).
 run: venv
-	$(BIN)/snakemake --cores $(CORES)
+	SLURM_CONF=/dev/null $(BIN)/snakemake --cores $(CORES)
 
 clean-demo:
 	rm -rf demo twin-demo

@@ -1,7 +1,16 @@
 # R-FCN ResNet101 on COCO val2017, INT8 and FP32: from nothing to benchmark, accuracy and report.
+import sys
+
 from snakemake.utils import min_version
 
+sys.path.insert(0, f"{workflow.basedir}/scripts")
+from workflow_config import check_config_file
+
 min_version("9.0")
+
+
+# Read first by the project, so that a YAML mistake is named by file and line.
+check_config_file("config/config.yaml")
 
 
 configfile: "config/config.yaml"
@@ -14,6 +23,10 @@ include: "rules/tfrecord.smk"
 include: "rules/models.smk"
 include: "rules/inference.smk"
 include: "rules/report.smk"
+
+
+onstart:
+    keep_linked_output_folders()
 
 
 rule all:

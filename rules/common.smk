@@ -2,75 +2,32 @@ import json
 import os
 import re
 import shlex
+from itertools import chain
 from pathlib import Path
 
-import jsonschema
-import yaml
-from snakemake.exceptions import WorkflowError
+# scripts/ is on sys.path (the Snakefile put it there to read the config file first).
+from workflow_config import (
+    config_problems,
+    load_schema,
+    stop_if,
+    typed_command_line_values,
+)
 
 
-def config_problems(config, schema):
-    """Every way `config` breaks `schema`, one line each, naming the key."""
-    problems = []
-    validator = jsonschema.Draft202012Validator(schema)
-    for error in validator.iter_errors(config):
-        key = ".".join(str(part) for part in error.absolute_path)
-        prefix = f"{key}." if key else ""
-        if error.validator == "additionalProperties" and error.validator_value is False:
-            known = error.schema.get("properties", {})
-            for name in sorted(set(error.instance) - set(known)):
-                problems.append(
-                    f"config key {prefix}{name}: unknown key (known: {', '.join(known)})"
-                )
-        elif error.validator == "required":
-            for name in error.validator_value:
-                if name not in error.instance:
-                    problems.append(f"config key {prefix}{name}: missing")
-        else:
-            problems.append(f"config key {key or '(top level)'}: {error.message}")
-    return sorted(problems)
-
-
-def typed_command_line_values(value, schema, root):
-    """Snakemake's --config reads a nested value's scalars as strings
-    (`accuracy='{shards: 8}'` gives '8'): give them the types the schema asks for, as a
-    config file would."""
-    if "$ref" in schema:
-        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        other = schema.get("additionalProperties")
-        for key, item in value.items():
-            item_schema = properties.get(key, other if isinstance(other, dict) else {})
-            value[key] = typed_command_line_values(item, item_schema, root)
-    elif isinstance(value, list):
-        value[:] = [
-            typed_command_line_values(item, schema.get("items", {}), root)
-            for item in value
-        ]
-    elif isinstance(value, str):
-        kinds = schema.get("type", [])
-        kinds = kinds if isinstance(kinds, list) else [kinds]
-        if "integer" in kinds and re.fullmatch(r"-?\d+", value):
-            return int(value)
-        if "number" in kinds and re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", value):
-            return float(value)
-        if "boolean" in kinds and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-    return value
-
-
-def validate_config():
-    schema = yaml.safe_load(
-        (Path(workflow.basedir) / "config" / "schema.yaml").read_text()
-    )
+def check_run():
+    """The config (schema and relations between keys) and the command line, before any job
+    is planned: one line per problem, no trace lines."""
+    schema = load_schema()
     typed_command_line_values(config, schema, schema)
     problems = config_problems(config, schema)
-    if problems:
-        raise WorkflowError("invalid config:\n" + "\n".join(problems))
+    if workflow.cores == 0:
+        problems.append(
+            "--cores 0: no job could start; give --cores N (N >= 1) or --cores all"
+        )
+    stop_if(problems)
 
 
-validate_config()
+check_run()
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
 DOWNLOADS = "resources/downloads"
@@ -88,57 +45,6 @@ COMPARED_MODELS = [
 ]
 
 
-def reference_problems():
-    """What the schema cannot see: names of downloads that do not exist, local sources that
-    are missing, precisions without runtime settings."""
-    problems = []
-    references = {
-        "coco.images_archive": config["coco"]["images_archive"],
-        "coco.annotations_archive": config["coco"]["annotations_archive"],
-    }
-    for precision in DOWNLOADED_MODELS:
-        references[f"models.{precision}.download"] = config["models"][precision][
-            "download"
-        ]
-    for precision in QUANTIZED_MODELS:
-        source = config["models"][precision]["quantize"]["from"]
-        if source not in DOWNLOADED_MODELS:
-            problems.append(
-                f"config key models.{precision}.quantize.from: {source!r} is not a downloaded model "
-                f"({', '.join(DOWNLOADED_MODELS)})"
-            )
-    for key, name in references.items():
-        if name not in config["downloads"]:
-            problems.append(
-                f"config key {key}: {name!r} is not an entry of downloads "
-                f"({', '.join(config['downloads'])})"
-            )
-    for name, entry in config["downloads"].items():
-        url = entry["url"]
-        if not url.startswith(("http://", "https://")):
-            path = Path(url.removeprefix("file://"))
-            if not path.is_file():
-                problems.append(
-                    f"config key downloads.{name}.url: no such file {path} "
-                    "(a URL is http://, https:// or file://)"
-                )
-    for precision in PRECISIONS:
-        if precision not in config["runtime"]:
-            problems.append(
-                f"config key runtime.{precision}: missing (models has {precision})"
-            )
-    return problems
-
-
-def check_config_references():
-    problems = reference_problems()
-    if problems:
-        raise WorkflowError("invalid config:\n" + "\n".join(problems))
-
-
-check_config_references()
-
-
 def one_of(names):
     """A wildcard constraint matching exactly these names (nothing, if there are none)."""
     return "|".join(re.escape(name) for name in names) or "(?!)"
@@ -147,16 +53,6 @@ def one_of(names):
 wildcard_constraints:
     filename=one_of(config["downloads"]),
     precision=one_of(PRECISIONS),
-
-
-def script(name):
-    """A stage script's path, relative to the working directory so that moving a
-    checkout together with its results does not look like a changed parameter."""
-    return os.path.relpath(SCRIPTS / name)
-
-
-def downloaded(name):
-    return f"{DOWNLOADS}/{name}"
 
 
 class Untracked:
@@ -170,6 +66,16 @@ class Untracked:
 
     def __str__(self):
         return str(self.value)
+
+
+def script(name):
+    """A stage script's path, untracked: where the checkout lies relative to the working
+    folder is not what a job computes, so moving either reruns nothing."""
+    return Untracked(os.path.relpath(SCRIPTS / name))
+
+
+def downloaded(name):
+    return f"{DOWNLOADS}/{name}"
 
 
 def get_download_url(wildcards):
@@ -459,3 +365,19 @@ def get_final_outputs():
         *get_graph_targets(),
         "results/report/summary.md",
     ]
+
+
+def keep_linked_output_folders():
+    """After every run Snakemake removes the empty folders of missing outputs (its
+    dag.cleanup_workdir). A folder that is a symlink or a mount point (downloads kept on
+    another disk) cannot be removed, and the attempt ends a failed run with a traceback
+    after the one-line error: a hidden file keeps such a folder from being empty."""
+    folders = {
+        os.path.dirname(path)
+        for job in workflow.dag.jobs
+        for path in chain(job.output, job.input)
+    }
+    for folder in sorted(filter(None, folders)):
+        linked = os.path.islink(folder) or os.path.ismount(folder)
+        if linked and os.path.isdir(folder) and not any(os.scandir(folder)):
+            Path(folder, ".keep").touch()

@@ -69,6 +69,8 @@ def run_main(main):
 def atomic_file(path):
     """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds."""
     path = Path(path)
+    if path.is_dir():
+        raise StageError(f"{path} is a folder, not a file: remove it or choose another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -76,15 +78,25 @@ def atomic_file(path):
     temporary.chmod(default_mode())
     try:
         yield temporary
-        os.replace(temporary, path)
+        replace_naming_target(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def replace_naming_target(temporary, path):
+    """os.replace, whose errors name `path`, not the temporary the user never asked for."""
+    try:
+        os.replace(temporary, path)
+    except OSError as error:
+        raise StageError(describe_os_error(OSError(error.errno, error.strerror), path)) from None
 
 
 @contextlib.contextmanager
 def atomic_directory(path):
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StageError(f"{path} is a file, not a folder: remove it or choose another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     temporary.chmod(default_mode(directory=True))
@@ -92,7 +104,7 @@ def atomic_directory(path):
         yield temporary
         if path.exists():
             shutil.rmtree(path)
-        os.replace(temporary, path)
+        replace_naming_target(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 

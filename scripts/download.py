@@ -92,6 +92,8 @@ def progress_bar(total, initial, name):
 
 
 def copy_local(source, part):
+    if source.is_dir():
+        raise StageError(f"{source} is a folder, not a file: give the path of the file inside it")
     if not source.is_file():
         raise StageError(f"no such file: {source}")
     with open(source, "rb") as reader, open(part, "wb") as writer:
@@ -145,8 +147,12 @@ def fetch_once(session, url, part, timeouts, checksummed):
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             if total.isdigit() and int(total) == offset:
                 return offset
+            # A part longer than the file (it changed, or another was left here): not a failed
+            # attempt, just nothing to resume; the whole file is asked for at once.
+            log.warning("server refused the resume range at byte %d (file is %s bytes); downloading from byte 0",
+                        offset, total or "of unknown size")  # fmt: skip
             discard_part(part)
-            raise RetryableError("server refused the resume range; starting over")
+            return fetch_once(session, url, part, timeouts, checksummed)
         if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
             raise StageError(f"{url}: HTTP {status} {response.reason}")
         if status not in (200, 206):
@@ -154,8 +160,10 @@ def fetch_once(session, url, part, timeouts, checksummed):
         if status == 206:
             start = response.headers.get("Content-Range", "").split(" ")[-1].split("-")[0]
             if start != str(offset):
+                log.warning("server answered range %s for byte %d; downloading from byte 0", start, offset)
                 discard_part(part)
-                raise RetryableError("server answered a different range; starting over")
+                response.close()
+                return fetch_once(session, url, part, timeouts, checksummed)
             log.info("resuming %s at byte %d", url, offset)
         else:
             offset = 0  # the server sent the whole file
@@ -213,7 +221,10 @@ def verify(part, url, md5=None, sha256=None, size=None):
             problems.append(f"{name} {digests[name]}, expected {expected.lower()}")
     if problems:
         discard_part(part)
-        raise StageError(f"{url}: checksum mismatch: " + "; ".join(problems))
+        raise StageError(
+            f"{url}: checksum mismatch: " + "; ".join(problems) + ": the source does not serve the file the "
+            "config pins; check a mirror's URL, or if the file changed upstream, check it and update the checksum"
+        )
     if not (md5 or sha256):
         log.warning("no checksum configured for %s; observed sha256 %s", url, digests["sha256"])
 

@@ -2,9 +2,10 @@
 """Extract one file or one folder from a zip or tar archive, safely and atomically.
 
 The whole archive is checked first: a member with an absolute path, a `..`
-component, or a link that points outside the archive's folder is refused and
-nothing is extracted. The result appears under its final name only once it is
-complete.
+component or a backslash, or a link that points outside the archive's folder is
+refused and nothing is extracted. Every file's final path is resolved and must
+lie inside the output folder, whatever the member prefix. The result appears
+under its final name only once it is complete.
 """
 
 import argparse
@@ -35,11 +36,22 @@ class Member:
 
 
 def escapes(path):
-    """True if a relative archive path leaves the folder it is extracted into."""
+    """True if an archive path is absolute, has a `..` component, or a backslash (a Windows
+    separator that would hide one). Real archives have none; refusing every `..`, not only
+    those that climb above the archive's root, keeps a member from leaving a folder
+    extracted without its prefix (`val2017/../annotations/x` out of `val2017`)."""
     if path.startswith("/") or (len(path) > 1 and path[1] == ":") or "\\" in path:
         return True
-    normalized = posixpath.normpath(path)
-    return normalized == ".." or normalized.startswith("../")
+    return ".." in path.split("/")
+
+
+def destination_inside(folder, relative, archive):
+    """`folder`/`relative`, resolved; refused unless it lies inside `folder`."""
+    root = Path(folder).resolve()
+    destination = (root / relative).resolve()
+    if destination == root or root not in destination.parents:
+        raise StageError(f"{archive}: refusing member path {relative!r}: it leaves the target folder")
+    return destination
 
 
 def check_members(members, archive):
@@ -49,8 +61,9 @@ def check_members(members, archive):
         if member.is_special:
             raise StageError(f"{archive}: refusing member {member.name!r}: device or fifo")
         if member.link_target is not None:
-            target = posixpath.join(posixpath.dirname(member.name), member.link_target)
-            if posixpath.isabs(member.link_target) or escapes(target):
+            # Links are never extracted; one that points out of the archive marks it hostile.
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.link_target))
+            if posixpath.isabs(member.link_target) or "\\" in target or target.split("/")[0] == "..":
                 raise StageError(
                     f"{archive}: refusing link {member.name!r} -> {member.link_target!r}: "
                     "it points outside the target folder"
@@ -89,8 +102,9 @@ def open_archive(path):
         return archive, zip_members(archive)
     try:
         archive = tarfile.open(path)
-    except tarfile.TarError as error:
-        raise StageError(f"{path}: not a zip or tar archive ({error})") from error
+    except tarfile.TarError:
+        # tarfile's own message lists every compression it tried, over several lines.
+        raise StageError(f"{path}: not a zip or tar archive, or a truncated one: download it again") from None
     return archive, tar_members(archive)
 
 
@@ -138,8 +152,11 @@ def extract_checked(archive_path, member_path, output):
         if not below:
             raise StageError(f"{archive_path}: no member {member_path!r}")
         with atomic_directory(output) as temporary:
-            for member in tqdm(below, desc="extracting", unit="file", mininterval=10, ascii=True):
-                destination = temporary / member.name[len(wanted) + 1 :]
+            # Every destination is checked before the first byte is written.
+            destinations = [destination_inside(temporary, m.name[len(wanted) + 1 :], archive_path) for m in below]
+            for member, destination in tqdm(
+                list(zip(below, destinations)), desc="extracting", unit="file", mininterval=10, ascii=True
+            ):
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 with member_stream(archive, member.name) as reader, open(destination, "wb") as writer:
                     shutil.copyfileobj(reader, writer, 1 << 20)

@@ -37,6 +37,11 @@ def prepare_graph(source, output, member=None):
             f"{source} is an archive: name the graph inside it with --member "
             "(models.<precision>.member in the config)"
         )
+    if member and not is_archive(source):
+        raise StageError(
+            f"{source} is not a zip or tar archive, so it holds no member {member!r}: if it is the graph "
+            "itself, drop --member (models.<precision>.member in the config); if not, download it again"
+        )
     with atomic_file(output) as temporary:
         if member:
             extract(source, member, temporary)

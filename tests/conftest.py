@@ -19,6 +19,7 @@ sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "generators"))
 
 from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E402
+from run_demo import local_run_environment  # noqa: E402
 from serve_files import FileServer  # noqa: E402
 
 
@@ -121,9 +122,10 @@ def small_tmpfs(tmp_path):
 
 
 def tool_environment(base=None):
-    """Rule scripts run as `python`: make it this interpreter, as the Makefile does."""
-    environment = dict(os.environ if base is None else base)
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    """A local run's environment (run_demo's); a cluster test's `base` keeps its SLURM_CONF."""
+    environment = local_run_environment(base)
+    if base is not None and "SLURM_CONF" in base:
+        environment["SLURM_CONF"] = base["SLURM_CONF"]
     return environment
 
 

@@ -1,5 +1,7 @@
 """`make demo` as a user runs it: twice in a row, and twice at once in the same folder."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,9 +11,10 @@ from conftest import REPO_ROOT, tool_environment
 RUN_DEMO = REPO_ROOT / "tests" / "generators" / "run_demo.py"
 
 
-def start_demo(workdir, *snakemake_arguments):
-    command = [sys.executable, str(RUN_DEMO), "--workdir", str(workdir), "--cores", "2", *snakemake_arguments]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_environment())
+def start_demo(workdir, *snakemake_arguments, cores="2"):
+    command = [sys.executable, str(RUN_DEMO), "--workdir", str(workdir), "--cores", cores, *snakemake_arguments]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_environment(),
+                            start_new_session=True)  # fmt: skip
 
 
 def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_path):
@@ -45,3 +48,29 @@ def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_p
     assert config.read_bytes() != config_of_the_first  # another port
     assert "Nothing to be done" in output + errors
     print(f"second demo run: {seconds:.1f} s")
+
+    # Snakemake killed while it holds the folder's lock: the next demo run removes the stale
+    # lock (it holds the folder) instead of stopping with LockException until --unlock.
+    killed = start_demo(workdir, "--forcerun", "make_report")
+    locks = workdir / ".snakemake" / "locks"
+    deadline = time.monotonic() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    _, errors = killed.communicate()
+    assert locks.is_dir() and any(locks.iterdir()), f"the killed run left no lock to test with: {errors[-3000:]}"
+    after = start_demo(workdir)
+    output, errors = after.communicate(timeout=300)
+    assert after.returncode == 0, errors[-3000:]
+    assert "removing the lock a killed snakemake left" in errors
+    assert not (locks.is_dir() and any(locks.iterdir()))
+
+
+def test_zero_cores_is_refused_at_once(tmp_path):
+    run = start_demo(tmp_path / "demo", cores="0")
+    _, errors = run.communicate(timeout=60)
+    assert run.returncode == 1
+    assert errors.strip().splitlines() == [
+        "error: --cores 0: give a number of cores, at least 1, or all (make demo CORES=2)"
+    ]
+    assert not (tmp_path / "demo").exists()

@@ -233,3 +233,38 @@ def test_output_that_is_a_folder_is_refused_before_downloading(payload_server, t
     assert status == 1
     assert errors == [f"error: {output} is a folder: remove it, or download to another path"]
     assert [p.name for p in output.parent.iterdir()] == ["payload.bin"] and server.requests == []
+
+
+def test_part_longer_than_the_file_restarts_at_once_even_without_retries(payload_server, tmp_path, caplog):
+    """A part left by a larger file: nothing to resume, but no failed attempt either."""
+    server, payload = payload_server
+    output = tmp_path / "payload.bin"
+    url = f"{server.url}/payload.bin"
+    part_path(output).write_bytes(payload + b"more bytes than the file has")
+    from download import origin_path
+
+    origin_path(part_path(output)).write_text(f'{{"url": "{url}", "validator": null}}')
+    download(url, output, md5=md5(payload), retries=0)
+    assert output.read_bytes() == payload
+    ranges = [request["range"] for request in server.requests if request["method"] == "GET"]
+    assert ranges == [f"bytes={len(payload) + 28}-", None]
+    assert "downloading from byte 0" in caplog.text
+
+
+def test_checksum_mismatch_says_what_to_do(payload_server, tmp_path):
+    server, _ = payload_server
+    status, errors = run_download(f"{server.url}/payload.bin", tmp_path / "payload.bin", "--md5", "0" * 32)
+    assert status == 1 and len(errors) == 1
+    assert errors[0].endswith(
+        "the source does not serve the file the config pins; check a mirror's URL, or if the file changed "
+        "upstream, check it and update the checksum"
+    )
+
+
+def test_folder_given_as_the_url_is_named(tmp_path):
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    status, errors = run_download(folder, tmp_path / "payload.bin")
+    assert status == 1
+    assert errors == [f"error: {folder} is a folder, not a file: give the path of the file inside it"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]

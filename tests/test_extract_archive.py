@@ -5,6 +5,7 @@ import tarfile
 import zipfile
 
 import pytest
+from conftest import error_lines, run_script
 
 from common import StageError
 from extract_archive import extract
@@ -138,3 +139,79 @@ def test_read_only_folder_during_extraction_is_one_line(tmp_path, small_tmpfs):
     folder = small_tmpfs(readonly=True)
     with pytest.raises(StageError, match=r"Read-only file system: choose a writable folder$"):
         extract(archive, "val2017", folder / "val2017")
+
+
+def archive_with(kind, path, members):
+    """A zip or tar.gz archive of `members` ({name: bytes})."""
+    if kind == "zip":
+        return make_zip(path.with_suffix(".zip"), members)
+    return make_tar(path.with_suffix(".tar.gz"), list(members.items()))
+
+
+# Each member climbs out of the folder it is extracted into once the prefix is dropped,
+# though it may stay inside the archive's root.
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+@pytest.mark.parametrize(
+    "prefix, evil",
+    [
+        ("val2017", "val2017/../x"),
+        ("val2017", "val2017/../annotations/instances_val2017.json"),
+        ("val2017", "val2017/a/../../x"),
+        ("val2017", "val2017\\..\\x"),
+        ("val2017", "val2017/..\\x"),
+        ("a/b/c", "a/b/c/../../../x"),
+        ("a/b/c", "a/b/c/d/../../../../x"),
+    ],
+)
+def test_member_climbing_out_through_its_prefix_is_refused(tmp_path, kind, prefix, evil):
+    work = tmp_path / "work"
+    good = work / "annotations" / "instances_val2017.json"
+    good.parent.mkdir(parents=True)
+    good.write_bytes(b"the real annotations")
+    archive = archive_with(kind, tmp_path / "val2017", {f"{prefix}/a.jpg": b"a", evil: b"evil"})
+    output = work / "coco" / "val2017"
+    with pytest.raises(StageError, match="refusing member .*: it leaves the target folder"):
+        extract(archive, prefix, output)
+    assert good.read_bytes() == b"the real annotations"
+    written = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+    assert written == ["annotations", "annotations/instances_val2017.json"]
+    assert not (tmp_path / "x").exists()
+
+
+def test_destination_is_checked_inside_the_output_folder(tmp_path):
+    """The last guard: whatever the name checks let through, no path resolves outside."""
+    from extract_archive import destination_inside
+
+    assert destination_inside(tmp_path, "a/b.jpg", "z.zip") == (tmp_path / "a" / "b.jpg").resolve()
+    for relative in ("../x", "a/../../x", "/etc/x", "", "."):
+        with pytest.raises(StageError, match="leaves the target folder"):
+            destination_inside(tmp_path, relative, "z.zip")
+
+
+def test_links_inside_the_archive_are_allowed_and_not_extracted(tmp_path):
+    archive = make_tar(tmp_path / "m.tar.gz", [("rfcn/a.pb", b"graph")], [("rfcn/latest", "../rfcn/a.pb", tarfile.SYMTYPE)])
+    assert extract(archive, "rfcn", tmp_path / "out") == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.pb"]
+
+
+def test_truncated_zip_is_one_line_with_advice(tmp_path):
+    archive = make_zip(tmp_path / "val2017.zip", {"val2017/a.jpg": bytes(range(256)) * 400})
+    archive.write_bytes(archive.read_bytes()[:50_000])
+    result = run_script("extract_archive.py", archive, "val2017", tmp_path / "out")
+    assert result.returncode == 1
+    assert error_lines(result) == [
+        f"error: {archive}: not a zip or tar archive, or a truncated one: download it again"
+    ], result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_single_file_onto_a_folder_names_the_folder(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"annotations/instances_val2017.json": b"{}"})
+    output = tmp_path / "instances_val2017.json"
+    output.mkdir()
+    result = run_script("extract_archive.py", archive, "annotations/instances_val2017.json", output)
+    assert result.returncode == 1
+    assert error_lines(result) == [
+        f"error: {output} is a folder, not a file: remove it or choose another output path"
+    ], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "instances_val2017.json"]

@@ -85,3 +85,16 @@ def test_op_unknown_to_tensorflow_is_refused_at_once(demo_data, tmp_path):
     with pytest.raises(StageError, match=f"^{source}: ops unknown to TensorFlow {tf.__version__}: IntelOnlyFusedTopK$"):
         prepare_graph(source, tmp_path / "out.pb")
     assert not (tmp_path / "out.pb").exists()
+
+
+def test_member_of_a_graph_that_is_no_archive_is_one_line(demo_data, tmp_path):
+    from conftest import error_lines, run_script
+
+    graph = demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb"
+    result = run_script("prepare_frozen_graph.py", graph, tmp_path / "out.pb", "--member", "a/frozen_inference_graph.pb")
+    assert result.returncode == 1
+    assert error_lines(result) == [
+        f"error: {graph} is not a zip or tar archive, so it holds no member 'a/frozen_inference_graph.pb': if it "
+        "is the graph itself, drop --member (models.<precision>.member in the config); if not, download it again"
+    ]
+    assert len(result.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

@@ -63,3 +63,39 @@ def test_scripts_answer_help():
             continue  # a shared module, not a stage
         result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, script.name
+
+
+def tracked_files():
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return set(listed.stdout.split())
+
+
+def readme_paths(readme, top_level):
+    """Repository paths the README names: words in its code spans and blocks whose first
+    component is a tracked top-level entry (generated ones like results/ are not)."""
+    code = re.findall(r"`([^`\n]+)`", readme) + re.findall(r"```\w*\n(.*?)```", readme, re.S)
+    paths = set()
+    for word in (w for text in code for w in re.split(r"[\s=:(),]+", text)):
+        word = word.strip(".'\"")
+        if word.split("/")[0] in top_level and not re.search(r"[<{\[]", word):
+            paths.add(word.rstrip("/"))
+    return paths
+
+
+def test_every_path_and_make_target_the_readme_names_is_tracked():
+    import fnmatch
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    tracked = tracked_files()
+    folders = {str(Path(path).parent) for path in tracked} | {
+        "/".join(path.split("/")[:depth]) for path in tracked for depth in range(1, path.count("/") + 1)
+    }
+    top_level = {path.split("/")[0] for path in tracked}
+    paths = readme_paths(readme, top_level)
+    assert {"tests/benchmarks/twin_latency.py", "tests/generators/run_demo.py", "profiles/slurm"} <= paths
+    missing = [p for p in sorted(paths) if p not in tracked | folders and not fnmatch.filter(tracked, p)]
+    assert not missing, f"README names paths that are not in the tracked tree: {missing}"
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO_ROOT / "Makefile").read_text(), re.M))
+    named = set(re.findall(r"\bmake ([a-z][a-z-]*)", readme))
+    assert {"test", "demo", "twin"} <= named
+    assert named <= targets, f"README names make targets the Makefile lacks: {sorted(named - targets)}"

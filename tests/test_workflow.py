@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from conftest import Workflow
@@ -176,3 +177,36 @@ def test_failed_download_stops_the_run_and_leaves_no_output(tmp_path, demo_data,
     assert "error: http://127.0.0.1:" in log and "checksum mismatch" in log
     assert not (tmp_path / "resources/downloads/val2017.zip").exists()
     assert (tmp_path / "resources/downloads/annotations_trainval2017.zip").exists()
+
+
+def test_finished_folder_moved_to_another_depth_reruns_nothing(finished_run, tmp_path):
+    """A script's path relative to the work folder is not what a job computes."""
+    moved = tmp_path / "a" / "b" / "c" / "run"
+    shutil.copytree(finished_run.workdir, moved, symlinks=True)
+    workflow = Workflow(moved, finished_run.config)
+    assert workflow.planned_jobs() == {}
+
+
+@pytest.mark.parametrize("kind", ["symlink", "mount point"])
+def test_failed_download_into_a_linked_folder_is_one_line(tmp_path, demo_data, small_tmpfs, kind):
+    """Snakemake removes the empty folder of a missing output; a link or a mount point can't be."""
+    config = demo_config(demo_data, "http://127.0.0.1:9")
+    config["downloads"]["val2017.zip"].update(url=str(demo_data / "files" / "val2017.zip"), md5="0" * 32)
+    workdir = tmp_path / "run"
+    (workdir / "resources").mkdir(parents=True)
+    if kind == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        (workdir / "resources" / "downloads").symlink_to(tmp_path / "elsewhere")
+    else:
+        disk = small_tmpfs("64m")  # unmounted after the test
+        (workdir / "resources" / "downloads").mkdir()
+        subprocess.run(["mount", "--bind", str(disk), str(workdir / "resources" / "downloads")], check=True)
+    try:
+        result = Workflow(workdir, config).run("resources/downloads/val2017.zip", check=False)
+    finally:
+        if kind != "symlink":
+            subprocess.run(["umount", str(workdir / "resources" / "downloads")], check=True)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.rstrip().endswith("At least one job did not complete successfully.")
+    assert "checksum mismatch" in (workdir / "logs/download_file/val2017.zip.log").read_text()

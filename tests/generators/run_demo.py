@@ -50,6 +50,7 @@ def snakemake_command(workdir, configfile, cores, extra):
 def run_demo(workdir, cores, extra, wheel=DEFAULT_WHEEL, data=None):
     """Run the workflow in `workdir` on a data folder: `data` (the twin's, say), or the demo's,
     generated into `workdir`/data when missing."""
+    check_cores(cores)
     workdir = Path(workdir).resolve()
     with exclusive_use(workdir):
         if data is None:
@@ -83,6 +84,34 @@ def exclusive_use(workdir):
         yield
 
 
+def local_run_environment(base=None):
+    """The environment of a local snakemake: rule scripts run as `python`, so this
+    interpreter's folder comes first on PATH (as in the Makefile); and SLURM_CONF=/dev/null,
+    so that the SLURM executor plugin's probe at every start (`scontrol show config`) answers
+    at once instead of waiting up to 10 s for a controller a local run never uses."""
+    environment = dict(os.environ if base is None else base)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    environment["SLURM_CONF"] = os.devnull
+    return environment
+
+
+def check_cores(cores):
+    """`all` or a count of at least 1: with 0, Snakemake would wait forever for a free core."""
+    if str(cores) != "all" and not (str(cores).isdigit() and int(cores) >= 1):
+        raise StageError(f"--cores {cores}: give a number of cores, at least 1, or all (make demo CORES=2)")
+
+
+def remove_stale_snakemake_lock(workdir, configfile, cores, environment):
+    """A Snakemake killed in this folder leaves its lock, and the next run would stop at it
+    until `--unlock`. The demo holds the folder (exclusive_use), so a lock found here is
+    such a leftover."""
+    locks = workdir / ".snakemake" / "locks"
+    if locks.is_dir() and any(locks.iterdir()):
+        log.warning("removing the lock a killed snakemake left in %s (snakemake --unlock)", workdir)
+        command = snakemake_command(workdir, configfile, cores, ["--unlock"])
+        subprocess.run(command, env=environment, check=True, capture_output=True)
+
+
 def run_workflow(workdir, data, cores, extra):
     server = FileServer(data / "files").start()
     try:
@@ -90,9 +119,8 @@ def run_workflow(workdir, data, cores, extra):
         configfile.write_text(yaml.safe_dump(demo_config(data, server.url), sort_keys=False))
         command = snakemake_command(workdir, configfile, cores, extra)
         log.info("$ %s", " ".join(command))
-        # Scripts run as `python`: make it this interpreter, as the Makefile does.
-        environment = dict(os.environ)
-        environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+        environment = local_run_environment()
+        remove_stale_snakemake_lock(workdir, configfile, cores, environment)
         status = subprocess.run(command, env=environment).returncode
     finally:
         server.stop()

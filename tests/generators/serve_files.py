@@ -138,7 +138,8 @@ class FileServer(ThreadingHTTPServer):
             return self.cuts.pop(path, None)
 
     def start(self):
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # A short poll: stop() waits for the loop to notice, and every demo run ends with one.
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         return self
 
