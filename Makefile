@@ -37,9 +37,10 @@ $(PROTOS_WHEEL): | $(BIN)/.installed
 
 wheels: $(WHEEL) $(PROTOS_WHEEL)
 
-# Rebuilds only when an input changed (make_twin.py compares their digest with the manifest).
+# Rebuilds only when an input changed (make_twin.py compares their digest with the manifest);
+# a twin of the same inputs built by another checkout on this machine is copied instead.
 twin: venv wheels
-	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python tests/generators/make_twin.py build
+	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python tests/generators/cached_twin.py
 
 test: venv wheels twin
 	$(BIN)/python -m pytest

@@ -91,8 +91,26 @@ def check_records(files, annotations_file):
     }
 
 
+def check_image_file_names(annotations_file):
+    """Every image's `file_name` names a file inside the image folder: upstream joins it to
+    the folder as it is, so `../x` would put a file from elsewhere into the records."""
+    try:
+        with open(annotations_file) as stream:
+            images = json.load(stream)["images"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise StageError(f"{annotations_file}: not a COCO annotations file ({error}): extract it again") from None
+    for image in images:
+        name = str(image.get("file_name", ""))
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise StageError(
+                f"{annotations_file}: image {image.get('id')} has file_name {name!r}, which is not a file of the "
+                "image folder: the annotations are damaged or not COCO's; download them again"
+            )
+
+
 def convert(models_dir, image_dir, annotations_file, empty_annotations, empty_image_dir, output_dir):
     output_dir = Path(output_dir)
+    check_image_file_names(annotations_file)
     with atomic_directory(output_dir) as work:
         run_upstream_converter(
             models_dir,

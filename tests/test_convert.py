@@ -53,3 +53,15 @@ def test_records_must_cover_every_image(tmp_path):
         check_records([record], annotations)
     annotations.write_text(json.dumps({"images": [{"id": 1}]}))
     assert check_records([record], annotations)["records"] == 1
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "sub\\\\..\\\\x.jpg", "..", ""])
+def test_image_file_name_leading_out_of_the_image_folder_is_refused(tmp_path, name):
+    from convert_coco_to_tfrecord import convert
+
+    annotations = tmp_path / "instances_val2017.json"
+    annotations.write_text(json.dumps({"images": [{"id": 1, "file_name": "000000000001.jpg"},
+                                                  {"id": 7, "file_name": name}]}))  # fmt: skip
+    with pytest.raises(StageError, match=rf"image 7 has file_name .*, which is not a file of the image folder"):
+        convert(tmp_path / "models", tmp_path / "val2017", annotations, tmp_path / "e.json", tmp_path / "e", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["instances_val2017.json"]
