@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 from conftest import Workflow
@@ -210,3 +211,22 @@ def test_failed_download_into_a_linked_folder_is_one_line(tmp_path, demo_data, s
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.rstrip().endswith("At least one job did not complete successfully.")
     assert "checksum mismatch" in (workdir / "logs/download_file/val2017.zip.log").read_text()
+
+
+def test_local_runs_never_wait_for_a_slurm_controller(tmp_path, demo_data):
+    """The SLURM plugin runs `scontrol show config` at every start; a local run gives it a
+    SLURM_CONF that answers at once, whatever the host's configuration says."""
+    import os
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(f'#!/bin/sh\necho "$SLURM_CONF $*" >> {tmp_path}/scontrol.calls\nexit 1\n')
+    (fake / "scontrol").chmod(0o755)
+    host = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_CONF": "/etc/slurm/unreachable.conf"}
+    from run_demo import local_run_environment
+
+    environment = local_run_environment(host)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--version"], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "scontrol.calls").read_text().splitlines()
+    assert calls and all(call == "/dev/null show config" for call in calls), calls
