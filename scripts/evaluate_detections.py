@@ -13,6 +13,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from common import StageError, atomic_file, run_main
 from coco_data import coco_metrics, in_record_order, quiet_coco, read_examples, val_record_files
 
@@ -41,17 +43,23 @@ def merge_shards(paths):
     return detections, sorted(image_ids), facts
 
 
-def legacy_ground_truth(record_dir, image_ids, categories):
-    """Ground truth as the recipe's evaluator saw it: from the TFRecord, normalized, no crowds."""
+def legacy_ground_truth(examples, image_ids, categories):
+    """Ground truth as the recipe's evaluator (Object Detection API `offline_eval_map_corloc`)
+    saw it, from TFRecord examples (feature dicts): normalized boxes, crowds as objects, each
+    image keyed by its `image/source_id` string. COCOeval breaks score ties across images in
+    the order of its sorted image ids: text order with string keys ("1000" before "139"),
+    as upstream, not numeric order. Returns the dataset and, per integer image id, its
+    (height, width, key)."""
     wanted = set(image_ids)
     id_by_name = {category["name"]: category["id"] for category in categories}
     images, annotations, sizes = [], [], {}
-    for features in read_examples(val_record_files(record_dir)):
-        image_id = int(features["image/source_id"][0])
+    for features in examples:
+        key = features["image/source_id"][0].decode()
+        image_id = int(key)
         if image_id not in wanted:
             continue
-        sizes[image_id] = (features["image/height"][0], features["image/width"][0])
-        images.append({"id": image_id})
+        sizes[image_id] = (features["image/height"][0], features["image/width"][0], key)
+        images.append({"id": key})
         if "image/object/class/label" in features:
             labels = features["image/object/class/label"]
         else:
@@ -61,31 +69,43 @@ def legacy_ground_truth(record_dir, image_ids, categories):
             features["image/object/bbox/xmax"], features["image/object/bbox/ymax"], labels,
         )  # fmt: skip
         for xmin, ymin, xmax, ymax, label in boxes:
+            # Upstream's arithmetic: float64 over the records' float32 values.
             width, height = xmax - xmin, ymax - ymin
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                 "bbox": [xmin, ymin, width, height], "area": width * height, "iscrowd": 0}
+                {"id": len(annotations) + 1, "image_id": key, "category_id": int(label),
+                 "bbox": [xmin, ymin, width, height], "area": height * width, "iscrowd": 0}
             )  # fmt: skip
     dataset = {"images": images, "annotations": annotations, "categories": categories}
     return dataset, sizes
 
 
 def normalized(detections, sizes):
-    """Detections in the legacy evaluator's normalized coordinates."""
+    """Detections as upstream's evaluator read them: keyed by the source_id string, with the
+    graph's normalized float32 corners (recovered exactly from the absolute box: rounding
+    to float32 undoes the scaling's last-bit error) and width and height taken in float64."""
     result = []
     for detection in detections:
-        height, width = sizes[detection["image_id"]]
+        height, width, key = sizes[detection["image_id"]]
         x, y, w, h = detection["bbox"]
-        result.append({**detection, "bbox": [x / width, y / height, w / width, h / height]})
+        xmin, ymin = float(np.float32(x / width)), float(np.float32(y / height))
+        xmax, ymax = float(np.float32((x + w) / width)), float(np.float32((y + h) / height))
+        result.append({**detection, "image_id": key, "bbox": [xmin, ymin, xmax - xmin, ymax - ymin]})
     return result
+
+
+def legacy_metrics(examples, detections, image_ids, categories):
+    """The recipe's 12 legacy numbers and their table, for TFRecord examples and COCO results."""
+    dataset, sizes = legacy_ground_truth(examples, image_ids, categories)
+    keys = [sizes[image_id][2] for image_id in image_ids]
+    return coco_metrics(quiet_coco(dataset), normalized(detections, sizes), keys)
 
 
 def evaluate(shard_paths, annotations_file, record_dir, detections_output, metrics_output):
     detections, image_ids, facts = merge_shards(shard_paths)
     ground_truth = quiet_coco(annotation_file=annotations_file)
     standard, table = coco_metrics(ground_truth, detections, image_ids)
-    legacy_dataset, sizes = legacy_ground_truth(record_dir, image_ids, ground_truth.dataset["categories"])
-    legacy, legacy_table = coco_metrics(quiet_coco(legacy_dataset), normalized(detections, sizes), image_ids)
+    examples = read_examples(val_record_files(record_dir))
+    legacy, legacy_table = legacy_metrics(examples, detections, image_ids, ground_truth.dataset["categories"])
     result = {
         "images": len(image_ids),
         "detections": len(detections),
