@@ -5,10 +5,10 @@ Shared by the stage scripts that check, benchmark and evaluate the graphs.
 
 import argparse
 import glob
-import io
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import sys
@@ -189,17 +189,23 @@ def executed_kernels(session, images):
 
 
 def decode_image(encoded, name="image"):
-    """JPEG bytes to uint8 [H, W, 3]; grayscale and CMYK images become RGB. An unreadable
-    image is a StageError naming it (PIL's own message names only a BytesIO object)."""
-    from PIL import Image, UnidentifiedImageError
+    """Image bytes to uint8 [H, W, 3] as the recipe's infer_detections decodes them:
+    `tf.image.decode_image(channels=3)`, TensorFlow's default JPEG DCT (not libjpeg's
+    accurate one, which Pillow uses: up to 15 levels apart, enough to change detections),
+    grayscale replicated to 3 channels. Every stage decodes with it, so calibration and
+    layer drift see the pixels detection sees. An unreadable image is a StageError naming it."""
+    import tensorflow as tf
 
     try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            return np.asarray(image.convert("RGB"))
-    except UnidentifiedImageError:
-        raise StageError(f"{name}: not a readable image (not a JPEG or another known format)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise StageError(f"{name}: not a readable image ({error})") from None
+        return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+    except tf.errors.OpError as error:
+        # TensorFlow's text wraps the cause in the op's names: "{{function_node ...}} cause [Op:...]".
+        message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message or "").strip()
+        if message.startswith("Unknown image file format"):
+            message = "not a JPEG or another known format"
+        elif "Invalid JPEG data" in message:
+            message = "a truncated or damaged JPEG"
+        raise StageError(f"{name}: not a readable image ({message or type(error).__name__})") from None
 
 
 def find_tcmalloc():

@@ -188,3 +188,38 @@ def finished_run(tmp_path_factory, demo_data):
     workflow.run()
     yield workflow
     server.stop()
+
+
+def upstream_inference_differences(workdir, precision, folder):
+    """A finished run's detections of one model against the recipe's own infer_detections on
+    the same TFRecord and graph (tests/generators/upstream_infer.py): images compared, class
+    mismatches, and the largest score and normalized box differences, position by position."""
+    import numpy as np
+
+    from coco_data import read_examples
+
+    output = folder / f"upstream-{precision}.record"
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests/generators/upstream_infer.py"),
+         workdir / f"resources/models/{precision}/frozen_inference_graph.pb", output,
+         *sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*"))],
+        capture_output=True, text=True, env=dict(tool_environment(), TF_ENABLE_ONEDNN_OPTS="1"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    ours = {}
+    for detection in json.loads((workdir / f"results/accuracy/{precision}_detections.json").read_text()):
+        ours.setdefault(detection["image_id"], []).append(detection)
+    mismatches, worst_score, worst_box, images = 0, 0.0, 0.0, 0
+    for features in read_examples([output]):
+        image_id, height, width = int(features["image/source_id"][0]), features["image/height"][0], features["image/width"][0]
+        corners = np.array([features[f"image/detection/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")]).T
+        mine = ours.get(image_id, [])
+        assert len(mine) == len(features["image/detection/label"]), image_id
+        for detection, box, score, label in zip(mine, corners, features["image/detection/score"], features["image/detection/label"]):
+            x, y, w, h = detection["bbox"]
+            normalized = np.array([y / height, x / width, (y + h) / height, (x + w) / width])
+            mismatches += detection["category_id"] != label
+            worst_score = max(worst_score, abs(detection["score"] - score))
+            worst_box = max(worst_box, float(np.abs(normalized - box).max()))
+        images += 1
+    return images, mismatches, worst_score, worst_box

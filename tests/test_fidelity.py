@@ -166,3 +166,13 @@ def test_the_sets_test_what_they_claim(upstream_scores):
     assert differs >= 1
     crowded = upstream_scores["crowded"][1]
     assert max(len(record[4]) for record in crowded) > 100
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_detections_equal_the_recipes_infer_detections(finished_run, tmp_path, precision):
+    """The same pixels (TensorFlow's decoder) and the same graph give upstream's detections."""
+    from conftest import upstream_inference_differences
+
+    images, mismatches, worst_score, worst_box = upstream_inference_differences(finished_run.workdir, precision, tmp_path)
+    assert images == 8 and mismatches == 0
+    assert worst_score <= 1e-6 and worst_box <= 1e-6

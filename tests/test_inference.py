@@ -282,7 +282,7 @@ def test_unreadable_jpegs_are_named_and_stop_or_are_skipped(finished_run, tmp_pa
     benchmark = json.loads((tmp_path / "skip.json").read_text())
     assert benchmark["skipped_images"] == ["000000000285.jpg", "000000000632.jpg"]
     assert benchmark["measured_steps"] == 10
-    assert "WARNING skipping 000000000632.jpg: not a readable image (Truncated File Read)" in run.stderr
+    assert "WARNING skipping 000000000632.jpg: not a readable image (a truncated or damaged JPEG)" in run.stderr
 
 
 def test_unreadable_image_in_the_tfrecord_stops_detection_naming_it(finished_run, tmp_path):
