@@ -7,6 +7,8 @@ rule make_report:
         quantization=get_quantization_reports(),
         agreements=get_agreement_results(),
         layer_drift=get_layer_drift_results(),
+        # its summary.json: how many annotations the conversion dropped
+        records="resources/coco_tfrecord",
     output:
         summary=report("results/report/summary.md", category="Summary"),
         html=report("results/report/summary.html", category="Summary"),
@@ -40,5 +42,5 @@ rule make_report:
         " --instances {input.instances:q}"
         " --costs {input.costs:q} --quantization {input.quantization:q}"
         " --agreements {input.agreements:q} --layer-drift {input.layer_drift:q}"
-        " --references {params.references:q}"
+        " --references {params.references:q} --conversion {input.records:q}/summary.json"
         " --output-dir {params.output_dir:q} > {log:q} 2>&1"

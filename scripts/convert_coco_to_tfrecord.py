@@ -91,12 +91,18 @@ def check_records(files, annotations_file):
     }
 
 
-def check_image_file_names(annotations_file):
-    """Every image's `file_name` names a file inside the image folder: upstream joins it to
-    the folder as it is, so `../x` would put a file from elsewhere into the records."""
+def check_inputs(annotations_file, image_dir):
+    """What the upstream converter would stop on, named in one line before it runs: an image
+    `file_name` that is not a plain file name (upstream joins it to the folder as it is, so
+    `../x` would put a file from elsewhere into the records), an image missing from the
+    folder, and an image Pillow cannot open (upstream opens each with it). Returns the
+    annotations' image and annotation counts."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with open(annotations_file) as stream:
-            images = json.load(stream)["images"]
+            annotations = json.load(stream)
+        images = annotations["images"]
     except (ValueError, KeyError, TypeError) as error:
         raise StageError(f"{annotations_file}: not a COCO annotations file ({error}): extract it again") from None
     for image in images:
@@ -106,11 +112,24 @@ def check_image_file_names(annotations_file):
                 f"{annotations_file}: image {image.get('id')} has file_name {name!r}, which is not a file of the "
                 "image folder: the annotations are damaged or not COCO's; download them again"
             )
+        path = Path(image_dir) / name
+        if not path.is_file():
+            raise StageError(
+                f"image {image.get('id')} ({name}) of {annotations_file} is not in {image_dir}: the images and the "
+                "annotations do not match (coco.images_archive, coco.annotations_archive); download both again"
+            )
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError) as error:
+            raise StageError(f"{path} (image {image.get('id')}): not a readable image ({error}): "
+                             "download the images again") from None  # fmt: skip
+    return len(images), len(annotations.get("annotations", []))
 
 
 def convert(models_dir, image_dir, annotations_file, empty_annotations, empty_image_dir, output_dir):
     output_dir = Path(output_dir)
-    check_image_file_names(annotations_file)
+    _, annotation_count = check_inputs(annotations_file, image_dir)
     with atomic_directory(output_dir) as work:
         run_upstream_converter(
             models_dir,
@@ -130,8 +149,12 @@ def convert(models_dir, image_dir, annotations_file, empty_annotations, empty_im
             if path not in files:
                 path.unlink()
         summary = check_records(files, annotations_file)
+        # Upstream drops boxes past the image's edge or of zero width or height, and says so
+        # only in its log ("skipped N annotations"): the legacy ground truth lacks them.
+        summary.update(annotations=annotation_count, annotations_dropped=annotation_count - summary["objects"])
         (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("%d records, %d objects, in %s", summary["records"], summary["objects"], output_dir)
+    log.info("%d records, %d objects, in %s; %d of %d annotations dropped by %s", summary["records"], summary["objects"],
+             output_dir, summary["annotations_dropped"], annotation_count, Path(UPSTREAM_SCRIPT).name)  # fmt: skip
     return summary
 
 

@@ -454,9 +454,19 @@ def plot_layer_drift(drifts, path):
     save_figure(figure, path)
 
 
+def conversion_detail(summary):
+    """What the TFRecord holds of the annotations: the legacy ground truth is the records'."""
+    dropped, total = summary.get("annotations_dropped"), summary.get("annotations")
+    if dropped is None:
+        return None
+    return (f"ground truth: {summary['records']} images; {dropped} of {total} annotations dropped by "
+            "create_coco_tf_record.py (boxes past the image's edge or of zero size), so the legacy ground truth "
+            f"has {summary['objects']} objects")  # fmt: skip
+
+
 def make_report(
     benchmark_paths, accuracy_paths, references, output_dir, cost_paths=(), quantization_paths=(), agreement_paths=(),
-    drift_paths=(), instance_paths=(),
+    drift_paths=(), instance_paths=(), conversion_path=None,
 ):  # fmt: skip
     benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
     # resources/models/<precision>/quantization.json: named by their folder
@@ -481,6 +491,8 @@ def make_report(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     header, rows, details = table_rows(benchmarks, accuracies, references, quantizations, agreements)
+    if conversion_path is not None and (detail := conversion_detail(load_json(conversion_path))):
+        details.append(detail)
     outputs = {name: output_dir / name for name in ("summary.md", "summary.html", *PLOTS)}
     with atomic_file(outputs["latency_per_step.png"]) as per_step, atomic_file(outputs["latency_histogram.png"]) as hist:
         plot_latency(benchmarks, per_step, hist)
@@ -512,11 +524,12 @@ def main():
     parser.add_argument("--instances", type=Path, nargs="*", default=[], help="benchmark_instances results")
     parser.add_argument("--layer-drift", type=Path, nargs="*", default=[], help="measure_layer_drift results")
     parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
+    parser.add_argument("--conversion", type=Path, help="the TFRecord's summary.json (annotations dropped)")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
     make_report(
         args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs, args.quantization,
-        args.agreements, args.layer_drift, args.instances,
+        args.agreements, args.layer_drift, args.instances, args.conversion,
     )  # fmt: skip
 
 

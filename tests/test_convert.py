@@ -60,8 +60,57 @@ def test_image_file_name_leading_out_of_the_image_folder_is_refused(tmp_path, na
     from convert_coco_to_tfrecord import convert
 
     annotations = tmp_path / "instances_val2017.json"
-    annotations.write_text(json.dumps({"images": [{"id": 1, "file_name": "000000000001.jpg"},
-                                                  {"id": 7, "file_name": name}]}))  # fmt: skip
+    annotations.write_text(json.dumps({"images": [{"id": 7, "file_name": name}]}))
     with pytest.raises(StageError, match=rf"image 7 has file_name .*, which is not a file of the image folder"):
         convert(tmp_path / "models", tmp_path / "val2017", annotations, tmp_path / "e.json", tmp_path / "e", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["instances_val2017.json"]
+
+
+def test_missing_or_corrupt_image_is_named_before_the_converter_runs(tmp_path):
+    from PIL import Image
+
+    from convert_coco_to_tfrecord import check_inputs
+
+    images = tmp_path / "val2017"
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "000000000139.jpg")
+    annotations = tmp_path / "instances_val2017.json"
+    listed = [{"id": 139, "file_name": "000000000139.jpg"}, {"id": 285, "file_name": "000000000285.jpg"}]
+    annotations.write_text(json.dumps({"images": listed, "annotations": [{"id": 1}, {"id": 2}, {"id": 3}]}))
+    with pytest.raises(StageError, match=rf"^image 285 \(000000000285.jpg\) of {annotations} is not in {images}: the "
+                                         "images and the annotations do not match"):  # fmt: skip
+        check_inputs(annotations, images)
+    (images / "000000000285.jpg").write_bytes(b"<html>not an image</html>")
+    with pytest.raises(StageError, match=rf"^{images}/000000000285.jpg \(image 285\): not a readable image"):
+        check_inputs(annotations, images)
+    Image.new("L", (8, 8)).save(images / "000000000285.jpg")
+    assert check_inputs(annotations, images) == (2, 3)
+
+
+def test_annotations_the_converter_drops_are_counted_and_reported(finished_run, tmp_path):
+    """create_coco_tf_record.py silently skips a box past the image's edge: summary.json and
+    the report count it."""
+    from conftest import run_script
+
+    workdir = finished_run.workdir
+    annotations = json.loads((workdir / "resources/coco/annotations/instances_val2017.json").read_text())
+    image = annotations["images"][0]
+    box = next(a for a in annotations["annotations"] if a["image_id"] == image["id"])
+    box["bbox"][2] = image["width"] - box["bbox"][0] + 5  # 5 pixels past the right edge
+    changed = tmp_path / "instances_val2017.json"
+    changed.write_text(json.dumps(annotations))
+    output = tmp_path / "coco_tfrecord"
+    empty = workdir / "resources/coco/empty"
+    run = run_script("convert_coco_to_tfrecord.py", "--models-dir", workdir / "resources/tensorflow_models",
+                     "--image-dir", workdir / "resources/coco/val2017", "--annotations", changed,
+                     "--empty-annotations", empty / "empty.json", "--empty-image-dir", empty / "images",
+                     "--output-dir", output)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((output / "summary.json").read_text())
+    total = len(annotations["annotations"])
+    assert (summary["annotations"], summary["annotations_dropped"], summary["objects"]) == (total, 1, total - 1)
+    assert f"1 of {total} annotations dropped by create_coco_tf_record.py" in run.stderr
+    original = json.loads((workdir / "resources/coco_tfrecord/summary.json").read_text())
+    assert original["annotations_dropped"] == 0
+    report = (workdir / "results/report/summary.md").read_text()
+    assert f"0 of {total} annotations dropped by create_coco_tf_record.py" in report
