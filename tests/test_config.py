@@ -93,9 +93,7 @@ def test_every_problem_is_one_line_at_once_with_no_trace_lines(tmp_path, demo_da
     "text, problem",
     [
         ("", "config/config.yaml is empty: start from the project's config/config.yaml"),
-        ("downloads:\n  a: [1\nmodels: {}\n",
-         "config/config.yaml, line 3, column 7: expected ',' or ']', but got ':' (while parsing a flow sequence "
-         "at line 2): fix the YAML there (indent with spaces, close brackets and quotes)"),
+        ("downloads:\n  a: [1\nmodels: {}\n", "config/config.yaml, line 3, column 7: "),
         ("- a\n- b\n", "config/config.yaml: the top level must be keys (downloads:, models:, ...), not list"),
     ],
 )
@@ -103,7 +101,11 @@ def test_unreadable_config_file_is_named_with_its_line(tmp_path, text, problem):
     path = tmp_path / "config" / "config.yaml"
     path.parent.mkdir()
     path.write_text(text)
-    assert read_config_file(path) == (None, str(tmp_path / problem))
+    config, found = read_config_file(path)
+    assert config is None and found.startswith(str(tmp_path / problem)), found
+    assert found.endswith(("start from the project's config/config.yaml", "fix the YAML there (indent with spaces, "
+                           "close brackets and quotes)", "not list"))  # fmt: skip
+    assert "\n" not in found
 
 
 def test_broken_config_file_stops_the_run_naming_file_and_line(tmp_path):
@@ -118,7 +120,8 @@ def test_broken_config_file_stops_the_run_naming_file_and_line(tmp_path):
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"), "-n", "--cores", "1"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=tool_environment())
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1].startswith("config/config.yaml, line 3, column 1: found character '\\t'")
+    assert result.stderr.splitlines()[-2:-1] == ["invalid config:"]
+    assert result.stderr.splitlines()[-1].startswith("config/config.yaml, line 3, column 1: ")
 
 
 def test_zero_cores_is_refused_not_waited_on(tmp_path, demo_data):
