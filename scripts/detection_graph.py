@@ -15,8 +15,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from common import StageError, file_digests
 
 log = logging.getLogger("detection_graph")

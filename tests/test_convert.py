@@ -61,7 +61,7 @@ def test_image_file_name_leading_out_of_the_image_folder_is_refused(tmp_path, na
 
     annotations = tmp_path / "instances_val2017.json"
     annotations.write_text(json.dumps({"images": [{"id": 7, "file_name": name}]}))
-    with pytest.raises(StageError, match=rf"image 7 has file_name .*, which is not a file of the image folder"):
+    with pytest.raises(StageError, match=r"image 7 has file_name .*, which is not a file of the image folder"):
         convert(tmp_path / "models", tmp_path / "val2017", annotations, tmp_path / "e.json", tmp_path / "e", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["instances_val2017.json"]
 
