@@ -98,9 +98,9 @@ rule evaluate_accuracy:
         "../envs/tensorflow.yaml"
     threads: 1
     resources:
-        # 4.9 GB scoring 5,000 images x 300 detections, standard and legacy
+        # 1.25 GB peak for 5,000 images x 300 detections, standard and legacy
         # (tests/benchmarks/scoring.py); the rest is headroom
-        mem_mb=6000,
+        mem_mb=2000,
         runtime="1h",
     params:
         script=script("evaluate_detections.py"),

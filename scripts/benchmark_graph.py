@@ -31,6 +31,7 @@ from detection_graph import (
     detect,
     environment_facts,
     kernels_in,
+    list_images,
     open_checked_session,
     runtime_settings,
     traced_node_times,
@@ -42,13 +43,6 @@ log = logging.getLogger("benchmark_graph")
 
 LOG_EVERY = 10
 PERCENTILES = (50, 90, 99)
-
-
-def list_images(image_dir):
-    images = sorted(Path(image_dir).glob("*.jpg"))
-    if not images:
-        raise StageError(f"no .jpg images in {image_dir}")
-    return images
 
 
 def load_image(path, image_size):

@@ -2,10 +2,11 @@
 as COCO results, and pycocotools' scoring."""
 
 import contextlib
-import copy
 import io
 import re
 from pathlib import Path
+
+import numpy as np
 
 from common import StageError
 
@@ -40,13 +41,15 @@ def read_examples(files):
     import tensorflow as tf
 
     for path in files:
-        for raw in tf.data.TFRecordDataset(str(path)):
-            example = tf.train.Example.FromString(raw.numpy())
-            features = {}
-            for key, feature in example.features.feature.items():
-                kind = feature.WhichOneof("kind")
-                features[key] = list(getattr(feature, kind).value) if kind else []
-            yield features
+        # Batched: one eager step per record would cost more than parsing it.
+        for batch in tf.data.TFRecordDataset(str(path)).batch(256).as_numpy_iterator():
+            for raw in batch:
+                example = tf.train.Example.FromString(raw)
+                features = {}
+                for key, feature in example.features.feature.items():
+                    kind = feature.WhichOneof("kind")
+                    features[key] = list(getattr(feature, kind).value) if kind else []
+                yield features
 
 
 def to_coco_results(image_id, height, width, outputs):
@@ -71,55 +74,73 @@ def to_coco_results(image_id, height, width, outputs):
 
 
 def quiet_coco(dataset=None, annotation_file=None):
-    """A pycocotools COCO index, without its chatter on stdout."""
+    """A pycocotools COCO index, without its chatter on stdout. An annotation file whose
+    annotation ids repeat is refused: pycocotools looks objects up by id, so it would score
+    the last object of an id in place of each of the others."""
     from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):
         if annotation_file is not None:
-            return COCO(str(annotation_file))
-        coco = COCO()
-        coco.dataset = dataset
-        coco.createIndex()
-        return coco
+            coco = COCO(str(annotation_file))
+        else:
+            coco = COCO()
+            coco.dataset = dataset
+            coco.createIndex()
+    ids, counts = np.unique([a["id"] for a in coco.dataset.get("annotations", [])], return_counts=True)
+    if len(ids) and counts.max() > 1:
+        repeated = ids[counts.argmax()]
+        where = annotation_file or "the ground truth"
+        raise StageError(f"{where}: annotation id {repeated} appears {counts.max()} times: COCO annotation ids must be unique")
+    return coco
 
 
-def box_results(ground_truth, detections):
-    """pycocotools' loadRes for boxes, as the Object Detection API's COCOWrapper does it: the
-    same area, ids and iscrowd, on new dicts (the caller's are left as they are; no deep copy
-    of 1.5 M detections), without the polygon loadRes adds to every box, which bbox scoring
-    never reads."""
-    from pycocotools.coco import COCO
+def truth_columns(annotations):
+    """COCO ground-truth annotations as the columns box_scoring reads."""
+    return {
+        "image": np.array([a["image_id"] for a in annotations]),
+        "category": np.array([a["category_id"] for a in annotations], np.int64),
+        "box": np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4),
+        "area": np.array([a["area"] for a in annotations], np.float64),
+        "iscrowd": np.array([bool(a["iscrowd"]) for a in annotations], bool),
+        "id": np.array([a["id"] for a in annotations], np.float64),
+    }
 
-    known = set(ground_truth.getImgIds())
-    unknown = {d["image_id"] for d in detections} - known
-    if unknown:
-        raise StageError(f"detections of {len(unknown)} images that the ground truth lacks, e.g. {min(unknown)}")
-    results = COCO()
-    results.dataset["images"] = list(ground_truth.dataset["images"])
-    results.dataset["categories"] = copy.deepcopy(ground_truth.dataset["categories"])
-    results.dataset["annotations"] = [
-        {**d, "area": d["bbox"][2] * d["bbox"][3], "id": index, "iscrowd": 0} for index, d in enumerate(detections, 1)
-    ]
-    results.createIndex()
-    return results
+
+def detection_columns(detections):
+    """COCO result dicts as the columns box_scoring reads."""
+    return {
+        "image": np.array([d["image_id"] for d in detections]),
+        "category": np.array([d["category_id"] for d in detections], np.int64),
+        "box": np.array([d["bbox"] for d in detections], np.float64).reshape(-1, 4),
+        "score": np.array([d["score"] for d in detections], np.float64),
+    }
+
+
+def score_columns(truth, detections, image_ids, category_ids):
+    """COCO bbox metrics, number for number pycocotools' COCOeval: (the 12 metrics by name,
+    the summary table)."""
+    from box_scoring import score_boxes
+
+    if not len(detections["score"]):
+        raise StageError(f"no detections in {len(image_ids)} images: nothing to score")
+    stats, table = score_boxes(truth, detections, image_ids, category_ids)
+    lines = [line for line in table.splitlines() if line.lstrip().startswith("Average")]
+    return dict(zip(METRICS, stats)), "\n".join(lines)
 
 
 def coco_metrics(ground_truth, detections, image_ids):
-    """COCOeval bbox on the given images; returns (the 12 metrics, the summary table)."""
-    from pycocotools.cocoeval import COCOeval
+    """Metrics of COCO result dicts against a pycocotools COCO index, on the given images."""
+    return standard_metrics(ground_truth, detection_columns(detections), image_ids)
 
-    if not detections:
-        raise StageError(f"no detections in {len(image_ids)} images: nothing to score")
-    table = io.StringIO()
-    with contextlib.redirect_stdout(table):
-        results = box_results(ground_truth, detections)
-        evaluation = COCOeval(ground_truth, results, "bbox")
-        evaluation.params.imgIds = sorted(image_ids)
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    lines = [line for line in table.getvalue().splitlines() if line.lstrip().startswith("Average")]
-    return dict(zip(METRICS, (float(v) for v in evaluation.stats))), "\n".join(lines)
+
+def standard_metrics(ground_truth, detections, image_ids):
+    """Metrics of detection columns against a pycocotools COCO index, on the given images."""
+    known = np.array(sorted(ground_truth.getImgIds()))
+    unknown = np.setdiff1d(detections["image"], known)
+    if len(unknown):
+        raise StageError(f"detections of {len(unknown)} images that the ground truth lacks, e.g. {unknown.min()}")
+    truth = truth_columns(ground_truth.dataset["annotations"])
+    return score_columns(truth, detections, sorted(image_ids), ground_truth.getCatIds())
 
 
 def in_record_order(shards):

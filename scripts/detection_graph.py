@@ -34,6 +34,19 @@ RELAUNCHED = "RFCN_RUNTIME_APPLIED"
 RUNTIME_SETTINGS = "RFCN_RUNTIME_SETTINGS"
 TCMALLOC_PATTERNS = ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def list_images(image_dir, purpose="images"):
+    """The JPEGs of a folder in name order, whatever the case of their suffix (.jpg, .JPG,
+    .jpeg), so that a folder copied from a camera or from Windows is read whole."""
+    folder = Path(image_dir)
+    if not folder.is_dir():
+        raise StageError(f"{folder}: no such folder of {purpose}")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in JPEG_SUFFIXES and p.is_file())
+    if not images:
+        raise StageError(f"{folder}: no .jpg or .jpeg {purpose} in it")
+    return images
 
 
 def load_graph_def(path, label=None):

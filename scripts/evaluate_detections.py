@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from common import StageError, atomic_file, run_main
-from coco_data import coco_metrics, in_record_order, quiet_coco, read_examples, val_record_files
+from coco_data import (
+    detection_columns, in_record_order, quiet_coco, read_examples, score_columns, standard_metrics, val_record_files,
+)  # fmt: skip
 
 log = logging.getLogger("evaluate_detections")
 
@@ -48,77 +50,83 @@ def legacy_ground_truth(examples, image_ids, categories):
     saw it, from TFRecord examples (feature dicts): normalized boxes, crowds as objects, each
     image keyed by its `image/source_id` string. COCOeval breaks score ties across images in
     the order of its sorted image ids: text order with string keys ("1000" before "139"),
-    as upstream, not numeric order. Returns the dataset and, per integer image id, its
-    (height, width, key)."""
+    as upstream, not numeric order. Returns box_scoring's truth columns and, per integer
+    image id, its (height, width, key)."""
     wanted = set(image_ids)
     id_by_name = {category["name"]: category["id"] for category in categories}
-    images, annotations, sizes = [], [], {}
+    sizes, keys, labels, corners = {}, [], [], []
     for features in examples:
         key = features["image/source_id"][0].decode()
         image_id = int(key)
         if image_id not in wanted:
             continue
         sizes[image_id] = (features["image/height"][0], features["image/width"][0], key)
-        images.append({"id": key})
         if "image/object/class/label" in features:
-            labels = features["image/object/class/label"]
+            found = features["image/object/class/label"]
         else:
-            labels = [id_by_name[name.decode()] for name in features["image/object/class/text"]]
-        boxes = zip(
-            features["image/object/bbox/xmin"], features["image/object/bbox/ymin"],
-            features["image/object/bbox/xmax"], features["image/object/bbox/ymax"], labels,
-        )  # fmt: skip
-        for xmin, ymin, xmax, ymax, label in boxes:
-            # Upstream's arithmetic: float64 over the records' float32 values.
-            width, height = xmax - xmin, ymax - ymin
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": key, "category_id": int(label),
-                 "bbox": [xmin, ymin, width, height], "area": height * width, "iscrowd": 0}
-            )  # fmt: skip
-    dataset = {"images": images, "annotations": annotations, "categories": categories}
-    return dataset, sizes
+            found = [id_by_name[name.decode()] for name in features.get("image/object/class/text", [])]
+        # Images without objects may lack the box keys (newer converters leave them out).
+        boxes = [features.get(f"image/object/bbox/{name}", []) for name in ("xmin", "ymin", "xmax", "ymax")]
+        keys += [key] * len(found)
+        labels += found
+        corners += zip(*boxes)
+    # Upstream's arithmetic: float64 over the records' float32 values.
+    xmin, ymin, xmax, ymax = np.array(corners, np.float64).reshape(-1, 4).T
+    width, height = xmax - xmin, ymax - ymin
+    truth = {
+        "image": np.array(keys, dtype=str),
+        "category": np.array(labels, np.int64),
+        "box": np.stack([xmin, ymin, width, height], axis=1),
+        "area": height * width,
+        "iscrowd": np.zeros(len(keys), bool),
+        "id": np.arange(1, len(keys) + 1, dtype=np.float64),
+    }
+    return truth, sizes
 
 
 def normalized(detections, sizes):
-    """Detections as upstream's evaluator read them: keyed by the source_id string, with the
-    graph's normalized float32 corners (recovered exactly from the absolute box: rounding
+    """Detection columns as upstream's evaluator read them: keyed by the source_id string, with
+    the graph's normalized float32 corners (recovered exactly from the absolute box: rounding
     to float32 undoes the scaling's last-bit error) and width and height taken in float64."""
-    result = []
-    for detection in detections:
-        height, width, key = sizes[detection["image_id"]]
-        x, y, w, h = detection["bbox"]
-        xmin, ymin = float(np.float32(x / width)), float(np.float32(y / height))
-        xmax, ymax = float(np.float32((x + w) / width)), float(np.float32((y + h) / height))
-        result.append({**detection, "image_id": key, "bbox": [xmin, ymin, xmax - xmin, ymax - ymin]})
-    return result
+    known = np.array(sorted(sizes))
+    height, width, keys = (np.array(column)[np.searchsorted(known, detections["image"])] for column in zip(*(sizes[i] for i in known)))
+    x, y, w, h = detections["box"].T
+    xmin = (x / width).astype(np.float32).astype(np.float64)
+    ymin = (y / height).astype(np.float32).astype(np.float64)
+    xmax = ((x + w) / width).astype(np.float32).astype(np.float64)
+    ymax = ((y + h) / height).astype(np.float32).astype(np.float64)
+    box = np.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=1)
+    return {**detections, "image": keys.astype(str), "box": box}
 
 
 def legacy_metrics(examples, detections, image_ids, categories):
     """The recipe's 12 legacy numbers and their table, for TFRecord examples and COCO results."""
-    dataset, sizes = legacy_ground_truth(examples, image_ids, categories)
+    return legacy_columns_metrics(examples, detection_columns(detections), image_ids, categories)
+
+
+def legacy_columns_metrics(examples, detections, image_ids, categories):
+    """legacy_metrics for detection columns (coco_data.detection_columns)."""
+    truth, sizes = legacy_ground_truth(examples, image_ids, categories)
     keys = [sizes[image_id][2] for image_id in image_ids]
-    return coco_metrics(quiet_coco(dataset), normalized(detections, sizes), keys)
+    category_ids = [category["id"] for category in categories]
+    return score_columns(truth, normalized(detections, sizes), keys, category_ids)
 
 
 def evaluate(shard_paths, annotations_file, record_dir, detections_output, metrics_output):
     detections, image_ids, facts = merge_shards(shard_paths)
-    ground_truth = quiet_coco(annotation_file=annotations_file)
-    standard, table = coco_metrics(ground_truth, detections, image_ids)
-    examples = read_examples(val_record_files(record_dir))
-    legacy, legacy_table = legacy_metrics(examples, detections, image_ids, ground_truth.dataset["categories"])
-    result = {
-        "images": len(image_ids),
-        "detections": len(detections),
-        "standard": standard,
-        "legacy": legacy,
-        **facts,
-    }
-    with atomic_file(detections_output) as temporary:
-        temporary.write_text(json.dumps(detections) + "\n")
-    with atomic_file(metrics_output) as temporary:
-        temporary.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_file(detections_output) as detections_file:
+        # The merged list is written, then scored as columns: 1.5 M dicts are freed first.
+        detections_file.write_text(json.dumps(detections) + "\n")
+        count, detections = len(detections), detection_columns(detections)
+        ground_truth = quiet_coco(annotation_file=annotations_file)
+        standard, table = standard_metrics(ground_truth, detections, image_ids)
+        examples = read_examples(val_record_files(record_dir))
+        legacy, legacy_table = legacy_columns_metrics(examples, detections, image_ids, ground_truth.dataset["categories"])
+        result = {"images": len(image_ids), "detections": count, "standard": standard, "legacy": legacy, **facts}
+        with atomic_file(metrics_output) as temporary:
+            temporary.write_text(json.dumps(result, indent=2) + "\n")
     log.info("legacy metrics (TFRecord ground truth, crowds as objects, normalized areas):\n%s", legacy_table)
-    log.info("standard COCO metrics (pycocotools COCOeval, bbox), %d images:", len(image_ids))
+    log.info("standard COCO metrics (pycocotools COCOeval numbers, bbox), %d images:", len(image_ids))
     print(table, flush=True)
     return result
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common import StageError, atomic_file, run_main
-from detection_graph import INPUT_NODE, decode_image, load_graph_def, open_session, source_node
+from detection_graph import INPUT_NODE, decode_image, list_images, load_graph_def, open_session, source_node
 
 log = logging.getLogger("measure_layer_drift")
 
@@ -218,10 +218,7 @@ def measure_drift(fp32_path, int8_path, image_paths, threads=0):
 
 def drift_images(image_dir, count):
     """The first `count` JPEGs of `image_dir` in name order: the same for every model."""
-    images = sorted(Path(image_dir).glob("*.jpg"))[:count]
-    if not images:
-        raise StageError(f"measure_layer_drift: no .jpg images in {image_dir}")
-    return images
+    return list_images(image_dir)[:count]
 
 
 def main():

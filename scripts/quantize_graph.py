@@ -32,7 +32,7 @@ from pathlib import Path
 
 from coco_data import coco_metrics, quiet_coco, read_examples, to_coco_results, val_record_files
 from common import StageError, atomic_file, run_main
-from detection_graph import INPUT_NODE, OUTPUT_NODES, decode_image, detect, load_graph_def, open_session
+from detection_graph import INPUT_NODE, OUTPUT_NODES, decode_image, detect, list_images, load_graph_def, open_session
 
 log = logging.getLogger("quantize_graph")
 
@@ -42,9 +42,7 @@ QUANTIZABLE_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "MaxPool", "AvgP
 
 def calibration_images(image_dir, count, seed):
     """`count` JPEGs of `image_dir`, drawn with `seed` from its sorted listing (all if fewer)."""
-    images = sorted(Path(image_dir).glob("*.jpg"))
-    if not images:
-        raise StageError(f"quantize_graph: no .jpg calibration images in {image_dir}")
+    images = list_images(image_dir, "calibration images")
     if count >= len(images):
         return images
     return sorted(random.Random(seed).sample(images, count))

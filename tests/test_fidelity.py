@@ -146,7 +146,7 @@ def test_legacy_metrics_equal_the_recipes_evaluator(upstream_scores, kind):
 def test_the_sets_test_what_they_claim(upstream_scores):
     """Ties across images whose ids order differently as text, and a numeric-order scorer
     would differ on them: the sets can catch the old integer keys."""
-    from coco_data import coco_metrics, quiet_coco
+    from coco_data import detection_columns, score_columns
     from evaluate_detections import legacy_ground_truth, normalized
 
     differs = 0
@@ -154,14 +154,10 @@ def test_the_sets_test_what_they_claim(upstream_scores):
         path, records, upstream = upstream_scores[kind]
         ids = [int(record[0]) for record in records]
         assert sorted(ids) != sorted(ids, key=str)
-        dataset, sizes = legacy_ground_truth(read_examples([path]), ids, CATEGORIES)
-        numeric = {key: int(key) for key in (image["id"] for image in dataset["images"])}
-        for image in dataset["images"]:
-            image["id"] = numeric[image["id"]]
-        for annotation in dataset["annotations"]:
-            annotation["image_id"] = numeric[annotation["image_id"]]
-        detections = [{**d, "image_id": int(d["image_id"])} for d in normalized(workflow_detections(records), sizes)]
-        by_number, _ = coco_metrics(quiet_coco(dataset), detections, sorted(ids))
+        truth, sizes = legacy_ground_truth(read_examples([path]), ids, CATEGORIES)
+        detections = normalized(detection_columns(workflow_detections(records)), sizes)
+        truth["image"], detections["image"] = truth["image"].astype(int), detections["image"].astype(int)
+        by_number, _ = score_columns(truth, detections, sorted(ids), [c["id"] for c in CATEGORIES])
         differs += [by_number[name] for name in METRICS] != upstream
     assert differs >= 1
     crowded = upstream_scores["crowded"][1]

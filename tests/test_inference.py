@@ -406,7 +406,7 @@ def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, 
     ]
     (tmp_path / "empty").mkdir()
     run = run_quantize(fp32, tmp_path / "empty", outputs)
-    assert error_lines(run) == [f"error: quantize_graph: no .jpg calibration images in {tmp_path / 'empty'}"]
+    assert error_lines(run) == [f"error: {tmp_path / 'empty'}: no .jpg or .jpeg calibration images in it"]
     graph_def = build_detector("int8")  # already quantized: no FP32 convolution left
     int8 = tmp_path / "int8.pb"
     int8.write_bytes(graph_def.SerializeToString())
@@ -426,7 +426,7 @@ def test_layer_drift_bad_inputs_are_one_line(finished_run, tmp_path):
     assert error_lines(run) == [f"error: measure_layer_drift: no such graph: {tmp_path / 'none.pb'}"]
     run = run_script("measure_layer_drift.py", *arguments, "--candidate", models / "int8/frozen_inference_graph.pb",
                      "--images", tmp_path)  # fmt: skip
-    assert error_lines(run) == [f"error: measure_layer_drift: no .jpg images in {tmp_path}"]
+    assert error_lines(run) == [f"error: {tmp_path}: no .jpg or .jpeg images in it"]
     assert not (tmp_path / "drift.json").exists()
 
 

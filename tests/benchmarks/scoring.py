@@ -2,8 +2,10 @@
 """Scoring at full scale: time and peak memory of the accuracy scorer (a benchmark, not a test).
 
 Generates a val2017-shaped set (5,000 images, ~36,800 boxes in 80 categories, 300 detections
-per image: 1.5 M) and scores it, each in a fresh process, with:
-- the workflow's scorer: standard COCO metrics and the legacy ones (evaluate_detections);
+per image: 1.5 M) as the accuracy stage gets it: instances JSON, the conversion's TFRecord
+(without pixels) and a detections file. Then scores it, each in a fresh process, with:
+- the workflow's stage, scripts/evaluate_detections.py: merge, standard COCO metrics and the
+  legacy ones (scripts/box_scoring.py: numba-compiled matching);
 - plain pycocotools: loadRes on the same list, COCOeval, standard metrics only.
 Prints wall seconds and peak resident memory side by side, and whether the standard numbers
 are equal. `evaluate_accuracy`'s mem_mb comes from this figure.
@@ -29,62 +31,65 @@ COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69,
 
 
 def generate(folder, images, per_image, seed=0):
-    """Ground truth as instances_val2017.json and its TFRecord twin (feature dicts, JSON), and
-    detections as detect_objects writes them."""
+    """Ground truth as instances_val2017.json and as the conversion's TFRecord, and detections
+    as one detect_objects file."""
     import numpy as np
+    import tensorflow as tf
+
+    def feature(kind, values):
+        lists = {"bytes": tf.train.BytesList, "int64": tf.train.Int64List, "float": tf.train.FloatList}
+        return tf.train.Feature(**{f"{kind}_list": lists[kind](value=values)})
 
     generator = np.random.default_rng(seed)
     ids = sorted(generator.choice(np.arange(139, 581782), images, replace=False).tolist())
     categories = [{"id": i, "name": f"class {i}"} for i in COCO_IDS]
-    coco_images, annotations, examples, detections = [], [], [], []
-    for image_id in ids:
-        height, width = int(generator.choice([480, 640, 427])), int(generator.choice([640, 480, 612]))
-        coco_images.append({"id": image_id, "height": height, "width": width, "file_name": f"{image_id:012d}.jpg"})
-        count = int(generator.poisson(7.4))
-        boxes = generator.uniform(0, 0.8, (count, 2))
-        sizes = generator.uniform(0.02, 0.2, (count, 2))
-        labels = generator.choice(COCO_IDS, count)
-        for (x, y), (w, h), label in zip(boxes, sizes, labels):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                "bbox": [x * width, y * height, w * width, h * height],
-                                "area": float(w * width * h * height), "iscrowd": int(generator.random() < 0.012)})  # fmt: skip
-        examples.append({
-            "image/source_id": [str(image_id)], "image/height": [height], "image/width": [width],
-            "image/object/class/label": labels.tolist(),
-            "image/object/bbox/xmin": boxes[:, 0].astype(np.float32).tolist(),
-            "image/object/bbox/ymin": boxes[:, 1].astype(np.float32).tolist(),
-            "image/object/bbox/xmax": (boxes[:, 0] + sizes[:, 0]).astype(np.float32).tolist(),
-            "image/object/bbox/ymax": (boxes[:, 1] + sizes[:, 1]).astype(np.float32).tolist(),
-        })  # fmt: skip
-        low = generator.uniform(0, 0.8, (per_image, 2)).astype(np.float32)
-        high = (low + generator.uniform(0.02, 0.2, (per_image, 2))).astype(np.float32)
-        scores = np.sort(generator.uniform(0, 1, per_image).astype(np.float32))[::-1]
-        classes = generator.choice(COCO_IDS, per_image)
-        for (x0, y0), (x1, y1), score, label in zip(low, high, scores, classes):
-            detections.append({"image_id": image_id, "category_id": int(label), "score": float(score),
-                               "bbox": [float(x0) * width, float(y0) * height, (float(x1) - float(x0)) * width,
-                                        (float(y1) - float(y0)) * height]})  # fmt: skip
+    coco_images, annotations, detections = [], [], []
+    (folder / "records").mkdir()
+    with tf.io.TFRecordWriter(str(folder / "records" / "coco_val.record")) as writer:
+        for image_id in ids:
+            height, width = int(generator.choice([480, 640, 427])), int(generator.choice([640, 480, 612]))
+            coco_images.append({"id": image_id, "height": height, "width": width, "file_name": f"{image_id:012d}.jpg"})
+            count = int(generator.poisson(7.4))
+            boxes = generator.uniform(0, 0.8, (count, 2))
+            sizes = generator.uniform(0.02, 0.2, (count, 2))
+            labels = generator.choice(COCO_IDS, count)
+            for (x, y), (w, h), label in zip(boxes, sizes, labels):
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                                    "bbox": [x * width, y * height, w * width, h * height],
+                                    "area": float(w * width * h * height), "iscrowd": int(generator.random() < 0.012)})  # fmt: skip
+            example = {
+                "image/source_id": feature("bytes", [str(image_id).encode()]),
+                "image/height": feature("int64", [height]), "image/width": feature("int64", [width]),
+                "image/object/class/label": feature("int64", labels.tolist()),
+                "image/object/bbox/xmin": feature("float", boxes[:, 0].tolist()),
+                "image/object/bbox/ymin": feature("float", boxes[:, 1].tolist()),
+                "image/object/bbox/xmax": feature("float", (boxes[:, 0] + sizes[:, 0]).tolist()),
+                "image/object/bbox/ymax": feature("float", (boxes[:, 1] + sizes[:, 1]).tolist()),
+            }  # fmt: skip
+            writer.write(tf.train.Example(features=tf.train.Features(feature=example)).SerializeToString())
+            low = generator.uniform(0, 0.8, (per_image, 2)).astype(np.float32)
+            high = (low + generator.uniform(0.02, 0.2, (per_image, 2))).astype(np.float32)
+            scores = np.sort(generator.uniform(0, 1, per_image).astype(np.float32))[::-1]
+            classes = generator.choice(COCO_IDS, per_image)
+            for (x0, y0), (x1, y1), score, label in zip(low, high, scores, classes):
+                detections.append({"image_id": image_id, "category_id": int(label), "score": float(score),
+                                   "bbox": [float(x0) * width, float(y0) * height, (float(x1) - float(x0)) * width,
+                                            (float(y1) - float(y0)) * height]})  # fmt: skip
     (folder / "instances.json").write_text(json.dumps({"images": coco_images, "annotations": annotations,
                                                        "categories": categories}))  # fmt: skip
-    (folder / "examples.json").write_text(json.dumps(examples))
     (folder / "detections.json").write_text(json.dumps(detections))
+    shard = {"shard": 0, "shards": 1, "max_images": 0, "image_ids": ids, "record_indices": list(range(len(ids))),
+             "executed_kernels": [], "identity": {}, "detections": detections}  # fmt: skip
+    (folder / "shard.json").write_text(json.dumps(shard))
     return len(detections), len(annotations)
 
 
-WORKFLOW = """
-import json, sys
-sys.path.insert(0, {scripts!r})
-from coco_data import coco_metrics, quiet_coco
-from evaluate_detections import legacy_metrics
-folder = {folder!r}
-detections = json.load(open(folder + "/detections.json"))
-examples = [dict(e, **{{"image/source_id": [e["image/source_id"][0].encode()]}}) for e in json.load(open(folder + "/examples.json"))]
-ground_truth = quiet_coco(annotation_file=folder + "/instances.json")
-image_ids = sorted(ground_truth.getImgIds())
-standard, _ = coco_metrics(ground_truth, detections, image_ids)
-legacy, _ = legacy_metrics(examples, detections, image_ids, ground_truth.dataset["categories"])
-print(json.dumps(list(standard.values())))
-"""
+def workflow_command(folder):
+    """The accuracy stage as the workflow runs it."""
+    return [sys.executable, str(REPO_ROOT / "scripts" / "evaluate_detections.py"), str(folder / "shard.json"),
+            "--annotations", str(folder / "instances.json"), "--records", str(folder / "records"),
+            "--detections", str(folder / "merged.json"), "--metrics", str(folder / "metrics.json")]  # fmt: skip
+
 
 PLAIN = """
 import contextlib, io, json
@@ -100,16 +105,15 @@ print(json.dumps([float(v) for v in evaluation.stats]))
 """
 
 
-def measure(code):
-    """Wall seconds, peak resident MB and stdout of `code` in a fresh interpreter."""
+def measure(command):
+    """Wall seconds, peak resident MB and stdout of a command in a fresh process."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"error: the scorer failed (exit {process.returncode})")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, json.loads(output.strip().splitlines()[-1])
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"error: {Path(command[1]).name} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, output
 
 
 def main():
@@ -118,14 +122,16 @@ def main():
     parser.add_argument("--detections", type=int, default=300, help="per image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        count, boxes = generate(Path(scratch), args.images, args.detections)
+        folder = Path(scratch)
+        count, boxes = generate(folder, args.images, args.detections)
         print(f"{args.images} images, {boxes} ground-truth boxes, {count} detections; each scorer in a fresh process")
-        workflow = measure(WORKFLOW.format(scripts=str(REPO_ROOT / "scripts"), folder=scratch))
-        plain = measure(PLAIN.format(folder=scratch))
-    print(f"{'scorer':<44} {'seconds':>8} {'peak MB':>8}")
-    print(f"{'workflow: standard + legacy':<44} {workflow[0]:>8.1f} {workflow[1]:>8.0f}")
-    print(f"{'plain pycocotools: standard only':<44} {plain[0]:>8.1f} {plain[1]:>8.0f}")
-    print(f"standard numbers equal: {workflow[2] == plain[2]}")
+        workflow = measure(workflow_command(folder))
+        standard = list(json.loads((folder / "metrics.json").read_text())["standard"].values())
+        plain = measure([sys.executable, "-c", PLAIN.format(folder=scratch)])
+    print(f"{'scorer':<52} {'seconds':>8} {'peak MB':>8}")
+    print(f"{'workflow (evaluate_detections.py): standard + legacy':<52} {workflow[0]:>8.1f} {workflow[1]:>8.0f}")
+    print(f"{'plain pycocotools: standard only':<52} {plain[0]:>8.1f} {plain[1]:>8.0f}")
+    print(f"standard numbers equal: {standard == json.loads(plain[2].strip().splitlines()[-1])}")
 
 
 if __name__ == "__main__":

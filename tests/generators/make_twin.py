@@ -22,6 +22,7 @@ needs TF1 behaviour process-wide, and each step's peak memory is its own.
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import resource
@@ -41,7 +42,7 @@ REPO_ROOT = GENERATORS.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from common import StageError, atomic_directory, file_digests, run_main  # noqa: E402
-from detection_graph import INPUT_NODE, decode_image, load_graph_def, op_counts  # noqa: E402
+from detection_graph import INPUT_NODE, load_graph_def, op_counts  # noqa: E402
 from make_demo_data import (  # noqa: E402
     COCO_CATEGORIES,
     DEFAULT_WHEEL,
@@ -197,10 +198,12 @@ def export_fp32(source_root, model_config, images_zip, output_dir, seed, batch_n
 
 
 def read_images(images_zip, count):
-    """The first `count` images of the zip, decoded."""
+    """The first `count` images of the zip as RGB arrays. Decoded by Pillow: this process runs
+    TensorFlow in graph mode, where the stages' eager decoder cannot run, and BatchNorm
+    statistics need no particular decoder."""
     with zipfile.ZipFile(images_zip) as archive:
         names = sorted(name for name in archive.namelist() if name.endswith(".jpg"))[:count]
-        return [decode_image(archive.read(name), name) for name in names]
+        return [np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB")) for name in names]
 
 
 def quantize_int8(fp32_graph, images_zip, output, calibration_images):
