@@ -6,12 +6,16 @@ The upstream script is run unmodified, with the recipe's flags, under TensorFlow
 has the TF1 API it uses (tf.app.flags, tf.gfile, tf.python_io, tf.logging,
 tf.app.run). Both upstream output layouts are accepted: one `coco_val.record`
 (the recipe's pin) or shards `coco_val.record-0000K-of-0000N` (later versions).
-The records are then checked against the annotations file.
+The records are then checked against the annotations file. Later checkouts whose script
+has another interface (--image_dir, --object_annotations_file, --output_file_prefix,
+--num_shards) are refused before they run: their records differ from those Intel's numbers
+came from (crowds kept, other keys), so the legacy metrics would not be the recipe's.
 """
 
 import argparse
 import json
 import logging
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -35,6 +39,39 @@ REQUIRED_KEYS = (
 )
 # The recipe's pin writes class ids, later versions class names: one of them must be there.
 CLASS_KEYS = ("image/object/class/label", "image/object/class/text")
+# The tensorflow/models commit the recipe pins (config/config.yaml's default; a test keeps them equal).
+RECIPE_COMMIT = "7a9934df2afdf95be9405b4e9f1f2480d748dc40"
+RECIPE_FLAGS = ("train_image_dir", "val_image_dir", "test_image_dir", "train_annotations_file",
+                "val_annotations_file", "testdev_annotations_file", "output_dir")  # fmt: skip
+NEWER_FLAGS = ("image_dir", "object_annotations_file", "output_file_prefix", "num_shards")
+FLAG_DEFINITION = re.compile(r"""DEFINE_\w+\(\s*['"](\w+)['"]""")
+
+
+def check_interface(script):
+    """Refuse, in one line, a converter that does not take the recipe's flags (absl would stop
+    it with "Unknown command line flag"), naming the interface found and the pins that work."""
+    defined = set(FLAG_DEFINITION.findall(script.read_text()))
+    missing = [name for name in RECIPE_FLAGS if name not in defined]
+    if not missing:
+        return
+    if all(name in defined for name in NEWER_FLAGS):
+        found = f"has the newer interface ({', '.join('--' + name for name in NEWER_FLAGS)})"
+    else:
+        found = f"takes no --{missing[0]}"
+    raise StageError(
+        f"{script} {found}; the workflow runs the recipe's (--train_image_dir ... --output_dir), whose records "
+        f"Intel's numbers came from: set tensorflow_models.commit to the recipe's pin {RECIPE_COMMIT} "
+        "or another commit whose create_coco_tf_record.py takes --train_image_dir"
+    )
+
+
+def upstream_script(models_dir):
+    """The checkout's converter, if it is there and takes the recipe's flags."""
+    script = Path(models_dir) / UPSTREAM_SCRIPT
+    if not script.is_file():
+        raise StageError(f"{UPSTREAM_SCRIPT} not found in {models_dir}")
+    check_interface(script)
+    return script
 
 
 def run_upstream_converter(models_dir, flags):
@@ -42,9 +79,7 @@ def run_upstream_converter(models_dir, flags):
     import tensorflow as tf
 
     models_dir = Path(models_dir).resolve()
-    script = models_dir / UPSTREAM_SCRIPT
-    if not script.is_file():
-        raise StageError(f"{UPSTREAM_SCRIPT} not found in {models_dir}")
+    script = upstream_script(models_dir)
     sys.modules["tensorflow"] = tf.compat.v1
     sys.path[:0] = [str(models_dir / "research"), str(models_dir / "research" / "slim")]
     sys.argv = [str(script), "--logtostderr", *(f"--{name}={value}" for name, value in flags.items())]

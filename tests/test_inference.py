@@ -263,6 +263,34 @@ def test_op_with_kernels_for_other_devices_only_is_named(finished_run):
         check_kernels(graph_def, "g.pb")
 
 
+def renamed_image_folder(source, folder):
+    """The demo's images with suffixes as cameras and Windows write them, beside files that are not images."""
+    folder.mkdir()
+    for index, image in enumerate(sorted(source.glob("*.jpg"))):
+        shutil.copy(image, folder / (image.stem + (".JPG", ".jpeg", ".Jpg", ".jpg")[index % 4]))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "thumbs.jpg").mkdir()  # a folder named like an image
+    return folder
+
+
+def test_image_folders_are_listed_whatever_the_suffix_case(finished_run, tmp_path):
+    from detection_graph import list_images
+    from quantize_graph import calibration_images
+
+    source = finished_run.workdir / "resources/coco/val2017"
+    folder = renamed_image_folder(source, tmp_path / "camera")
+    expected = [path.stem for path in sorted(source.glob("*.jpg"))]
+    assert [path.stem for path in list_images(folder)] == expected
+    assert {path.suffix for path in list_images(folder)} == {".JPG", ".jpeg", ".Jpg", ".jpg"}
+    assert [path.stem for path in calibration_images(folder, 100, seed=0)] == expected
+    output = tmp_path / "benchmark.json"
+    run = run_script("benchmark_graph.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
+                     "--image-dir", folder, "--output", output, "--number-of-steps", 10, "--warmup-steps", 2,
+                     "--no-roofline")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(output.read_text())["distinct_images"] == len(expected)
+
+
 def test_unreadable_jpegs_are_named_and_stop_or_are_skipped(finished_run, tmp_path):
     images = tmp_path / "val2017"
     shutil.copytree(finished_run.workdir / "resources/coco/val2017", images)
