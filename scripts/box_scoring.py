@@ -16,6 +16,8 @@ The rules kept, because each changes numbers:
   equal IoU; a match's value is the object's id, so an object with id 0 never counts as
   matched (as in COCOeval);
 - unmatched detections outside an area range are ignored in it.
+Annotation ids must be unique (coco_data.quiet_coco refuses files where they repeat):
+pycocotools looks objects up by id, so it would score one object in place of the others.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ import functools
 import io
 
 import numpy as np
+
 
 @functools.cache
 def _compiled_match():
