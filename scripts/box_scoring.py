@@ -160,7 +160,8 @@ def evaluate(truth, detections, image_ids, category_ids, params):
     matched = np.zeros((len(dt_group), A, T), bool)
     outside = (dt_area[:, None] < area_ranges[:, 0]) | (dt_area[:, None] > area_ranges[:, 1])
     ignored = np.repeat(outside[:, :, None], T, axis=2)  # unmatched: ignored outside the range
-    _compiled_match()(dt_box, dt_area, groups, gt_box, gt_area, gt_crowd, gt_id, area_ranges, thresholds, matched, ignored)
+    match = _compiled_match()
+    match(dt_box, dt_area, groups, gt_box, gt_area, gt_crowd, gt_id, area_ranges, thresholds, matched, ignored)
 
     # accumulate: per category, detections in COCOeval's order (images in order, each image's
     # by score), then a stable sort by score across images

@@ -90,7 +90,9 @@ def quiet_coco(dataset=None, annotation_file=None):
     if len(ids) and counts.max() > 1:
         repeated = ids[counts.argmax()]
         where = annotation_file or "the ground truth"
-        raise StageError(f"{where}: annotation id {repeated} appears {counts.max()} times: COCO annotation ids must be unique")
+        raise StageError(
+            f"{where}: annotation id {repeated} appears {counts.max()} times: COCO annotation ids must be unique"
+        )
     return coco
 
 

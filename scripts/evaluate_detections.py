@@ -89,7 +89,8 @@ def normalized(detections, sizes):
     the graph's normalized float32 corners (recovered exactly from the absolute box: rounding
     to float32 undoes the scaling's last-bit error) and width and height taken in float64."""
     known = np.array(sorted(sizes))
-    height, width, keys = (np.array(column)[np.searchsorted(known, detections["image"])] for column in zip(*(sizes[i] for i in known)))
+    row = np.searchsorted(known, detections["image"])
+    height, width, keys = (np.array(column)[row] for column in zip(*(sizes[image_id] for image_id in known)))
     x, y, w, h = detections["box"].T
     xmin = (x / width).astype(np.float32).astype(np.float64)
     ymin = (y / height).astype(np.float32).astype(np.float64)
