@@ -8,10 +8,13 @@ together cover each image once. The graph's ops are checked for CPU kernels
 before anything runs.
 
 A long job is resumable: every `--checkpoint-every` images (and at least every
-few minutes) the detections so far go to a hidden checkpoint beside the output.
+few minutes) the images done since the last save are appended to a hidden
+checkpoint beside the output (JSON Lines: the job's identity, then one line per
+image, so a save costs what those images cost, not what the whole job has done).
 A rerun of the same job (the same graph, records, shard and max_images) carries
 on from it, and writes the same output as an uninterrupted run; a checkpoint of
-another job is ignored, with a log line saying why.
+another job is ignored, with a log line saying why; a line cut short by a kill is
+dropped.
 
 `--instances N` splits the job's cores into N equal sets and runs N copies of
 this script at once, each pinned to its set with cores / N threads, over every
@@ -25,6 +28,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -79,12 +83,26 @@ def job_identity(graph_path, record_dir, max_images, shard, shards):
 
 
 def load_checkpoint(path, identity):
-    """The progress saved at `path` if it is this job's; otherwise None (and why, in the log)."""
+    """The progress saved at `path` if it is this job's: a dict of image_ids, record_indices,
+    detections, executed_kernels and the byte length of its whole lines; otherwise None (and
+    why, in the log)."""
     if not path.is_file():
         return None
+    saved = {"image_ids": [], "record_indices": [], "detections": [], "executed_kernels": None, "length": 0}
     try:
-        saved = json.loads(path.read_text())
-        differs = [key for key in identity if saved["identity"].get(key) != identity[key]]
+        with open(path, "rb") as stream:
+            header = json.loads(stream.readline())
+            differs = [key for key in identity if header["identity"].get(key) != identity[key]]
+            saved["length"] = stream.tell()
+            for line in stream:
+                if not line.endswith(b"\n"):
+                    break  # cut short by a kill
+                image = json.loads(line)
+                saved["image_ids"].append(image["image_id"])
+                saved["record_indices"].append(image["record_index"])
+                saved["detections"] += image["detections"]
+                saved["executed_kernels"] = saved["executed_kernels"] or image.get("executed_kernels")
+                saved["length"] += len(line)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         log.warning("ignoring checkpoint %s: unreadable (%s)", path, error)
         return None
@@ -95,11 +113,30 @@ def load_checkpoint(path, identity):
     return saved
 
 
-def save_checkpoint(path, identity, detections, image_ids, record_indices, kernels):
-    with atomic_file(path) as temporary:
-        progress = {"identity": identity, "image_ids": image_ids, "record_indices": record_indices,
-                    "executed_kernels": kernels, "detections": detections}  # fmt: skip
-        temporary.write_text(json.dumps(progress))
+class Checkpoint:
+    """Appends the images done since the last save to the job's checkpoint."""
+
+    def __init__(self, path, identity, saved):
+        self.path, self.kernels_saved = path, bool(saved and saved["executed_kernels"])
+        if saved:
+            os.truncate(path, saved["length"])  # drop a line a kill cut short
+            self.pending = []
+        else:  # a new checkpoint, written at the first save (one of another job goes)
+            path.unlink(missing_ok=True)
+            self.pending = [json.dumps({"identity": identity}) + "\n"]
+
+    def add(self, image_id, record_index, detections, kernels):
+        line = {"image_id": image_id, "record_index": record_index, "detections": detections}
+        if not self.kernels_saved:
+            line["executed_kernels"], self.kernels_saved = kernels, True
+        self.pending.append(json.dumps(line) + "\n")
+
+    def save(self):
+        with open(self.path, "a") as stream:
+            stream.writelines(self.pending)
+            stream.flush()
+            os.fsync(stream.fileno())
+        self.pending = []
 
 
 def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=0, shards=1, checkpoint_every=50):
@@ -108,7 +145,9 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
     session = open_checked_session(graph_path, applied)
     checkpoint = checkpoint_path(output)
     identity = job_identity(graph_path, record_dir, max_images, shard, shards)
-    saved = load_checkpoint(checkpoint, identity) or {}
+    saved = load_checkpoint(checkpoint, identity)
+    progress = Checkpoint(checkpoint, identity, saved)
+    saved = saved or {}
     detections = saved.get("detections", [])
     image_ids, record_indices = saved.get("image_ids", []), saved.get("record_indices", [])
     kernels = saved.get("executed_kernels")
@@ -126,12 +165,14 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
         height, width = image.shape[1:3]
         if kernels is None:
             kernels = executed_kernels(session, image)
-        detections.extend(to_coco_results(image_id, height, width, detect(session, image)))
+        found = to_coco_results(image_id, height, width, detect(session, image))
+        detections.extend(found)
         image_ids.append(image_id)
         record_indices.append(index)
+        progress.add(image_id, index, found, kernels)
         ran += 1
         if ran % checkpoint_every == 0 or time.monotonic() - last_saved > CHECKPOINT_SECONDS:
-            save_checkpoint(checkpoint, identity, detections, image_ids, record_indices, kernels)
+            progress.save()
             last_saved = time.monotonic()
     log.info("%d images run in this job, %d taken from a checkpoint", ran, done)
     if not image_ids:

@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import agreement_with_fp32, error_lines, layer_drift, run_script, scale_weight_range
@@ -333,51 +335,84 @@ def test_unreadable_image_in_the_tfrecord_stops_detection_naming_it(finished_run
     assert error_lines(run)[0].startswith(f"error: image {image_id} (record 2 of {records}): not a readable image")
 
 
-def detect_with_checkpoint(finished_run, tmp_path, checkpoint):
-    """detect_objects.py on the demo FP32 graph with `checkpoint` (a dict) already in place."""
+def detect_with_checkpoint(finished_run, tmp_path, lines):
+    """detect_objects.py on the demo FP32 graph with a checkpoint of these text lines in place."""
     from detect_objects import checkpoint_path
 
     output = tmp_path / "detections-0-of-1.json"
-    checkpoint_path(output).write_text(json.dumps(checkpoint))
+    checkpoint_path(output).write_text("".join(lines))
     run = run_script("detect_objects.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--records", finished_run.workdir / "resources/coco_tfrecord", "--output", output)  # fmt: skip
+                     "--records", finished_run.workdir / "resources/coco_tfrecord", "--output", output,
+                     "--checkpoint-every", 2)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert not checkpoint_path(output).exists()
     return json.loads(output.read_text()), run.stderr
 
 
-def test_detection_resumes_from_its_checkpoint_with_the_same_result(finished_run, tmp_path):
+def fp32_identity(workdir):
     from detect_objects import job_identity
 
+    return job_identity(workdir / "resources/models/fp32/frozen_inference_graph.pb", workdir / "resources/coco_tfrecord", 0, 0, 1)
+
+
+def test_detection_resumes_from_its_checkpoint_with_the_same_result(finished_run, tmp_path):
+    """A checkpoint as a killed job leaves it: the identity, three whole image lines, and a
+    fourth cut short mid-write, which is dropped."""
     workdir = finished_run.workdir
     whole = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
-    first_three = set(whole["image_ids"][:3])
-    checkpoint = {
-        "identity": job_identity(workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                                 workdir / "resources/coco_tfrecord", 0, 0, 1),  # fmt: skip
-        "image_ids": whole["image_ids"][:3], "record_indices": whole["record_indices"][:3],
-        "executed_kernels": whole["executed_kernels"],
-        "detections": [d for d in whole["detections"] if d["image_id"] in first_three],
-    }  # fmt: skip
-    resumed, log = detect_with_checkpoint(finished_run, tmp_path, checkpoint)
-    assert "images already done" in log and "3 images already done" in log
+    lines = [json.dumps({"identity": fp32_identity(workdir)}) + "\n"]
+    for position, (image_id, index) in enumerate(zip(whole["image_ids"][:4], whole["record_indices"])):
+        image = {"image_id": image_id, "record_index": index,
+                 "detections": [d for d in whole["detections"] if d["image_id"] == image_id]}  # fmt: skip
+        if position == 0:
+            image["executed_kernels"] = whole["executed_kernels"]
+        lines.append(json.dumps(image) + "\n")
+    lines[-1] = lines[-1][: len(lines[-1]) // 2]
+    resumed, log = detect_with_checkpoint(finished_run, tmp_path, lines)
+    assert "3 images already done" in log
     assert "5 images run in this job, 3 taken from a checkpoint" in log
     for key in ("detections", "image_ids", "record_indices", "executed_kernels"):
         assert resumed[key] == whole[key], key
 
 
 def test_checkpoint_of_another_job_is_ignored(finished_run, tmp_path):
-    from detect_objects import job_identity
-
     workdir = finished_run.workdir
-    identity = job_identity(workdir / "resources/models/fp32/frozen_inference_graph.pb", workdir / "resources/coco_tfrecord", 0, 0, 1)
-    stale = {"identity": dict(identity, graph_sha256="0" * 64, max_images=3), "image_ids": [139],
-             "record_indices": [0], "executed_kernels": [], "detections": []}  # fmt: skip
+    identity = fp32_identity(workdir)
+    stale = [json.dumps({"identity": dict(identity, graph_sha256="0" * 64, max_images=3)}) + "\n",
+             json.dumps({"image_id": 139, "record_index": 0, "detections": []}) + "\n"]  # fmt: skip
     result, log = detect_with_checkpoint(finished_run, tmp_path, stale)
     assert "it is of another job (graph_sha256, max_images differ)" in log
     assert "8 images run in this job, 0 taken from a checkpoint" in log
     whole = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
     assert result["detections"] == whole["detections"]
+
+
+def test_a_checkpoint_save_costs_what_its_images_cost(tmp_path):
+    """Saves append: the bytes written per save do not grow with the images done before."""
+    from detect_objects import Checkpoint, load_checkpoint
+
+    path = tmp_path / ".detections.json.checkpoint"
+    identity = {"graph_sha256": "0" * 64, "shard": 0}
+    checkpoint = Checkpoint(path, identity, load_checkpoint(path, identity))
+    def bytes_written():  # by this process's write calls, whatever the file
+        return int(re.search(r"^wchar: (\d+)$", Path("/proc/self/io").read_text(), re.M).group(1))
+
+    written = []
+    for image_id in range(1, 31):
+        detections = [{"image_id": image_id, "category_id": 1, "bbox": [1.5, 2.5, 3.5, 4.5], "score": 0.5}] * 100
+        checkpoint.add(image_id, image_id - 1, detections, ["Conv2D"] if image_id == 1 else ["ignored"])
+        if image_id % 10 == 0:
+            before = bytes_written()
+            checkpoint.save()
+            written.append(bytes_written() - before)
+    assert max(written) < 1.1 * min(written)  # the third save writes no more than the first
+    saved = load_checkpoint(path, identity)
+    assert saved["image_ids"] == list(range(1, 31)) and len(saved["detections"]) == 3000
+    assert saved["executed_kernels"] == ["Conv2D"]
+    resumed = Checkpoint(path, identity, saved)  # a rerun carries on appending
+    resumed.add(31, 30, [], ["Conv2D"])
+    resumed.save()
+    assert load_checkpoint(path, identity)["image_ids"] == list(range(1, 32))
 
 
 @pytest.mark.parametrize("precision", ("int8", "int8_inc"))
