@@ -1,4 +1,7 @@
-"""`make demo` as a user runs it: twice in a row, and twice at once in the same folder."""
+"""`make demo` as a user runs it: twice in a row, and twice at once in the same folder.
+
+The runs build the TFRecord (downloads, extraction, checkout, conversion): what a second run
+at once would trample. The whole demo runs in the shared finished run (conftest.finished_run)."""
 
 import os
 import signal
@@ -17,9 +20,12 @@ def start_demo(workdir, *snakemake_arguments, cores="2"):
                             start_new_session=True)  # fmt: skip
 
 
+TARGET = "resources/coco_tfrecord"
+
+
 def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_path):
     workdir = tmp_path / "demo"
-    first = start_demo(workdir)
+    first = start_demo(workdir, TARGET)
     config = workdir / "config.yaml"
     deadline = time.monotonic() + 120
     while not config.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -27,7 +33,7 @@ def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_p
     assert config.exists(), first.communicate()[1][-3000:]
     config_of_the_first = config.read_bytes()
 
-    second = start_demo(workdir)
+    second = start_demo(workdir, TARGET)
     _, errors = second.communicate(timeout=120)
     assert second.returncode == 1
     assert [line for line in errors.splitlines() if line.startswith("error:")] == [
@@ -37,11 +43,11 @@ def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_p
 
     _, errors = first.communicate(timeout=600)
     assert first.returncode == 0, errors[-3000:]
-    assert (workdir / "results/report/summary.md").is_file()
+    assert (workdir / TARGET / "summary.json").is_file()
 
     # Again, nothing changed but the port of the demo's server: nothing to do.
     started = time.monotonic()
-    again = start_demo(workdir)
+    again = start_demo(workdir, TARGET)
     output, errors = again.communicate(timeout=120)
     seconds = time.monotonic() - started
     assert again.returncode == 0, errors[-3000:]
@@ -51,7 +57,7 @@ def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_p
 
     # Snakemake killed while it holds the folder's lock: the next demo run removes the stale
     # lock (it holds the folder) instead of stopping with LockException until --unlock.
-    killed = start_demo(workdir, "--forcerun", "make_report")
+    killed = start_demo(workdir, TARGET, "--forcerun", "convert_coco_to_tfrecord")
     locks = workdir / ".snakemake" / "locks"
     deadline = time.monotonic() + 120
     while not (locks.is_dir() and any(locks.iterdir())) and killed.poll() is None and time.monotonic() < deadline:
@@ -59,7 +65,7 @@ def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_p
     os.killpg(killed.pid, signal.SIGKILL)
     _, errors = killed.communicate()
     assert locks.is_dir() and any(locks.iterdir()), f"the killed run left no lock to test with: {errors[-3000:]}"
-    after = start_demo(workdir)
+    after = start_demo(workdir, TARGET)
     output, errors = after.communicate(timeout=300)
     assert after.returncode == 0, errors[-3000:]
     assert "removing the lock a killed snakemake left" in errors
