@@ -145,7 +145,7 @@ def evaluate(truth, detections, image_ids, category_ids, params):
     dt_group = dt_category * len(images) + dt_image
     order = np.lexsort((-dt_score, dt_group))  # stable: equal scores keep results order
     dt_group, dt_score, dt_category = dt_group[order], dt_score[order], dt_category[order]
-    starts, ends = _group_bounds(dt_group, K * len(images))
+    starts, _ = _group_bounds(dt_group, K * len(images))
     rank = np.arange(len(dt_group)) - starts[dt_group]
     top = rank < max_dets[-1]
     order, dt_group, dt_score, dt_category, rank = order[top], dt_group[top], dt_score[top], dt_category[top], rank[top]
