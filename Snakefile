@@ -1,4 +1,5 @@
-# R-FCN ResNet101 on COCO val2017, INT8 and FP32: from nothing to benchmark, accuracy and report.
+# R-FCN ResNet101 on COCO val2017, every model of the registry (FP32, INT8, BF16): from nothing to
+# benchmark, accuracy, diagnostics and report.
 import sys
 
 from snakemake.utils import min_version
@@ -16,12 +17,17 @@ check_config_file("config/config.yaml")
 configfile: "config/config.yaml"
 
 
+report: "rules/captions/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/coco.smk"
 include: "rules/tfrecord.smk"
 include: "rules/models.smk"
-include: "rules/inference.smk"
+include: "rules/benchmark.smk"
+include: "rules/accuracy.smk"
+include: "rules/diagnostics.smk"
 include: "rules/report.smk"
 
 

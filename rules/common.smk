@@ -2,46 +2,57 @@ import json
 import os
 import re
 import shlex
+import sys
 from itertools import chain
 from pathlib import Path
 
 # scripts/ is on sys.path (the Snakefile put it there to read the config file first).
+from detection_graph import Interface
+from job_runtime import bf16_native, cpu_flags, runtime_arguments
 from workflow_config import (
-    config_problems,
+    checked_config,
+    graph_model,
     load_schema,
+    model_runtime,
+    own_graph,
+    reference_model,
     stop_if,
-    typed_command_line_values,
 )
 
-
-def check_run():
-    """The config (schema and relations between keys) and the command line, before any job
-    is planned: one line per problem, no trace lines."""
-    schema = load_schema()
-    typed_command_line_values(config, schema, schema)
-    problems = config_problems(config, schema)
-    if workflow.cores == 0:
-        problems.append(
-            "--cores 0: no job could start; give --cores N (N >= 1) or --cores all"
-        )
-    stop_if(problems)
-
-
-check_run()
+# The config and the command line, before any job is planned: schema defaults filled in,
+# then one line per problem, no trace lines.
+stop_if(checked_config(config, load_schema(), cores=workflow.cores))
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
 DOWNLOADS = "resources/downloads"
-PRECISIONS = sorted(config["models"])
-# Models whose graph is downloaded, and models quantized here from another one.
-DOWNLOADED_MODELS = [
-    name for name, model in config["models"].items() if "download" in model
-]
-QUANTIZED_MODELS = [
-    name for name, model in config["models"].items() if "quantize" in model
-]
-# Models whose detections are compared with FP32's (where INT8 loses accuracy).
+MODELS = list(config["models"])
+
+
+def runs_here(name):
+    """BF16 runs by default only on a CPU with BF16 instructions; elsewhere oneDNN would
+    emulate it slowly, unless the model allows that (its figures are then marked emulated).
+    """
+    model = config["models"][name]
+    return model["precision"] != "bf16" or model["allow_emulation"] or bf16_native()
+
+
+# The models of the default target; a bf16 model this CPU would only emulate is left out.
+DEFAULT_MODELS = [name for name in MODELS if runs_here(name)]
+for name in sorted(set(MODELS) - set(DEFAULT_MODELS)):
+    print(
+        f"note: model {name} left out: bf16 on this CPU ({', '.join(cpu_flags()) or 'no vector flags'}) has neither"
+        f" avx512_bf16 nor amx_bf16; models.{name}.allow_emulation: true runs it emulated",
+        file=sys.stderr,
+    )
+# Models whose graph file is their own: downloaded, or quantized here from another model.
+DOWNLOADED_MODELS = [name for name in MODELS if "download" in config["models"][name]]
+QUANTIZED_MODELS = [name for name in MODELS if "quantize" in config["models"][name]]
+GRAPH_MODELS = [name for name in MODELS if own_graph(config["models"][name])]
+# Models compared with a reference (agreement, layer drift): where they lose accuracy.
 COMPARED_MODELS = [
-    name for name in PRECISIONS if name != "fp32" and "fp32" in PRECISIONS
+    name
+    for name in DEFAULT_MODELS
+    if reference_model(config["models"], name) in DEFAULT_MODELS
 ]
 
 
@@ -52,7 +63,7 @@ def one_of(names):
 
 wildcard_constraints:
     filename=one_of(config["downloads"]),
-    precision=one_of(PRECISIONS),
+    model=one_of(MODELS),
 
 
 class Untracked:
@@ -112,13 +123,43 @@ def get_download_options(wildcards):
     return Untracked(" ".join(options))
 
 
+def model_of(wildcards):
+    return config["models"][wildcards.model]
+
+
+def graph_path(name):
+    return f"resources/models/{name}/frozen_inference_graph.pb"
+
+
+def get_graph(wildcards):
+    """The graph file a model runs: its own, or that of the model its graph_of names."""
+    return graph_path(graph_model(config["models"], wildcards.model))
+
+
+def get_reference(wildcards):
+    return reference_model(config["models"], wildcards.model)
+
+
+def get_reference_graph(wildcards):
+    return graph_path(graph_model(config["models"], get_reference(wildcards)))
+
+
+def get_reference_detections(wildcards):
+    return f"results/accuracy/{get_reference(wildcards)}_detections.json"
+
+
 def get_graph_source(wildcards):
-    return downloaded(config["models"][wildcards.precision]["download"])
+    return downloaded(model_of(wildcards)["download"])
 
 
 def get_graph_member_option(wildcards):
-    member = config["models"][wildcards.precision].get("member")
+    member = model_of(wildcards).get("member")
     return f"--member {shlex.quote(member)}" if member else ""
+
+
+def get_interface_options(wildcards):
+    """The graph's input and output tensors (models.<name>.input.tensor, .outputs)."""
+    return " ".join(Interface.of_model(model_of(wildcards)).arguments())
 
 
 def get_download_targets():
@@ -126,34 +167,31 @@ def get_download_targets():
 
 
 def get_quantize_source(wildcards):
-    source = config["models"][wildcards.precision]["quantize"]["from"]
-    return f"resources/models/{source}/frozen_inference_graph.pb"
+    return graph_path(model_of(wildcards)["quantize"]["from"])
 
 
 def get_calibration_dir(wildcards):
     """The model's own calibration folder, or val2017 (the evaluation set)."""
-    settings = config["models"][wildcards.precision]["quantize"]
-    return settings.get("calibration_dir") or "resources/coco/val2017"
+    return (
+        model_of(wildcards)["quantize"]["calibration_dir"] or "resources/coco/val2017"
+    )
 
 
 def get_quantize_options(wildcards):
-    settings = config["models"][wildcards.precision]["quantize"]
+    settings = model_of(wildcards)["quantize"]
     options = [
         f"--calibration-images {settings['calibration_images']}",
         f"--seed {settings['seed']}",
         f"--weight-granularity {settings['weight_granularity']}",
-        *(
-            f"--keep-fp32 {shlex.quote(pattern)}"
-            for pattern in settings.get("keep_fp32", [])
-        ),
+        *(f"--keep-fp32 {shlex.quote(pattern)}" for pattern in settings["keep_fp32"]),
     ]
-    if not settings.get("calibration_dir"):
+    if not settings["calibration_dir"]:
         options.append("--from-evaluation-set")
-    if settings.get("accuracy_tolerance") is not None:
+    if settings["accuracy_tolerance"] is not None:
         options += [
             f"--accuracy-tolerance {settings['accuracy_tolerance']}",
-            f"--tuning-images {settings.get('tuning_images', 50)}",
-            f"--max-trials {settings.get('max_trials', 10)}",
+            f"--tuning-images {settings['tuning_images']}",
+            f"--max-trials {settings['max_trials']}",
         ]
     return " ".join(options)
 
@@ -164,8 +202,7 @@ def get_quantize_inputs(wildcards):
         "graph": get_quantize_source(wildcards),
         "images": get_calibration_dir(wildcards),
     }
-    settings = config["models"][wildcards.precision]["quantize"]
-    if settings.get("accuracy_tolerance") is not None:
+    if model_of(wildcards)["quantize"]["accuracy_tolerance"] is not None:
         inputs["records"] = "resources/coco_tfrecord"
         inputs["annotations"] = "resources/coco/annotations/instances_val2017.json"
     return inputs
@@ -180,52 +217,18 @@ def get_tuning_inputs_option(wildcards, input):
     )
 
 
-def get_agreement_results():
-    return expand(
-        "results/diagnostics/{precision}_agreement.json", precision=COMPARED_MODELS
-    )
-
-
 def get_instance_layouts():
     """benchmark.instances layouts of several instances (1 is benchmark_graph's own job)."""
-    return [n for n in config["benchmark"].get("instances", [1]) if n > 1]
-
-
-def get_instance_results():
-    """Multi-instance benchmarks: one job per precision and layout."""
-    return expand(
-        "results/benchmark/instances/{precision}-{instances}.json",
-        precision=PRECISIONS,
-        instances=get_instance_layouts(),
-    )
-
-
-def get_layer_drift_results():
-    return expand(
-        "results/diagnostics/{precision}_layer_drift.json", precision=COMPARED_MODELS
-    )
-
-
-def get_quantization_reports():
-    return expand(
-        "resources/models/{precision}/quantization.json", precision=QUANTIZED_MODELS
-    )
+    return [n for n in config["benchmark"]["instances"] if n > 1]
 
 
 def get_graph_targets():
-    return expand(
-        "resources/models/{precision}/frozen_inference_graph.pb", precision=PRECISIONS
-    )
-
-
-# Peak memory of an inference job (benchmark_graph, detect_objects), MB. The full-size twin
-# measured 3.7 GB for FP32 and 1.7 GB for INT8 (README); the rest is headroom for the
-# benchmark's prefetched images (up to 2 GiB) and for graphs larger than the twin.
-INFERENCE_MEM_MB = {"int8": 4000, "int8_inc": 4000, "fp32": 7000}
+    return [graph_path(name) for name in GRAPH_MODELS]
 
 
 def get_inference_mem_mb(wildcards):
-    return INFERENCE_MEM_MB.get(wildcards.precision, max(INFERENCE_MEM_MB.values()))
+    """One inference job's memory with this model's graph (models.<name>.mem_mb)."""
+    return model_of(wildcards)["mem_mb"]
 
 
 def get_instances_mem_mb(wildcards):
@@ -235,7 +238,7 @@ def get_instances_mem_mb(wildcards):
 
 def get_detection_instances():
     """Pinned copies of the graph sharing a detection job's cores (its node on a cluster)."""
-    return config["accuracy"].get("instances_per_node", 1)
+    return config["accuracy"]["instances_per_node"]
 
 
 def get_detection_mem_mb(wildcards):
@@ -244,119 +247,187 @@ def get_detection_mem_mb(wildcards):
 
 
 def get_layer_drift_mem_mb(wildcards):
-    """The FP32 graph and the compared one, loaded together."""
-    return INFERENCE_MEM_MB["fp32"] + get_inference_mem_mb(wildcards)
+    """The reference's graph and the model's, loaded together."""
+    return config["models"][get_reference(wildcards)]["mem_mb"] + get_inference_mem_mb(
+        wildcards
+    )
 
 
 def get_inference_threads():
     """Inference jobs take the whole machine (or the configured node size): nothing should
     share the cores a benchmark is timed on."""
-    return config.get("inference_threads") or workflow.cores
+    return config["inference_threads"] or workflow.cores
 
 
 def get_benchmark_options(wildcards):
     settings = config["benchmark"]
-    height, width = settings["image_size"]
-    return (
-        f"--number-of-steps {settings['number_of_steps']} --warmup-steps {settings['warmup_steps']}"
-        f" --batch-size {settings['batch_size']} --image-size {height}x{width}"
-        f" --on-bad-image {settings.get('on_bad_image', 'stop')}"
-        f" --profile-steps {settings.get('profile_steps', 3)}"
-    )
+    options = [
+        f"--number-of-steps {settings['number_of_steps']}",
+        f"--warmup-steps {settings['warmup_steps']}",
+        f"--batch-size {settings['batch_size']}",
+        f"--on-bad-image {settings['on_bad_image']}",
+        f"--profile-steps {settings['profile_steps']}",
+    ]
+    image_size = model_of(wildcards)["input"]["image_size"]
+    if image_size:
+        options.append(f"--image-size {image_size[0]}x{image_size[1]}")
+    return " ".join(options)
 
 
 def get_runtime_options(wildcards, threads):
-    """detection_graph.py's runtime flags for one precision; 0 threads: the job's threads."""
-    settings = config["runtime"][wildcards.precision]
-    options = [
-        f"--intra-op-threads {settings['intra_op_threads'] or threads}",
-        f"--inter-op-threads {settings['inter_op_threads']}",
-        f"--omp-num-threads {settings['omp_num_threads'] or settings['intra_op_threads'] or threads}",
-        f"--kmp-blocktime {settings['kmp_blocktime']}",
-        f"--kmp-affinity {settings['kmp_affinity']}",
-        "--onednn" if settings["onednn"] else "--no-onednn",
-        "--tcmalloc" if settings["tcmalloc"] else "--no-tcmalloc",
-    ]
-    if settings.get("numa_socket") is not None:
-        options.append(f"--numa-socket {settings['numa_socket']}")
+    """The model's runtime flags (job_runtime's one builder); 0 threads: the job's threads."""
+    model = model_of(wildcards)
+    settings = {
+        **model_runtime(config, wildcards.model),
+        "precision": model["precision"],
+        "allow_emulation": model["allow_emulation"],
+    }
+    return " ".join(runtime_arguments(settings, threads))
+
+
+def get_drift_options(wildcards):
+    model = model_of(wildcards)
+    options = [f"--candidate-precision {model['precision']}"]
+    if model["allow_emulation"]:
+        options.append("--allow-emulation")
     return " ".join(options)
 
 
 def get_checkpoint_interval():
     """How often detection saves its progress: it changes no result, so no rerun either."""
-    return Untracked(config["accuracy"].get("checkpoint_every", 50))
+    return Untracked(config["accuracy"]["checkpoint_every"])
 
 
 def get_detection_shards(wildcards):
     shards = config["accuracy"]["shards"]
     return expand(
-        "results/accuracy/{precision}/detections-{shard}-of-{shards}.json",
-        precision=wildcards.precision,
+        "results/accuracy/{model}/detections-{shard}-of-{shards}.json",
+        model=wildcards.model,
         shard=range(shards),
         shards=shards,
     )
-
-
-def get_published_reference():
-    return json.dumps(config.get("published_reference", {}))
 
 
 def get_report_dir(wildcards, output):
     return os.path.dirname(output.summary)
 
 
-def get_benchmark_results():
-    return expand("results/benchmark/{precision}.json", precision=PRECISIONS)
+# The report's inputs, each {key: path}: what make_report is given as KEY=PATH.
+def benchmark_results():
+    return {name: f"results/benchmark/{name}.json" for name in DEFAULT_MODELS}
 
 
-def get_accuracy_results():
-    return expand("results/accuracy/{precision}.json", precision=PRECISIONS)
+def instance_results():
+    return {
+        f"{name}:{count}": f"results/benchmark/instances/{name}-{count}.json"
+        for name in DEFAULT_MODELS
+        for count in get_instance_layouts()
+    }
 
 
-def get_stage_benchmarks():
-    """Every job's Snakemake benchmark file (wall time, peak memory) that the report sums up."""
+def accuracy_results():
+    return {name: f"results/accuracy/{name}.json" for name in DEFAULT_MODELS}
+
+
+def agreement_results():
+    return {
+        name: f"results/diagnostics/{name}_agreement.json" for name in COMPARED_MODELS
+    }
+
+
+def layer_drift_results():
+    return {
+        name: f"results/diagnostics/{name}_layer_drift.json" for name in COMPARED_MODELS
+    }
+
+
+def quantization_reports():
+    return {
+        name: f"resources/models/{name}/quantization.json"
+        for name in QUANTIZED_MODELS
+        if name in DEFAULT_MODELS
+    }
+
+
+def stage_costs():
+    """Every job's Snakemake benchmark file (wall time, peak memory), as STAGE:MODEL (or
+    STAGE:all) in the order the stages run: the report's cost table."""
     shards = config["accuracy"]["shards"]
-    single_jobs = (
+    costs = {
+        f"download_file:all:{name}": f"benchmarks/download_file/{name}.tsv"
+        for name in config["downloads"]
+    }
+    for stage in (
         "extract_coco_images",
         "extract_coco_annotations",
         "write_empty_annotations",
         "checkout_tensorflow_models",
         "convert_coco_to_tfrecord",
+    ):
+        costs[f"{stage}:all"] = f"benchmarks/{stage}.tsv"
+    for name in DOWNLOADED_MODELS:
+        costs[f"prepare_frozen_graph:{name}"] = (
+            f"benchmarks/prepare_frozen_graph/{name}.tsv"
+        )
+    for name in QUANTIZED_MODELS:
+        costs[f"quantize_graph:{name}"] = f"benchmarks/quantize_graph/{name}.tsv"
+    for name in DEFAULT_MODELS:
+        costs[f"benchmark_graph:{name}"] = f"benchmarks/benchmark_graph/{name}.tsv"
+        for count in get_instance_layouts():
+            costs[f"benchmark_instances:{name}:{count}"] = (
+                f"benchmarks/benchmark_instances/{name}-{count}.tsv"
+            )
+        for shard in range(shards):
+            costs[f"detect_objects:{name}:{shard}"] = (
+                f"benchmarks/detect_objects/{name}-{shard}-of-{shards}.tsv"
+            )
+        costs[f"evaluate_accuracy:{name}"] = f"benchmarks/evaluate_accuracy/{name}.tsv"
+    for name in COMPARED_MODELS:
+        for stage in ("compare_with_reference", "measure_layer_drift"):
+            costs[f"{stage}:{name}"] = f"benchmarks/{stage}/{name}.tsv"
+    return costs
+
+
+def keyed(paths):
+    """make_report's KEY=PATH arguments of one kind of input."""
+    return " ".join(shlex.quote(f"{key}={path}") for key, path in paths.items())
+
+
+def get_report_models():
+    """What the report needs of the registry: architecture, precision, reference, published."""
+    return json.dumps(
+        {
+            name: {
+                "architecture": config["models"][name]["architecture"],
+                "precision": config["models"][name]["precision"],
+                "reference": reference_model(config["models"], name),
+                "published": config["models"][name]["published"],
+            }
+            for name in DEFAULT_MODELS
+        }
     )
-    return [
-        *expand(
-            "benchmarks/download_file/{filename}.tsv", filename=config["downloads"]
-        ),
-        *expand("benchmarks/{name}.tsv", name=single_jobs),
-        *expand(
-            "benchmarks/prepare_frozen_graph/{precision}.tsv",
-            precision=DOWNLOADED_MODELS,
-        ),
-        *expand(
-            "benchmarks/quantize_graph/{precision}.tsv", precision=QUANTIZED_MODELS
-        ),
-        *expand(
-            "benchmarks/{name}/{precision}.tsv",
-            name=("benchmark_graph", "evaluate_accuracy"),
-            precision=PRECISIONS,
-        ),
-        *expand(
-            "benchmarks/benchmark_instances/{precision}-{instances}.tsv",
-            precision=PRECISIONS,
-            instances=get_instance_layouts(),
-        ),
-        *expand(
-            "benchmarks/{name}/{precision}.tsv",
-            name=("compare_with_fp32", "measure_layer_drift"),
-            precision=COMPARED_MODELS,
-        ),
-        *expand(
-            "benchmarks/detect_objects/{precision}-{shard}-of-{shards}.tsv",
-            precision=PRECISIONS,
-            shard=range(shards),
-            shards=shards,
-        ),
-    ]
+
+
+def get_report_inputs(wildcards, input):
+    return " ".join(
+        f"--{kind} {keyed(paths)}" if paths else ""
+        for kind, paths in (
+            ("benchmark", benchmark_results()),
+            ("instances", instance_results()),
+            ("accuracy", accuracy_results()),
+            ("agreement", agreement_results()),
+            ("layer-drift", layer_drift_results()),
+            ("quantization", quantization_reports()),
+            ("cost", stage_costs()),
+        )
+    )
+
+
+def get_plot_outputs(wildcards, output):
+    """The declared plots, as NAME=PATH; the report draws each one it is given."""
+    return keyed(
+        {name: path for name, path in output.items() if name not in ("summary", "html")}
+    )
 
 
 def get_final_outputs():

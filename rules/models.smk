@@ -2,13 +2,13 @@ rule prepare_frozen_graph:
     input:
         get_graph_source,
     output:
-        "resources/models/{precision}/frozen_inference_graph.pb",
+        "resources/models/{model}/frozen_inference_graph.pb",
     log:
-        "logs/prepare_frozen_graph/{precision}.log",
+        "logs/prepare_frozen_graph/{model}.log",
     benchmark:
-        "benchmarks/prepare_frozen_graph/{precision}.tsv"
+        "benchmarks/prepare_frozen_graph/{model}.tsv"
     wildcard_constraints:
-        precision=one_of(DOWNLOADED_MODELS),
+        model=one_of(DOWNLOADED_MODELS),
     conda:
         "../envs/tensorflow.yaml"
     threads: 1
@@ -19,22 +19,24 @@ rule prepare_frozen_graph:
     params:
         script=script("prepare_frozen_graph.py"),
         member=get_graph_member_option,
+        interface=get_interface_options,
     shell:
-        "python {params.script} {input:q} {output:q} {params.member} > {log:q} 2>&1"
+        "python {params.script} {input:q} {output:q} {params.member} {params.interface}"
+        " > {log:q} 2>&1"
 
 
 rule quantize_graph:
     input:
         unpack(get_quantize_inputs),
     output:
-        graph="resources/models/{precision}/frozen_inference_graph.pb",
-        report="resources/models/{precision}/quantization.json",
+        graph="resources/models/{model}/frozen_inference_graph.pb",
+        report="resources/models/{model}/quantization.json",
     log:
-        "logs/quantize_graph/{precision}.log",
+        "logs/quantize_graph/{model}.log",
     benchmark:
-        "benchmarks/quantize_graph/{precision}.tsv"
+        "benchmarks/quantize_graph/{model}.tsv"
     wildcard_constraints:
-        precision=one_of(QUANTIZED_MODELS),
+        model=one_of(QUANTIZED_MODELS),
     conda:
         "../envs/quantize.yaml"
     threads: get_inference_threads()
@@ -46,10 +48,11 @@ rule quantize_graph:
         script=script("quantize_graph.py"),
         options=get_quantize_options,
         tuning=get_tuning_inputs_option,
+        interface=get_interface_options,
     shell:
         "TF_ENABLE_ONEDNN_OPTS=1 python {params.script} --graph {input.graph:q}"
         " --images {input.images:q} --output {output.graph:q} --report {output.report:q}"
-        " {params.options} {params.tuning} > {log:q} 2>&1"
+        " {params.options} {params.tuning} {params.interface} > {log:q} 2>&1"
 
 
 rule prepare_models:

@@ -1,28 +1,60 @@
 rule make_report:
     input:
-        benchmarks=get_benchmark_results(),
-        instances=get_instance_results(),
-        accuracies=get_accuracy_results(),
-        costs=get_stage_benchmarks(),
-        quantization=get_quantization_reports(),
-        agreements=get_agreement_results(),
-        layer_drift=get_layer_drift_results(),
+        benchmark_results().values(),
+        instance_results().values(),
+        accuracy_results().values(),
+        agreement_results().values(),
+        layer_drift_results().values(),
+        quantization_reports().values(),
+        stage_costs().values(),
         # its summary.json: how many annotations the conversion dropped
         records="resources/coco_tfrecord",
     output:
-        summary=report("results/report/summary.md", category="Summary"),
-        html=report("results/report/summary.html", category="Summary"),
-        latency=report("results/report/latency_per_step.png", category="Benchmark"),
-        histogram=report("results/report/latency_histogram.png", category="Benchmark"),
-        profile=report("results/report/time_by_model_part.png", category="Benchmark"),
-        instances=report(
-            "results/report/throughput_by_instances.png", category="Benchmark"
+        summary=report(
+            "results/report/summary.md",
+            caption="captions/summary.rst",
+            category="Summary",
         ),
-        precision=report("results/report/average_precision.png", category="Accuracy"),
-        agreement=report(
-            "results/report/detection_agreement.png", category="Diagnostics"
+        html=report(
+            "results/report/summary.html",
+            caption="captions/summary.rst",
+            category="Summary",
         ),
-        drift=report("results/report/layer_drift.png", category="Diagnostics"),
+        latency_per_step=report(
+            "results/report/latency_per_step.png",
+            caption="captions/latency_per_step.rst",
+            category="Benchmark",
+        ),
+        latency_histogram=report(
+            "results/report/latency_histogram.png",
+            caption="captions/latency_histogram.rst",
+            category="Benchmark",
+        ),
+        time_by_model_part=report(
+            "results/report/time_by_model_part.png",
+            caption="captions/time_by_model_part.rst",
+            category="Benchmark",
+        ),
+        throughput_by_instances=report(
+            "results/report/throughput_by_instances.png",
+            caption="captions/throughput_by_instances.rst",
+            category="Benchmark",
+        ),
+        average_precision=report(
+            "results/report/average_precision.png",
+            caption="captions/average_precision.rst",
+            category="Accuracy",
+        ),
+        detection_agreement=report(
+            "results/report/detection_agreement.png",
+            caption="captions/detection_agreement.rst",
+            category="Diagnostics",
+        ),
+        layer_drift=report(
+            "results/report/layer_drift.png",
+            caption="captions/layer_drift.rst",
+            category="Diagnostics",
+        ),
     log:
         "logs/make_report.log",
     benchmark:
@@ -35,12 +67,11 @@ rule make_report:
         runtime="10m",
     params:
         script=script("make_report.py"),
-        references=get_published_reference(),
-        output_dir=get_report_dir,
+        models=get_report_models(),
+        inputs=get_report_inputs,
+        plots=get_plot_outputs,
     shell:
-        "python {params.script} --benchmarks {input.benchmarks:q} --accuracies {input.accuracies:q}"
-        " --instances {input.instances:q}"
-        " --costs {input.costs:q} --quantization {input.quantization:q}"
-        " --agreements {input.agreements:q} --layer-drift {input.layer_drift:q}"
-        " --references {params.references:q} --conversion {input.records:q}/summary.json"
-        " --output-dir {params.output_dir:q} > {log:q} 2>&1"
+        "python {params.script} --models {params.models:q} {params.inputs}"
+        " --conversion {input.records:q}/summary.json"
+        " --summary {output.summary:q} --html {output.html:q} --plot {params.plots}"
+        " > {log:q} 2>&1"

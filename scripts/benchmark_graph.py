@@ -24,20 +24,19 @@ import numpy as np
 
 from common import StageError, atomic_file, run_main
 from detection_graph import (
-    INPUT_NODE,
-    add_runtime_arguments,
-    apply_runtime,
+    add_interface_arguments,
+    bfloat16_share,
     decode_image,
     detect,
-    environment_facts,
+    interface_of,
     kernels_in,
     list_images,
     open_checked_session,
-    runtime_settings,
     traced_node_times,
-    usable_cores,
 )
+from job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
 from performance import count_flops, probe_rates, profile, roofline
+from workflow_config import schema_defaults
 
 log = logging.getLogger("benchmark_graph")
 
@@ -138,13 +137,13 @@ class BatchPrefetcher:
             yield batch
 
 
-def time_steps(session, batches, steps, ends=None):
+def time_steps(session, interface, batches, steps, ends=None):
     """Seconds per step, timing `session.run` alone; logs as the recipe's benchmark does.
     `ends` (a list) receives each step's end on the machine-wide monotonic clock."""
     seconds = []
     for step, batch in zip(range(steps), batches):
         start = time.perf_counter()
-        detect(session, batch)
+        detect(session, interface, batch)
         seconds.append(time.perf_counter() - start)
         if ends is not None:
             ends.append(time.monotonic())
@@ -185,14 +184,14 @@ def wait_for_instances(barrier, instance, instances, timeout=900):
 
 
 def benchmark(
-    graph_path, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
+    graph_path, interface, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
     profile_steps=3, instance=0, instances=1, barrier=None, with_roofline=True,
 ):  # fmt: skip
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
         raise StageError("batch_size > 1 needs an image size, so that a batch is well formed")
-    session = open_checked_session(graph_path, applied)
+    session = open_checked_session(graph_path, applied, interface)
     # Several instances on one node: each reads its own share of the images.
     images = list_images(image_dir)[instance::instances]
     if not images:
@@ -205,18 +204,22 @@ def benchmark(
     if barrier is not None:
         wait_for_instances(barrier, instance, instances)
     ends = []
-    seconds = time_steps(session, batches, steps, ends)
+    seconds = time_steps(session, interface, batches, steps, ends)
     summary = summarize(seconds, warmup_steps, batch_size)
     # Traced and counted after the timed steps, never during them.
     batch = next(prefetcher.images.batches(batch_size))
-    node_times = traced_node_times(session, batch, max(profile_steps, 1))
+    node_times = traced_node_times(session, interface, batch, max(profile_steps, 1))
     kernels = kernels_in(node_times)
+    bfloat16 = bfloat16_share(node_times)
+    if applied["precision"] == "bf16":
+        log.info("bfloat16: %d nodes (%.0f%% of op time) and %d casts (%.0f%%); kernels: %s", bfloat16["nodes"],
+                 100 * bfloat16["op_time_fraction"], bfloat16["casts"], 100 * bfloat16["cast_time_fraction"],
+                 ", ".join(bfloat16["kernels"]) or "none")  # fmt: skip
     flops = probe = achieved = None
     if with_roofline:
-        flops = count_flops(session, {f"{INPUT_NODE}:0": batch})
+        flops = count_flops(session, interface.feed(batch))
         probe = probe_rates(applied["intra_op_threads"] or usable_cores())
-        quantized = any("Quantized" in kernel for kernel in kernels)
-        achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, quantized)
+        achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, applied["precision"])
         log.info(
             "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %.0f%% of a %s matmul's %.1f on these threads (%s)",
             achieved["gflops_per_image"], achieved["achieved_gflops_per_second"], 100 * achieved["fraction_of_probe"],
@@ -242,6 +245,8 @@ def benchmark(
         "skipped_images": prefetcher.images.skipped,
         **summary,
         "executed_kernels": kernels,
+        # What ran in bfloat16, from the traced steps: the BF16 rewrite's reach.
+        "bfloat16": bfloat16,
         "profile": profile(node_times, max(profile_steps, 1)) if profile_steps else None,
         "flops": flops,
         "roofline": achieved,
@@ -266,23 +271,32 @@ def parse_image_size(text):
     return height, width
 
 
+def add_benchmark_arguments(parser):
+    """The benchmark's settings; not given, the schema's defaults (config/schema.yaml, benchmark)."""
+    defaults = schema_defaults("benchmark")
+    parser.add_argument("--number-of-steps", type=int, default=defaults["number_of_steps"])
+    parser.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"])
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
+    parser.add_argument("--on-bad-image", choices=("stop", "skip"), default=defaults["on_bad_image"],
+                        help="an unreadable image")  # fmt: skip
+    parser.add_argument("--profile-steps", type=int, default=defaults["profile_steps"],
+                        help="traced steps after timing; 0: no profile")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb")
     parser.add_argument("--image-dir", type=Path, required=True, help="folder of val2017 JPEGs")
     parser.add_argument("--output", type=Path, required=True, help="results JSON")
-    parser.add_argument("--number-of-steps", type=int, default=500)
-    parser.add_argument("--warmup-steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
-    parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an unreadable image")
-    parser.add_argument("--profile-steps", type=int, default=3, help="traced steps after timing; 0: no profile")
+    add_benchmark_arguments(parser)
     parser.add_argument("--roofline", action=argparse.BooleanOptionalAction, default=True,
                         help="count FLOPs and probe the threads' matmul rate after timing")  # fmt: skip
     group = parser.add_argument_group("one of several instances on a node (benchmark_instances.py starts them)")
     group.add_argument("--instance", type=int, default=0, help="this instance's index: it reads images[K::N]")
     group.add_argument("--instances", type=int, default=1, help="N, the instances sharing the node")
     group.add_argument("--start-barrier", type=Path, help="folder where the instances wait for each other")
+    add_interface_arguments(parser)
     add_runtime_arguments(parser)
     args = parser.parse_args()
     if args.batch_size < 1 or args.number_of_steps < 1 or args.warmup_steps < 0:
@@ -291,7 +305,7 @@ def main():
         raise StageError(f"--instance {args.instance} is not in 0..{args.instances - 1}")
     applied = apply_runtime(runtime_settings(args))
     benchmark(
-        args.graph, args.image_dir, args.number_of_steps, args.warmup_steps,
+        args.graph, interface_of(args), args.image_dir, args.number_of_steps, args.warmup_steps,
         args.batch_size, args.image_size, applied, args.output, args.on_bad_image, args.profile_steps,
         args.instance, args.instances, args.start_barrier, args.roofline,
     )  # fmt: skip

@@ -15,14 +15,14 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, core_sets, job_cores, run_main, start_pinned
+from common import StageError, atomic_file, run_main
+from job_runtime import core_sets, job_cores, run_pinned
 
 log = logging.getLogger("benchmark_instances")
 
@@ -69,39 +69,27 @@ def aggregate(results):
 
 def run_instances(graph, image_dir, instances, threads, forwarded, work):
     """Start the instances pinned to their cores; returns their results, in instance order."""
-    if "--numa-socket" in forwarded:
+    if "--numa-socket" in " ".join(forwarded):
         raise StageError("numa_socket binds a whole socket; with several instances each is pinned to its own cores")
     sets = core_sets(job_cores(threads), instances)
     barrier = work / "barrier"
     barrier.mkdir()
-    processes = []
+    commands = []
     for instance, cpus in enumerate(sets):
-        threads = str(len(cpus))
-        command = [
+        commands.append([
             sys.executable, str(BENCHMARK_SCRIPT), "--graph", str(graph), "--image-dir", str(image_dir),
             "--output", str(work / f"instance-{instance}.json"), "--instance", str(instance),
             "--instances", str(instances), "--start-barrier", str(barrier), *forwarded,
-            "--intra-op-threads", threads, "--omp-num-threads", threads,
+            f"--intra-op-threads={len(cpus)}", f"--omp-num-threads={len(cpus)}",
             # Per-instance profiles and probes would run side by side and be thrown away.
             "--profile-steps", "0", "--no-roofline",
-        ]  # fmt: skip
-        log_file = open(work / f"instance-{instance}.log", "w")
-        process = start_pinned(command, cpus, stdout=log_file, stderr=subprocess.STDOUT)
-        processes.append((instance, cpus, log_file, process))
-        log.info("instance %d on cores %s, %s threads", instance, ",".join(map(str, cpus)), threads)
-    failed = None
-    for instance, _, log_file, process in processes:
-        if process.wait() != 0 and failed is None:
-            failed = instance
-            for _, _, _, other in processes:
-                other.kill()  # the rest would wait at the barrier
-        log_file.close()
-    for instance, _, _, _ in processes:
-        text = (work / f"instance-{instance}.log").read_text()
-        sys.stderr.write(f"----- instance {instance} -----\n{text}")
-    if failed is not None:
-        errors = [line for line in (work / f"instance-{failed}.log").read_text().splitlines() if line.startswith("error:")]
-        raise StageError(f"instance {failed} failed: {errors[-1].removeprefix('error: ') if errors else 'see the log'}")
+        ])  # fmt: skip
+    # The others would wait at the barrier for a failed instance.
+    failures = run_pinned(commands, sets, stop_all_on_failure=True)
+    failed = [(instance, failure) for instance, failure in enumerate(failures) if failure]
+    if failed:
+        instance, failure = failed[0]
+        raise StageError(f"instance {instance} failed: {failure}")
     results = [json.loads((work / f"instance-{instance}.json").read_text()) for instance in range(instances)]
     return results, sets
 
@@ -113,6 +101,7 @@ def main():
     parser.add_argument("--output", type=Path, required=True, help="results JSON")
     parser.add_argument("--instances", type=int, required=True, help="copies on this node, at least 2")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="the job's threads, split (0: all cores)")
+    parser.add_argument("--omp-num-threads", type=int, help="as the instances' intra-op threads")
     args, forwarded = parser.parse_known_args()
     if args.instances < 2:
         raise StageError("--instances must be at least 2 (one instance is benchmark_graph.py itself)")
@@ -129,7 +118,7 @@ def main():
              summary["throughput_images_per_second"], summary["window_seconds"], summary["latency_ms"]["p50"])  # fmt: skip
     first = results[0]
     facts = ("batch_size", "image_size", "number_of_steps", "warmup_steps", "tensorflow_version", "onednn", "cpu_model",
-             "graph", "graph_sha256", "executed_kernels")  # fmt: skip
+             "cpu_flags", "graph", "graph_sha256", "precision", "emulated", "executed_kernels")  # fmt: skip
     result = {
         "instances": args.instances,
         "cores_per_instance": len(sets[0]),

@@ -6,7 +6,6 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -117,23 +116,3 @@ def file_digests(path, algorithms=("md5", "sha256"), chunk_size=1 << 20):
             for hasher in hashers.values():
                 hasher.update(chunk)
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
-
-
-def job_cores(threads=0):
-    """The cores a job of `threads` threads splits among its instances: the first `threads`
-    it may run on (all of them for 0). A cluster job may run only on its own cores already."""
-    cores = sorted(os.sched_getaffinity(0))
-    return cores[:threads] if threads else cores
-
-
-def core_sets(cores, instances):
-    """`instances` equal, disjoint, contiguous sets of `cores` (the remainder left idle)."""
-    per_instance = len(cores) // instances
-    if per_instance < 1:
-        raise StageError(f"{instances} instances need at least {instances} cores; this job has {len(cores)}")
-    return [cores[k * per_instance : (k + 1) * per_instance] for k in range(instances)]
-
-
-def start_pinned(command, cpus, **options):
-    """Start `command` bound to `cpus` (sched_setaffinity, as taskset does)."""
-    return subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, cpus), **options)

@@ -25,31 +25,36 @@ finished and resumes the rest from their checkpoints.
 """
 
 import argparse
-import io
 import json
 import logging
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from common import StageError, atomic_file, core_sets, file_digests, job_cores, run_main, start_pinned
+from common import StageError, atomic_file, file_digests, run_main
 from coco_data import in_record_order, read_examples, to_coco_results, val_record_files
 from detection_graph import (
-    add_runtime_arguments,
-    apply_runtime,
+    add_interface_arguments,
     decode_image,
     detect,
-    environment_facts,
     executed_kernels,
+    interface_of,
     open_checked_session,
+)
+from job_runtime import (
+    add_runtime_arguments,
+    apply_runtime,
+    core_sets,
+    environment_facts,
+    job_cores,
+    run_pinned,
     runtime_arguments,
     runtime_settings,
 )
+from workflow_config import schema_defaults
 
 log = logging.getLogger("detect_objects")
 
@@ -139,10 +144,11 @@ class Checkpoint:
         self.pending = []
 
 
-def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=0, shards=1, checkpoint_every=50):
+def detect_objects(graph_path, interface, record_dir, applied, output, max_images=0, shard=0, shards=1,
+                   checkpoint_every=50):  # fmt: skip
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
-    session = open_checked_session(graph_path, applied)
+    session = open_checked_session(graph_path, applied, interface)
     checkpoint = checkpoint_path(output)
     identity = job_identity(graph_path, record_dir, max_images, shard, shards)
     saved = load_checkpoint(checkpoint, identity)
@@ -164,8 +170,8 @@ def detect_objects(graph_path, record_dir, applied, output, max_images=0, shard=
         image = decode_image(features["image/encoded"][0], name)[None]
         height, width = image.shape[1:3]
         if kernels is None:
-            kernels = executed_kernels(session, image)
-        found = to_coco_results(image_id, height, width, detect(session, image))
+            kernels = executed_kernels(session, interface, image)
+        found = to_coco_results(image_id, height, width, detect(session, interface, image))
         detections.extend(found)
         image_ids.append(image_id)
         record_indices.append(index)
@@ -219,18 +225,8 @@ def finished_part(path, identity):
     return part if isinstance(part, dict) and part.get("identity") == identity else None
 
 
-def relay_output(stream, prefix, errors):
-    """Copy a child's stderr to ours as it comes, each line (or progress update) prefixed;
-    keep its `error:` lines."""
-    for line in io.TextIOWrapper(stream, errors="replace", newline=""):  # splits at \r too: tqdm's updates
-        sys.stderr.write(prefix + line)
-        sys.stderr.flush()
-        if line.startswith("error:"):
-            errors.append(line.strip().removeprefix("error: "))
-
-
-def detect_with_instances(graph_path, record_dir, settings, output, instances, max_images=0, shard=0, shards=1,
-                          checkpoint_every=50):  # fmt: skip
+def detect_with_instances(graph_path, interface_flags, record_dir, settings, output, instances, max_images=0, shard=0,
+                          shards=1, checkpoint_every=50):  # fmt: skip
     """Run `instances` pinned copies over the shard's images; merge their parts into `output`."""
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
@@ -242,31 +238,24 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
     selections = [(shard + k * shards, shards * instances) for k in range(instances)]
     parts = [instance_output(output, k, instances) for k in range(instances)]
     identity = job_identity(graph_path, record_dir, max_images, shard, shards)
-    running = []
+    commands, pinned, started = [], [], []
     for instance, (cpus, (part_shard, part_shards), part) in enumerate(zip(sets, selections, parts)):
         if finished_part(part, {**identity, "shard": part_shard, "shards": part_shards}):
             log.info("instance %d: its part was finished by an earlier run (%s)", instance, part.name)
             continue
         threads = len(cpus)
-        command = [
+        commands.append([
             sys.executable, __file__, "--graph", str(graph_path), "--records", str(record_dir), "--output", str(part),
             "--max-images", str(max_images), "--shard", str(part_shard), "--shards", str(part_shards),
-            "--checkpoint-every", str(checkpoint_every),
+            "--checkpoint-every", str(checkpoint_every), *interface_flags,
             *runtime_arguments({**settings, "intra_op_threads": threads, "omp_num_threads": threads}),
-        ]  # fmt: skip
-        log.info("instance %d on cores %s, %d threads: shard %d of %d", instance, ",".join(map(str, cpus)), threads,
-                 part_shard, part_shards)  # fmt: skip
-        process = start_pinned(command, cpus, stderr=subprocess.PIPE)
-        errors = []
-        relay = threading.Thread(target=relay_output, args=(process.stderr, f"[instance {instance}] ", errors))
-        relay.start()
-        running.append((instance, process, relay, errors))
-    failures = []
-    for instance, process, relay, errors in running:
-        process.wait()
-        relay.join()
-        if process.returncode != 0:
-            failures.append(f"instance {instance}: {errors[-1] if errors else f'exit code {process.returncode}'}")
+        ])  # fmt: skip
+        pinned.append(cpus)
+        started.append(instance)
+        log.info("instance %d: %d threads, shard %d of %d", instance, threads, part_shard, part_shards)
+    # An instance that fails does not stop the others: their parts are kept for a rerun.
+    failures = [f"instance {instance}: {failure}" for instance, failure in zip(started, run_pinned(commands, pinned))
+                if failure]  # fmt: skip
     if failures:
         raise StageError(f"{len(failures)} of {instances} instances failed ({'; '.join(failures)}); "
                          "a rerun keeps the parts that finished")  # fmt: skip
@@ -276,7 +265,8 @@ def detect_with_instances(graph_path, record_dir, settings, output, instances, m
     log.info("%d detections in %d images (shard %d of %d, %d instances)", len(detections), len(image_ids), shard,
              shards, instances)  # fmt: skip
     facts = {
-        **{key: first[key] for key in ("graph", "graph_sha256", "tensorflow_version", "onednn", "cpu_model")},
+        **{key: first[key] for key in ("graph", "graph_sha256", "precision", "emulated", "tensorflow_version", "onednn",
+                                       "cpu_model", "cpu_flags")},  # fmt: skip
         "instances": [
             {"cores": cpus, "shard": selection[0], "shards": selection[1],
              **{key: part[key] for key in ("runtime", "usable_cores", "peak_rss_mb", "memory_policy", "tcmalloc_loaded")}}
@@ -299,8 +289,12 @@ def main():
     parser.add_argument("--max-images", type=int, default=0, help="first N records only (0: all)")
     parser.add_argument("--shard", type=int, default=0, help="which of --shards this job is")
     parser.add_argument("--shards", type=int, default=1, help="jobs the images are split over")
-    parser.add_argument("--checkpoint-every", type=int, default=50, help="save progress every N images")
-    parser.add_argument("--instances", type=int, default=1, help="pinned copies sharing this job's cores")
+    defaults = schema_defaults("accuracy")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
+                        help="save progress every N images")  # fmt: skip
+    parser.add_argument("--instances", type=int, default=defaults["instances_per_node"],
+                        help="pinned copies sharing this job's cores")  # fmt: skip
+    add_interface_arguments(parser)
     add_runtime_arguments(parser)
     args = parser.parse_args()
     if args.checkpoint_every < 1:
@@ -309,14 +303,16 @@ def main():
         raise StageError("--instances must be at least 1")
     if args.instances > 1:
         detect_with_instances(
-            args.graph, args.records, runtime_settings(args), args.output, args.instances, args.max_images, args.shard,
-            args.shards, args.checkpoint_every,
+            args.graph, interface_of(args).arguments(), args.records, runtime_settings(args), args.output, args.instances,
+            args.max_images, args.shard, args.shards, args.checkpoint_every,
         )  # fmt: skip
         return
+    interface = interface_of(args)
     applied = apply_runtime(runtime_settings(args))
     detect_objects(
-        args.graph, args.records, applied, args.output, args.max_images, args.shard, args.shards, args.checkpoint_every
-    )
+        args.graph, interface, args.records, applied, args.output, args.max_images, args.shard, args.shards,
+        args.checkpoint_every,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,26 +1,24 @@
-"""Frozen Object Detection API graphs: loading, interface and kernel checks, sessions, runtime.
+"""Frozen detection graphs: loading, interface and kernel checks, sessions (FP32, INT8, or BF16
+by oneDNN's automatic mixed precision), running them, tracing what ran, decoding images.
 
-Shared by the stage scripts that check, benchmark and evaluate the graphs.
+Shared by the stage scripts that check, benchmark and evaluate the graphs. How a job runs
+(threads, pinning, provenance) is job_runtime's.
 """
 
-import argparse
-import glob
-import json
 import logging
-import os
 import re
-import resource
-import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
-from common import StageError, file_digests
+from common import StageError
+from job_runtime import onednn_enabled
 
 log = logging.getLogger("detection_graph")
 
-INPUT_NODE = "image_tensor"
-OUTPUT_NODES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+# What detect() returns, by the Object Detection API's names: the results format every stage
+# reads. A graph's own tensor names (models.<name>.input and .outputs) map onto these.
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+OUTPUT_ROLES = ("boxes", "scores", "classes", "count")
 # Intel's fused quantized ops have working CPU kernels only through oneDNN; without it
 # TensorFlow accepts the graph and then fails with "Missing 0-th output".
 ONEDNN_ONLY_PREFIXES = (
@@ -30,10 +28,6 @@ ONEDNN_ONLY_PREFIXES = (
     "QuantizedConv2DAndRelu",
     "QuantizedConv2DAndRequantize",
 )
-RELAUNCHED = "RFCN_RUNTIME_APPLIED"
-RUNTIME_SETTINGS = "RFCN_RUNTIME_SETTINGS"
-TCMALLOC_PATTERNS = ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so")
-LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -75,16 +69,59 @@ def op_counts(graph_def):
     return Counter(node.op for node in graph_def.node)
 
 
-def check_interface(graph_def, path):
-    """The Object Detection API interface: image_tensor in, the four detection outputs."""
+class Interface:
+    """A graph's input tensor and its four detection outputs, by node name."""
+
+    def __init__(self, input_tensor, outputs):
+        self.input = input_tensor
+        self.outputs = dict(zip(OUTPUT_KEYS, outputs))
+
+    def feed(self, images):
+        return {f"{self.input}:0": images}
+
+    def fetches(self):
+        return [f"{name}:0" for name in self.outputs.values()]
+
+    @classmethod
+    def of_model(cls, model):
+        """A registry entry's (models.<name>, defaults filled in)."""
+        return cls(model["input"]["tensor"], [model["outputs"][role] for role in OUTPUT_ROLES])
+
+    def arguments(self):
+        """The flags that give this interface to a stage script: the one builder of them."""
+        return [f"--input-tensor={self.input}", f"--outputs={','.join(self.outputs.values())}"]
+
+
+def add_interface_arguments(parser):
+    """--input-tensor and --outputs; not given, the schema's defaults (the Object Detection API's)."""
+    default = default_interface()
+    group = parser.add_argument_group("graph interface")
+    group.add_argument("--input-tensor", default=default.input, help="uint8 [N, H, W, 3] input node")
+    group.add_argument("--outputs", default=",".join(default.outputs.values()),
+                       help="the boxes, scores, classes and count nodes, comma-separated")  # fmt: skip
+
+
+def default_interface():
+    """The Object Detection API's interface, as the schema's defaults give it."""
+    from workflow_config import schema_defaults
+
+    return Interface.of_model(schema_defaults("models.*"))
+
+
+def interface_of(args):
+    outputs = args.outputs.split(",")
+    if len(outputs) != len(OUTPUT_ROLES) or not all(outputs):
+        raise StageError(f"--outputs {args.outputs!r}: give four node names, {', '.join(OUTPUT_ROLES)}")
+    return Interface(args.input_tensor, outputs)
+
+
+def check_interface(graph_def, path, interface):
+    """The graph has the interface's input and four outputs."""
     names = {node.name for node in graph_def.node}
-    missing = [name for name in (INPUT_NODE, *OUTPUT_NODES) if name not in names]
+    missing = [name for name in (interface.input, *interface.outputs.values()) if name not in names]
     if missing:
-        raise StageError(f"{path}: not a detection graph, it has no {', '.join(missing)} node")
-
-
-def onednn_enabled():
-    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") == "1"
+        raise StageError(f"{path}: not a detection graph, it has no {', '.join(missing)} node "
+                         "(models.<name>.input.tensor and outputs name a graph's own)")  # fmt: skip
 
 
 # Kernels registered for DEFAULT run on any device, CPU included: TF1 control flow and
@@ -136,9 +173,13 @@ def check_onednn(graph_def, path):
         )
 
 
-def open_session(graph_def, intra_op_threads=0, inter_op_threads=0):
-    """A TF1 session on the imported graph; 0 threads means TensorFlow's default."""
+def open_session(graph_def, intra_op_threads=0, inter_op_threads=0, precision="fp32"):
+    """A TF1 session on the imported graph; 0 threads means TensorFlow's default. For bf16,
+    Grappler's oneDNN automatic mixed precision rewrites the FP32 graph when the session
+    first runs it (Intel's zoo ran its BF16 models this way): the ops oneDNN computes well in
+    bfloat16 get bfloat16 inputs through added casts, the rest stays FP32."""
     import tensorflow as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
 
     tf1 = tf.compat.v1
     graph = tf.Graph()
@@ -148,55 +189,84 @@ def open_session(graph_def, intra_op_threads=0, inter_op_threads=0):
         intra_op_parallelism_threads=intra_op_threads,
         inter_op_parallelism_threads=inter_op_threads,
     )
+    if precision == "bf16":
+        rewrites = config.graph_options.rewrite_options
+        rewrites.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     return tf1.Session(graph=graph, config=config)
 
 
-def open_checked_session(graph_path, applied):
+def open_checked_session(graph_path, applied, interface):
     """Load a frozen graph, check its interface and kernels, and open a session with the
-    runtime's thread counts: what every job that runs a graph does first."""
+    runtime's threads and precision: what every job that runs a graph does first."""
     graph_def = load_graph_def(graph_path)
-    check_interface(graph_def, graph_path)
+    check_interface(graph_def, graph_path, interface)
     check_kernels(graph_def, graph_path)
-    return open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"])
+    return open_session(graph_def, applied["intra_op_threads"], applied["inter_op_threads"], applied["precision"])
 
 
-FETCHES = [f"{name}:0" for name in OUTPUT_NODES]
+def detect(session, interface, images, run_options=None, run_metadata=None):
+    """Run the graph on a uint8 [N, H, W, 3] batch; returns the four outputs by OUTPUT_KEYS."""
+    outputs = session.run(interface.fetches(), interface.feed(images), options=run_options, run_metadata=run_metadata)
+    return dict(zip(OUTPUT_KEYS, outputs))
 
 
-def detect(session, images, run_options=None, run_metadata=None):
-    """Run the graph on a uint8 [N, H, W, 3] batch; returns the four outputs by name."""
-    outputs = session.run(
-        FETCHES, {f"{INPUT_NODE}:0": images}, options=run_options, run_metadata=run_metadata
-    )
-    return dict(zip(OUTPUT_NODES, outputs))
+# tensorflow/core/framework/types.proto
+DT_BFLOAT16 = 14
 
 
-def traced_node_times(session, images, steps=1):
-    """[(node name, kernel or None, microseconds)] of `steps` fully traced runs on `images`."""
+class NodeTime:
+    """One node's execution in a traced step."""
+
+    def __init__(self, name, kernel, micros, bfloat16):
+        self.name, self.kernel, self.micros, self.bfloat16 = name, kernel, micros, bfloat16
+
+
+def traced_node_times(session, interface, images, steps=1):
+    """[NodeTime] of `steps` fully traced runs on `images`: node, kernel, microseconds, and
+    whether it produced bfloat16 (what the BF16 rewrite converted, its casts included)."""
     import tensorflow as tf
 
     tf1 = tf.compat.v1
     times = []
     for _ in range(steps):
         metadata = tf1.RunMetadata()
-        detect(session, images, tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), metadata)
+        detect(session, interface, images, tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), metadata)
         for device in metadata.step_stats.dev_stats:
             for node in device.node_stats:
                 # timeline_label reads "[allocation] name = Kernel(inputs)".
                 label = node.timeline_label.split("] ")[-1]
                 kernel = label.split(" = ", 1)[1].split("(")[0] if " = " in label else None
-                times.append((node.node_name, kernel, node.all_end_rel_micros))
+                bfloat16 = any(output.tensor_description.dtype == DT_BFLOAT16 for output in node.output)
+                times.append(NodeTime(node.node_name, kernel, node.all_end_rel_micros, bfloat16))
     return times
 
 
 def kernels_in(node_times):
     """The kernels that ran, e.g. _MklQuantizedConv2DWithBiasAndReluAndRequantize."""
-    return sorted({kernel for _, kernel, _ in node_times if kernel})
+    return sorted({node.kernel for node in node_times if node.kernel})
 
 
-def executed_kernels(session, images):
+def executed_kernels(session, interface, images):
     """The kernels one traced run executed."""
-    return kernels_in(traced_node_times(session, images))
+    return kernels_in(traced_node_times(session, interface, images))
+
+
+# The casts the BF16 rewrite adds are named "<node>-0-CastToBf16-0-AutoMixedPrecision".
+AMP_CAST_MARK = "AutoMixedPrecision"
+
+
+def bfloat16_share(node_times):
+    """How much of the traced steps ran in bfloat16: nodes (casts apart) and their op time."""
+    casts = [node for node in node_times if AMP_CAST_MARK in node.name]
+    computed = [node for node in node_times if node.bfloat16 and AMP_CAST_MARK not in node.name]
+    total = sum(node.micros for node in node_times) or 1
+    return {
+        "nodes": len({node.name for node in computed}),
+        "kernels": sorted({node.kernel for node in computed if node.kernel}),
+        "casts": len({node.name for node in casts}),
+        "op_time_fraction": sum(node.micros for node in computed) / total,
+        "cast_time_fraction": sum(node.micros for node in casts) / total,
+    }
 
 
 def decode_image(encoded, name="image"):
@@ -217,161 +287,3 @@ def decode_image(encoded, name="image"):
         elif "Invalid JPEG data" in message:
             message = "a truncated or damaged JPEG"
         raise StageError(f"{name}: not a readable image ({message or type(error).__name__})") from None
-
-
-def find_tcmalloc():
-    for directory in LIBRARY_DIRS:
-        for pattern in TCMALLOC_PATTERNS:
-            found = sorted(glob.glob(os.path.join(directory, pattern)))
-            if found:
-                return found[0]
-    return None
-
-
-def usable_cores():
-    return len(os.sched_getaffinity(0))
-
-
-def runtime_environment(settings):
-    """The environment a job runs in: threads, OpenMP, oneDNN, TCMalloc.
-
-    settings: intra_op_threads, inter_op_threads, omp_num_threads (0 = all usable cores),
-    kmp_blocktime, kmp_affinity, onednn, tcmalloc.
-    """
-    environment = dict(os.environ)
-    cores = usable_cores()
-    applied = {
-        "intra_op_threads": settings["intra_op_threads"] or cores,
-        "inter_op_threads": settings["inter_op_threads"] or 1,
-        "omp_num_threads": settings["omp_num_threads"] or settings["intra_op_threads"] or cores,
-        "kmp_blocktime": settings["kmp_blocktime"],
-        "kmp_affinity": settings["kmp_affinity"],
-        "onednn": bool(settings["onednn"]),
-        "tcmalloc": None,
-        "numa_socket": settings.get("numa_socket"),
-    }
-    environment["OMP_NUM_THREADS"] = str(applied["omp_num_threads"])
-    environment["KMP_BLOCKTIME"] = str(applied["kmp_blocktime"])
-    environment["KMP_AFFINITY"] = str(applied["kmp_affinity"])
-    environment["TF_ENABLE_ONEDNN_OPTS"] = "1" if applied["onednn"] else "0"
-    if settings["tcmalloc"]:
-        library = find_tcmalloc()
-        if library:
-            preload = environment.get("LD_PRELOAD", "")
-            environment["LD_PRELOAD"] = f"{library}:{preload}" if preload else library
-            applied["tcmalloc"] = library
-        else:
-            log.warning("TCMalloc requested but not installed (libtcmalloc); running without it")
-    environment[RUNTIME_SETTINGS] = json.dumps(applied)
-    return environment, applied
-
-
-def apply_runtime(settings):
-    """Re-execute this script under its runtime environment (once); returns what was applied.
-
-    Thread counts, OpenMP, oneDNN and LD_PRELOAD only take effect in a new process.
-    """
-    if os.environ.get(RELAUNCHED) == "1":
-        return json.loads(os.environ[RUNTIME_SETTINGS])
-    environment, applied = runtime_environment(settings)
-    environment[RELAUNCHED] = "1"
-    command = [sys.executable, *sys.argv]
-    socket = settings.get("numa_socket")
-    if socket is not None:
-        numactl = shutil.which("numactl")
-        if numactl is None:
-            raise StageError(f"numa_socket is {socket} but numactl is not installed")
-        command = [numactl, f"--cpunodebind={socket}", f"--membind={socket}", *command]
-    log.info("runtime: %s", json.dumps(applied))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(command[0], command, environment)
-
-
-def add_runtime_arguments(parser):
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--intra-op-threads", type=int, default=0, help="0: all usable cores")
-    group.add_argument("--inter-op-threads", type=int, default=1)
-    group.add_argument("--omp-num-threads", type=int, default=0, help="0: as intra-op threads")
-    group.add_argument("--kmp-blocktime", type=int, default=1)
-    group.add_argument("--kmp-affinity", default="granularity=fine,compact,1,0")
-    group.add_argument("--onednn", action=argparse.BooleanOptionalAction, default=True, help="TF_ENABLE_ONEDNN_OPTS")
-    group.add_argument("--tcmalloc", action=argparse.BooleanOptionalAction, default=False, help="LD_PRELOAD TCMalloc")
-    group.add_argument("--numa-socket", type=int, help="bind to one socket with numactl")
-
-
-def runtime_settings(args):
-    return {
-        "intra_op_threads": args.intra_op_threads,
-        "inter_op_threads": args.inter_op_threads,
-        "omp_num_threads": args.omp_num_threads,
-        "kmp_blocktime": args.kmp_blocktime,
-        "kmp_affinity": args.kmp_affinity,
-        "onednn": args.onednn,
-        "tcmalloc": args.tcmalloc,
-        "numa_socket": args.numa_socket,
-    }
-
-
-def runtime_arguments(settings):
-    """The command-line flags that give `settings` back (for a child process)."""
-    arguments = [
-        f"--intra-op-threads={settings['intra_op_threads']}",
-        f"--inter-op-threads={settings['inter_op_threads']}",
-        f"--omp-num-threads={settings['omp_num_threads']}",
-        f"--kmp-blocktime={settings['kmp_blocktime']}",
-        f"--kmp-affinity={settings['kmp_affinity']}",
-        "--onednn" if settings["onednn"] else "--no-onednn",
-        "--tcmalloc" if settings["tcmalloc"] else "--no-tcmalloc",
-    ]
-    if settings["numa_socket"] is not None:
-        arguments.append(f"--numa-socket={settings['numa_socket']}")
-    return arguments
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def tcmalloc_loaded():
-    """Whether TCMalloc is mapped into this process (LD_PRELOAD took effect)."""
-    try:
-        return "tcmalloc" in Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-
-
-def memory_policy():
-    """This process's NUMA memory policy as the kernel reports it ("default", "bind:0", ...)."""
-    try:
-        first = Path("/proc/self/numa_maps").read_text().split("\n", 1)[0]
-        return first.split()[1]
-    except (OSError, IndexError):
-        return None
-
-
-def environment_facts(graph_path, applied, graph_sha256=None):
-    """What a result must say about where it came from (`graph_sha256`: if already known)."""
-    import tensorflow as tf
-
-    return {
-        "graph": str(graph_path),
-        "graph_sha256": graph_sha256 or file_digests(graph_path, ("sha256",))["sha256"],
-        "tensorflow_version": tf.__version__,
-        "onednn": onednn_enabled(),
-        "cpu_model": cpu_model(),
-        "usable_cores": usable_cores(),
-        "runtime": applied,
-        "tcmalloc_loaded": tcmalloc_loaded(),
-        "memory_policy": memory_policy(),
-        # Peak resident memory of the job so far: graph, session and images.
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-    }

@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Summarise benchmark and accuracy results: one INT8/FP32 table (Markdown and HTML) and plots.
+"""Summarise benchmark and accuracy results: one table of every model (Markdown and HTML) and plots.
 
-Plots (PNG): latency per step, latency histogram (warm-up excluded), AP per precision, and
-where INT8 loses accuracy: detection agreement with FP32 per class, cosine drift layer by layer.
-Further tables give the layer drift at each block end and head, and each stage's cost (wall
-time, peak memory) from Snakemake's benchmark files.
+Models come from the registry (`--models`: architecture, precision, reference, published
+figures) and each result is given keyed by its model (`--benchmark MODEL=PATH`). Columns are
+grouped by architecture, each model's reference last; every model is compared with its own
+reference (speed-up, agreement, profile by part, layer drift). Plots (PNG, drawn for each
+`--plot NAME=PATH` given): latency per step, latency histogram (warm-up excluded), time by
+model part, throughput by instances, AP per model, and where a model loses accuracy against
+its reference: detection agreement per class, cosine drift layer by layer. Further tables give
+the layer drift at each block end and head, the tuning history, and each stage's cost (wall
+time, peak memory) from Snakemake's benchmark files (`--cost STAGE:MODEL=PATH`).
 """
 
 import argparse
 import html
 import json
 import logging
+import os
 from pathlib import Path
 
 import matplotlib
@@ -23,14 +29,7 @@ from common import StageError, atomic_file, run_main  # noqa: E402
 
 log = logging.getLogger("make_report")
 
-PLOTS = ("latency_per_step.png", "latency_histogram.png", "time_by_model_part.png", "throughput_by_instances.png",
-         "average_precision.png", "detection_agreement.png", "layer_drift.png")
-# The workflow's stages in the order they run, for the cost table.
-STAGES = ("download_file", "extract_coco_images", "extract_coco_annotations", "write_empty_annotations",
-          "checkout_tensorflow_models", "convert_coco_to_tfrecord", "prepare_frozen_graph", "quantize_graph",
-          "benchmark_graph", "benchmark_instances", "detect_objects", "evaluate_accuracy", "compare_with_fp32",
-          "measure_layer_drift")  # fmt: skip
-COST_HEADER = ["Stage", "Precision", "Jobs", "Wall time (s)", "Peak memory (MB)"]
+COST_HEADER = ["Stage", "Model", "Jobs", "Wall time (s)", "Peak memory (MB)"]
 
 
 def load_json(path):
@@ -40,9 +39,20 @@ def load_json(path):
         raise StageError(f"cannot read {path}: {error}") from None
 
 
-def load_results(paths):
-    """{precision: result} from files named <precision>.json."""
-    return {Path(path).stem: load_json(path) for path in paths}
+def keyed_paths(items, what):
+    """{key: path} of KEY=PATH arguments."""
+    paths = {}
+    for item in items:
+        key, separator, path = item.partition("=")
+        if not separator or not key or not path:
+            raise StageError(f"--{what} {item!r}: give KEY=PATH")
+        paths[key] = Path(path)
+    return paths
+
+
+def load_keyed(items, what):
+    """{key: loaded JSON} of KEY=PATH arguments."""
+    return {key: load_json(path) for key, path in keyed_paths(items, what).items()}
 
 
 def number(value, digits=3):
@@ -57,84 +67,110 @@ def percent(value):
     return "n/a" if value is None else f"{100 * value:.0f}%"
 
 
-def speedup_over_fp32(benchmarks, precision):
-    if precision == "fp32" or precision not in benchmarks or "fp32" not in benchmarks:
+def column_order(models):
+    """Models grouped by architecture (in registry order), each group's references last."""
+    architectures = list(dict.fromkeys(model["architecture"] for model in models.values()))
+    referenced = {model["reference"] for model in models.values()}
+    return sorted(models, key=lambda name: (architectures.index(models[name]["architecture"]), name in referenced))
+
+
+def speedup(benchmarks, models, name):
+    """Throughput over the model's reference's, e.g. "3.21x over fp32"; "" without one."""
+    reference = models[name]["reference"]
+    if reference is None or name not in benchmarks or reference not in benchmarks:
         return ""
-    ratio = benchmarks[precision]["throughput_images_per_second"] / benchmarks["fp32"]["throughput_images_per_second"]
-    return f"{ratio:.2f}x"
+    ratio = benchmarks[name]["throughput_images_per_second"] / benchmarks[reference]["throughput_images_per_second"]
+    return f"{ratio:.2f}x over {reference}"
 
 
-def table_rows(benchmarks, accuracies, references, quantizations=None, agreements=None):
-    """(header, rows, details): one column per model (FP32 last), one row per figure."""
+def precision_label(models, benchmarks, name):
+    """The model's precision, and "emulated" where BF16 ran without BF16 instructions."""
+    emulated = benchmarks.get(name, {}).get("emulated")
+    return models[name]["precision"] + (" (emulated)" if emulated else "")
+
+
+def table_rows(models, benchmarks, accuracies, quantizations=None, agreements=None):
+    """(header, rows, details): one column per model, one row per figure."""
     quantizations = quantizations or {}
     agreements = agreements or {}
-    precisions = sorted(set(benchmarks) | set(accuracies), key=lambda p: (p == "fp32", p))
+    names = column_order(models)
 
-    def bench(precision, key):
-        result = benchmarks.get(precision)
+    def bench(name, key):
+        result = benchmarks.get(name)
         return None if result is None else result["latency_ms"][key]
 
-    def roof(precision, key):
-        result = benchmarks.get(precision)
+    def roof(name, key):
+        result = benchmarks.get(name)
         return None if result is None or not result.get("roofline") else result["roofline"][key]
 
-    def metric(precision, family, key):
-        result = accuracies.get(precision)
+    def metric(name, family, key):
+        result = accuracies.get(name)
         return None if result is None else result[family][key]
 
+    def bfloat16(name):
+        share = benchmarks.get(name, {}).get("bfloat16")
+        return percent(share["op_time_fraction"]) if share else "n/a"
+
     rows = [
-        ("Latency p50 (ms)", [number(bench(p, "p50"), 2) for p in precisions]),
-        ("Latency p90 (ms)", [number(bench(p, "p90"), 2) for p in precisions]),
-        ("Latency p99 (ms)", [number(bench(p, "p99"), 2) for p in precisions]),
+        ("Architecture", [models[name]["architecture"] for name in names]),
+        ("Precision", [precision_label(models, benchmarks, name) for name in names]),
+        ("Latency p50 (ms)", [number(bench(name, "p50"), 2) for name in names]),
+        ("Latency p90 (ms)", [number(bench(name, "p90"), 2) for name in names]),
+        ("Latency p99 (ms)", [number(bench(name, "p99"), 2) for name in names]),
         (
             "Throughput (images/s)",
-            [number(benchmarks[p]["throughput_images_per_second"], 2) if p in benchmarks else "n/a" for p in precisions],
+            [number(benchmarks[name]["throughput_images_per_second"], 2) if name in benchmarks else "n/a" for name in names],
         ),
-        ("Speed-up over FP32 (throughput)", [speedup_over_fp32(benchmarks, p) for p in precisions]),
-        ("GFLOPs per image (executed)", [significant(roof(p, "gflops_per_image")) for p in precisions]),
-        ("Achieved GFLOP/s (INT8: GOP/s)", [significant(roof(p, "achieved_gflops_per_second")) for p in precisions]),
-        ("Share of a matmul's rate (same threads)", [percent(roof(p, "fraction_of_probe")) for p in precisions]),
-    ]
+        ("Speed-up over reference (throughput)", [speedup(benchmarks, models, name) for name in names]),
+        ("Op time in bfloat16 (traced)", [bfloat16(name) for name in names]),
+        ("GFLOPs per image (executed)", [significant(roof(name, "gflops_per_image")) for name in names]),
+        ("Achieved GFLOP/s (INT8: GOP/s)", [significant(roof(name, "achieved_gflops_per_second")) for name in names]),
+        ("Share of a matmul's rate (same threads, precision)", [percent(roof(name, "fraction_of_probe")) for name in names]),
+    ]  # fmt: skip
     for key, label in (("AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_small", "AP small"),
                        ("AP_medium", "AP medium"), ("AP_large", "AP large")):  # fmt: skip
-        rows.append((label, [number(metric(p, "standard", key)) for p in precisions]))
-    rows.append(("Legacy AP (recipe's evaluator)", [number(metric(p, "legacy", "AP")) for p in precisions]))
-    rows.append(("Legacy AP50", [number(metric(p, "legacy", "AP50")) for p in precisions]))
+        rows.append((label, [number(metric(name, "standard", key)) for name in names]))
+    rows.append(("Legacy AP (recipe's evaluator)", [number(metric(name, "legacy", "AP")) for name in names]))
+    rows.append(("Legacy AP50", [number(metric(name, "legacy", "AP50")) for name in names]))
     if agreements:
-        rows.append(("FP32 detections reproduced", [number(agreements[p]["agreement"]) if p in agreements else "" for p in precisions]))  # fmt: skip
-        rows.append(("Mean score drift vs FP32", [number(agreements[p]["mean_score_drift"], 4) if p in agreements else "" for p in precisions]))  # fmt: skip
+        rows.append(("Reference detections reproduced", [number(agreements[name]["agreement"]) if name in agreements else "" for name in names]))  # fmt: skip
+        rows.append(("Mean score drift vs reference", [number(agreements[name]["mean_score_drift"], 4) if name in agreements else "" for name in names]))  # fmt: skip
     rows.append(
-        ("Published (Intel)", [", ".join(f"{k} {v}" for k, v in references.get(p, {}).items()) or "n/a" for p in precisions])
-    )
+        ("Published (Intel)", [", ".join(f"{k} {v}" for k, v in models[name]["published"].items()) or "n/a" for name in names])
+    )  # fmt: skip
     details = []
-    for precision in precisions:
-        result = benchmarks.get(precision)
+    for name in names:
+        result = benchmarks.get(name)
         if result:
             size = f", images resized to {result['image_size'][0]}x{result['image_size'][1]}" if result["images_resized"] else ""
             details.append(
-                f"{precision}: batch {result['batch_size']}{size}, {result['measured_steps']} steps measured after "
+                f"{name}: batch {result['batch_size']}{size}, {result['measured_steps']} steps measured after "
                 f"{result['warmup_steps']} warm-up, {result['runtime']['intra_op_threads']} intra-op threads, "
                 f"oneDNN {'on' if result['onednn'] else 'off'}, TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
-                f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']}"
-            )
+                f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']} "
+                f"({', '.join(result['cpu_flags']) or 'no listed vector flags'})"
+            )  # fmt: skip
+            if result.get("emulated"):
+                details.append(f"{name}: BF16 emulated by oneDNN (this CPU has neither avx512_bf16 nor amx_bf16): "
+                               "its speed says nothing about BF16 hardware")  # fmt: skip
             probe = result.get("probe")
             if probe:
                 rates = ", ".join(f"{k.upper()} {v:.1f}" for k, v in sorted(probe["gflops_per_second"].items()))
                 details.append(
-                    f"{precision}: on its {probe['threads']} threads a {probe['matmul_size']}-wide matmul (INT8: as a 1x1 "
+                    f"{name}: on its {probe['threads']} threads a {probe['matmul_size']}-wide matmul (INT8: as a 1x1 "
                     f"quantized convolution) reaches {rates} GFLOP/s (GOP/s for INT8); CPU flags: "
                     f"{', '.join(probe['cpu_flags']) or 'none'}"
                 )
-        accuracy = accuracies.get(precision)
+        accuracy = accuracies.get(name)
         if accuracy:
-            details.append(f"{precision}: accuracy on {accuracy['images']} images, {accuracy['detections']} detections")
-        quantization = quantizations.get(precision)
+            details.append(f"{name}: accuracy on {accuracy['images']} images, {accuracy['detections']} detections")
+        quantization = quantizations.get(name)
         if quantization:
-            details.append(quantization_detail(precision, quantization))
-    return ["", *precisions], rows, details
+            details.append(quantization_detail(name, quantization))
+    return ["", *names], rows, details
 
 
-def quantization_detail(precision, quantization):
+def quantization_detail(name, quantization):
     """How a self-made INT8 model was made, and whether it was calibrated on the evaluation set."""
     images = len(quantization["calibration_images"])
     if quantization["from_evaluation_set"]:
@@ -149,14 +185,14 @@ def quantization_detail(precision, quantization):
                  f"{outcome} {tuning['tolerance']} of FP32's AP {number(tuning['fp32_ap'], 4)} on "
                  f"{tuning['tuning_images']} images (tuning history below)")  # fmt: skip
     return (
-        f"{precision}: quantized here with Intel Neural Compressor, {quantization['quantized_convolutions']} of "
+        f"{name}: quantized here with Intel Neural Compressor, {quantization['quantized_convolutions']} of "
         f"{quantization['convolutions']} convolutions in INT8, {quantization['weight_granularity']} weights, "
         f"calibrated on {images} images {source} (seed {quantization['seed']}); kept in FP32: {kept}"
     )
 
 
 def drift_rows(drifts):
-    """(header, rows): cosine vs FP32 at each block end and head, one column per INT8 model."""
+    """(header, rows): cosine vs the reference at each block end and head, one column per model."""
     if not drifts:
         return [], []
     models = sorted(drifts)
@@ -170,45 +206,46 @@ def drift_rows(drifts):
     ]
     rows.append(("Lowest cosine at", [drifts[model]["lowest_cosine"] or "n/a" for model in models]))
     rows.append(("Largest drop at", [drifts[model]["largest_drop"] or "n/a" for model in models]))
-    return ["Cosine vs FP32", *models], rows
+    return ["Cosine vs reference", *models], rows
 
 
-def profile_rows(benchmarks):
-    """(header, rows): traced milliseconds per image by model part, and each INT8 model's
-    speed-up over FP32 per part."""
-    profiled = {p: r["profile"] for p, r in benchmarks.items() if r.get("profile")}
+def profile_rows(models, benchmarks):
+    """(header, rows): traced milliseconds per image by model part, and each model's speed-up
+    over its reference per part."""
+    profiled = {name: result["profile"] for name, result in benchmarks.items() if result.get("profile")}
     if not profiled:
         return [], []
-    models = sorted(profiled, key=lambda p: (p == "fp32", p))
-    compared = [p for p in models if p != "fp32" and "fp32" in profiled]
+    names = [name for name in column_order(models) if name in profiled]
+    compared = [name for name in names if models[name]["reference"] in profiled]
     parts = list(next(iter(profiled.values()))["by_part_ms"])
     rows = []
     for part in [*parts, "total"]:
-        values = {p: (profiled[p]["op_time_ms"] if part == "total" else profiled[p]["by_part_ms"][part]) / benchmarks[p]["batch_size"] for p in models}  # fmt: skip
-        speedups = [f"{values['fp32'] / values[p]:.2f}x" if values[p] > 0 else "n/a" for p in compared]
-        rows.append((part, [number(values[p], 1) for p in models] + speedups))
-    return ["Model part (ms per image)", *models, *[f"{p} speed-up" for p in compared]], rows
+        values = {name: (profiled[name]["op_time_ms"] if part == "total" else profiled[name]["by_part_ms"][part]) / benchmarks[name]["batch_size"] for name in names}  # fmt: skip
+        speedups = [f"{values[models[name]['reference']] / values[name]:.2f}x" if values[name] > 0 else "n/a" for name in compared]  # fmt: skip
+        rows.append((part, [number(values[name], 1) for name in names] + speedups))
+    header = ["Model part (ms per image)", *names, *[f"{name} over {models[name]['reference']}" for name in compared]]
+    return header, rows
 
 
 def layouts(benchmarks, instance_results):
-    """{precision: {instances: (cores per instance, images/s, pooled p50 ms)}}, the plain benchmark as 1."""
+    """{model: {instances: (cores per instance, images/s, pooled p50 ms)}}, the plain benchmark as 1."""
     table = {}
-    for precision, result in benchmarks.items():
+    for name, result in benchmarks.items():
         cores = result["runtime"]["intra_op_threads"]
-        table.setdefault(precision, {})[1] = (cores, result["throughput_images_per_second"], result["latency_ms"]["p50"])
-    for (precision, count), result in instance_results.items():
-        table.setdefault(precision, {})[count] = (
+        table.setdefault(name, {})[1] = (cores, result["throughput_images_per_second"], result["latency_ms"]["p50"])
+    for (name, count), result in instance_results.items():
+        table.setdefault(name, {})[count] = (
             result["cores_per_instance"], result["throughput_images_per_second"], result["latency_ms"]["p50"]
         )
     return table
 
 
-def instance_rows(benchmarks, instance_results):
+def instance_rows(models, benchmarks, instance_results):
     """(header, rows) of throughput by layout; empty unless a layout of several instances ran."""
     if not instance_results:
         return [], []
     table = layouts(benchmarks, instance_results)
-    models = sorted(table, key=lambda p: (p == "fp32", p))
+    models = [name for name in column_order(models) if name in table]
     counts = sorted({count for runs in table.values() for count in runs})
     rows = []
     for count in counts:
@@ -260,29 +297,20 @@ def read_benchmark_file(path):
     return measured("s"), measured("max_rss")
 
 
-def stage_costs(paths, precisions):
-    """Rows of the cost table: per stage and precision, jobs, summed wall time, largest peak memory.
-
-    Files are benchmarks/<rule>.tsv, or benchmarks/<rule>/<wildcards>.tsv whose name starts
-    with the precision for per-precision rules.
-    """
+def stage_costs(paths):
+    """Rows of the cost table from {STAGE:MODEL[:job]: path}, in the order given: per stage
+    and model ("all" for shared stages), jobs, summed wall time, largest peak memory."""
     costs = {}
-    for path in map(Path, paths):
-        nested = path.parent.name in STAGES
-        stage = path.parent.name if nested else path.stem
-        first = path.stem.split("-")[0]
-        precision = first if nested and first in precisions else "all"
+    for key, path in paths.items():
+        stage, model = (key.split(":") + ["all"])[:2]
         seconds, peak = read_benchmark_file(path)
-        jobs, total, largest = costs.get((stage, precision), (0, 0.0, None))
+        jobs, total, largest = costs.get((stage, model), (0, 0.0, None))
         if peak is not None:
             largest = peak if largest is None else max(largest, peak)
-        costs[(stage, precision)] = (jobs + 1, total + seconds, largest)
-    order = {stage: index for index, stage in enumerate(STAGES)}
+        costs[(stage, model)] = (jobs + 1, total + seconds, largest)
     return [
-        (stage, [precision, str(jobs), f"{seconds:.1f}", number(peak, 0)])
-        for (stage, precision), (jobs, seconds, peak) in sorted(
-            costs.items(), key=lambda item: (order.get(item[0][0], len(order)), item[0][1])
-        )
+        (stage, [model, str(jobs), f"{seconds:.1f}", number(peak, 0)])
+        for (stage, model), (jobs, seconds, peak) in costs.items()
     ]
 
 
@@ -291,8 +319,13 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join([label, *values]) + " |" for label, values in rows]
 
 
-def markdown(header, rows, details, sections):
-    lines = ["# R-FCN ResNet101 on COCO val2017: INT8 and FP32", "", *markdown_table(header, rows)]
+def title(models):
+    architectures = ", ".join(dict.fromkeys(model["architecture"] for model in models.values()))
+    return f"Object detection on COCO val2017: {architectures}"
+
+
+def markdown(heading, header, rows, details, sections, plots):
+    lines = [f"# {heading}", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
     for title, note, section_header, section_rows in sections:
         if section_rows:
@@ -302,7 +335,7 @@ def markdown(header, rows, details, sections):
         "reproduce how the published numbers were computed: ground truth from the TFRecord, crowd",
         "boxes scored as ordinary objects, areas from normalized boxes (every object 'small').",
         "",
-        *[f"![{name}]({name})" for name in PLOTS],
+        *[f"![{name}]({path})" for name, path in plots.items()],
         "",
     ]
     return "\n".join(lines)
@@ -313,7 +346,7 @@ PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by t
                 "so the total is close to a step's latency.")  # fmt: skip
 INSTANCES_NOTE = ("N copies of the graph on disjoint core sets of the node, each over its own images, started "
                   "together; throughput summed over the window in which all ran, warm-up excluded in each.")  # fmt: skip
-DRIFT_NOTE = ("Cosine similarity of each INT8 graph's activations with FP32's on the same images, at the end of "
+DRIFT_NOTE = ("Cosine similarity of each model's activations with its reference's on the same images, at the end of "
               "each ResNet block and at the heads (the JSON and the plot have every unit). It accumulates: the "
               "largest drop from the layer upstream is where the error comes in.")  # fmt: skip
 TUNING_NOTE = ("Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
@@ -330,19 +363,19 @@ def html_table(header, rows):
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def html_page(header, rows, details, sections):
+def html_page(heading, header, rows, details, sections, plots):
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
     tables = "".join(
         f"<h2>{html.escape(title)}</h2><p>{html.escape(note)}</p>{html_table(section_header, section_rows)}"
         for title, note, section_header, section_rows in sections
         if section_rows
     )
-    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in PLOTS)
+    images = "".join(f'<p><img src="{html.escape(path)}" alt="{html.escape(name)}"></p>' for name, path in plots.items())
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>R-FCN ResNet101 INT8 vs FP32</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
-        f"</head><body><h1>R-FCN ResNet101 on COCO val2017: INT8 and FP32</h1>{html_table(header, rows)}"
+        f"</head><body><h1>{html.escape(heading)}</h1>{html_table(header, rows)}"
         f"<ul>{items}</ul>{tables}{images}</body></html>\n"
     )
 
@@ -353,47 +386,68 @@ def save_figure(figure, path):
     plt.close(figure)
 
 
-def plot_latency(benchmarks, per_step_path, histogram_path):
+class Results:
+    """Everything the report shows: the registry's models and each kind of result by model."""
+
+    def __init__(self, models, benchmarks=None, accuracies=None, instances=None, agreements=None, drifts=None,
+                 quantizations=None):  # fmt: skip
+        self.models, self.order = models, column_order(models)
+        self.benchmarks, self.accuracies = benchmarks or {}, accuracies or {}
+        self.instances, self.agreements = instances or {}, agreements or {}
+        self.drifts, self.quantizations = drifts or {}, quantizations or {}
+
+    def ordered(self, results):
+        """(model, result) in column order."""
+        return [(name, results[name]) for name in self.order if name in results]
+
+    def label(self, name):
+        return f"{name} (emulated)" if self.benchmarks.get(name, {}).get("emulated") else name
+
+
+def plot_latency_per_step(results, path):
     figure, axis = plt.subplots(figsize=(8, 4))
-    for precision, result in sorted(benchmarks.items()):
+    for name, result in results.ordered(results.benchmarks):
         milliseconds = np.array(result["step_seconds"]) * 1000
-        axis.plot(np.arange(len(milliseconds)), milliseconds, label=precision, linewidth=0.8)
+        axis.plot(np.arange(len(milliseconds)), milliseconds, label=results.label(name), linewidth=0.8)
         axis.axvline(result["warmup_steps"] - 0.5, color="gray", linestyle=":", linewidth=0.8)
     axis.set(xlabel="step", ylabel="latency (ms)", yscale="log", title="Latency per step (dotted: end of warm-up)")
     axis.legend()
-    save_figure(figure, per_step_path)
+    save_figure(figure, path)
+
+
+def plot_latency_histogram(results, path):
     figure, axis = plt.subplots(figsize=(8, 4))
-    for precision, result in sorted(benchmarks.items()):
+    for name, result in results.ordered(results.benchmarks):
         milliseconds = np.array(result["step_seconds"][result["warmup_steps"] :]) * 1000
-        axis.hist(milliseconds, bins=40, alpha=0.6, label=precision)
+        axis.hist(milliseconds, bins=40, alpha=0.6, label=results.label(name))
     axis.set(xlabel="latency (ms)", ylabel="steps", title="Latency after warm-up")
     axis.legend()
-    save_figure(figure, histogram_path)
+    save_figure(figure, path)
 
 
-def plot_precision(accuracies, path):
+def plot_average_precision(results, path):
     keys = ("AP", "AP50", "AP75")
+    accuracies = results.ordered(results.accuracies)
     figure, axis = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(accuracies), 1)
-    for index, (precision, result) in enumerate(sorted(accuracies.items())):
+    for index, (name, result) in enumerate(accuracies):
         values = [result["standard"][k] for k in keys] + [result["legacy"]["AP"]]
-        axis.bar(np.arange(len(values)) + index * width, values, width, label=precision)
+        axis.bar(np.arange(len(values)) + index * width, values, width, label=name)
     axis.set_xticks(np.arange(len(keys) + 1) + width * (len(accuracies) - 1) / 2, [*keys, "legacy AP"])
     axis.set(ylim=(0, 1), ylabel="average precision", title="COCO bbox average precision")
     axis.legend()
     save_figure(figure, path)
 
 
-def plot_profile(benchmarks, path):
+def plot_time_by_model_part(results, path):
     """Stacked bars: each model's traced time per image, by model part."""
-    profiled = {p: r for p, r in benchmarks.items() if r.get("profile")}
+    profiled = [(name, result) for name, result in results.ordered(results.benchmarks) if result.get("profile")]
     figure, axis = plt.subplots(figsize=(8, 4))
-    models = sorted(profiled, key=lambda p: (p == "fp32", p))
-    bottoms = np.zeros(len(models))
-    parts = list(next(iter(profiled.values()))["profile"]["by_part_ms"]) if profiled else []
+    bottoms = np.zeros(len(profiled))
+    parts = list(profiled[0][1]["profile"]["by_part_ms"]) if profiled else []
     for part in parts:
-        values = np.array([profiled[p]["profile"]["by_part_ms"][part] / profiled[p]["batch_size"] for p in models])
-        axis.bar(models, values, bottom=bottoms, label=part)
+        values = np.array([result["profile"]["by_part_ms"][part] / result["batch_size"] for _, result in profiled])
+        axis.bar([results.label(name) for name, _ in profiled], values, bottom=bottoms, label=part)
         bottoms += values
     if profiled:
         axis.legend(fontsize=8)
@@ -403,15 +457,15 @@ def plot_profile(benchmarks, path):
     save_figure(figure, path)
 
 
-def plot_instances(benchmarks, instance_results, path):
+def plot_throughput_by_instances(results, path):
     """Aggregate throughput per layout (instances x cores), one bar group per model."""
-    table = layouts(benchmarks, instance_results)
+    table = layouts(results.benchmarks, results.instances)
     figure, axis = plt.subplots(figsize=(8, 4))
     counts = sorted({count for runs in table.values() for count in runs})
     width = 0.8 / max(len(table), 1)
-    for index, model in enumerate(sorted(table, key=lambda p: (p == "fp32", p))):
-        values = [table[model][count][1] if count in table[model] else np.nan for count in counts]
-        axis.bar(np.arange(len(counts)) + index * width, values, width, label=model)
+    for index, (name, runs) in enumerate(results.ordered(table)):
+        values = [runs[count][1] if count in runs else np.nan for count in counts]
+        axis.bar(np.arange(len(counts)) + index * width, values, width, label=results.label(name))
     if table:
         axis.set_xticks(np.arange(len(counts)) + width * (len(table) - 1) / 2, [f"{count} instance(s)" for count in counts])
         axis.legend()
@@ -419,39 +473,54 @@ def plot_instances(benchmarks, instance_results, path):
     save_figure(figure, path)
 
 
-def plot_agreement(agreements, path):
-    """Share of FP32 detections each INT8 model reproduces, per class and overall."""
+def plot_detection_agreement(results, path):
+    """Share of its reference's detections each model reproduces, per class and overall."""
+    agreements = results.ordered(results.agreements)
     figure, axis = plt.subplots(figsize=(8, 4))
-    classes = sorted({int(k) for result in agreements.values() for k in result["agreement_by_class"]})
+    classes = sorted({int(k) for _, result in agreements for k in result["agreement_by_class"]})
     width = 0.8 / max(len(agreements), 1)
-    for index, (model, result) in enumerate(sorted(agreements.items())):
+    for index, (name, result) in enumerate(agreements):
         values = [result["agreement_by_class"].get(str(k), np.nan) for k in classes] + [result["agreement"]]
-        axis.bar(np.arange(len(values)) + index * width, values, width, label=f"{model} (overall {result['agreement']:.3f})")
+        label = f"{name} vs {results.models[name]['reference']} (overall {result['agreement']:.3f})"
+        axis.bar(np.arange(len(values)) + index * width, values, width, label=label)
     if agreements:
         axis.set_xticks(np.arange(len(classes) + 1) + width * (len(agreements) - 1) / 2, [*map(str, classes), "all"])
         axis.legend()
     else:
-        axis.text(0.5, 0.5, "no INT8 model compared with FP32", ha="center", transform=axis.transAxes)
-    axis.set(ylim=(0, 1.05), xlabel="COCO category id", ylabel="FP32 detections reproduced",
-             title="Detection agreement with FP32 (same class, IoU >= 0.5)")  # fmt: skip
+        axis.text(0.5, 0.5, "no model compared with a reference", ha="center", transform=axis.transAxes)
+    axis.set(ylim=(0, 1.05), xlabel="COCO category id", ylabel="reference detections reproduced",
+             title="Detection agreement with the reference (same class, IoU >= 0.5)")  # fmt: skip
     save_figure(figure, path)
 
 
-def plot_layer_drift(drifts, path):
-    """Cosine with FP32 along the network, one line per INT8 model; block ends marked."""
+def plot_layer_drift(results, path):
+    """Cosine with the reference along the network, one line per model; block ends marked."""
     figure, axis = plt.subplots(figsize=(10, 4))
     ticks = {}
-    for model, result in sorted(drifts.items()):
+    for name, result in results.ordered(results.drifts):
         layers = [layer for layer in result["layers"] if layer["cosine"] is not None]
-        axis.plot(np.arange(len(layers)), [layer["cosine"] for layer in layers], marker=".", label=model)
+        label = f"{name} vs {results.models[name]['reference']}"
+        axis.plot(np.arange(len(layers)), [layer["cosine"] for layer in layers], marker=".", label=label)
         ticks.update({index: layer["layer"] for index, layer in enumerate(layers) if layer["block_end"] or layer["head"]})
-    if drifts:
+    if results.drifts:
         axis.set_xticks(list(ticks), list(ticks.values()), rotation=45, ha="right", fontsize=8)
         axis.legend()
     else:
-        axis.text(0.5, 0.5, "no INT8 model compared with FP32", ha="center", transform=axis.transAxes)
-    axis.set(ylabel="cosine similarity with FP32", title="Layer drift: INT8 activations vs FP32, same images")
+        axis.text(0.5, 0.5, "no model compared with a reference", ha="center", transform=axis.transAxes)
+    axis.set(ylabel="cosine similarity with the reference", title="Layer drift: activations vs the reference, same images")
     save_figure(figure, path)
+
+
+# What --plot NAME=PATH can draw.
+PLOTS = {
+    "latency_per_step": plot_latency_per_step,
+    "latency_histogram": plot_latency_histogram,
+    "time_by_model_part": plot_time_by_model_part,
+    "throughput_by_instances": plot_throughput_by_instances,
+    "average_precision": plot_average_precision,
+    "detection_agreement": plot_detection_agreement,
+    "layer_drift": plot_layer_drift,
+}
 
 
 def conversion_detail(summary):
@@ -464,73 +533,71 @@ def conversion_detail(summary):
             f"has {summary['objects']} objects")  # fmt: skip
 
 
-def make_report(
-    benchmark_paths, accuracy_paths, references, output_dir, cost_paths=(), quantization_paths=(), agreement_paths=(),
-    drift_paths=(), instance_paths=(), conversion_path=None,
-):  # fmt: skip
-    benchmarks, accuracies = load_results(benchmark_paths), load_results(accuracy_paths)
-    # resources/models/<precision>/quantization.json: named by their folder
-    quantizations = {Path(path).parent.name: load_json(path) for path in quantization_paths}
-    # results/diagnostics/<precision>_agreement.json
-    agreements = {Path(path).stem.removesuffix("_agreement"): load_json(path) for path in agreement_paths}
-    # results/diagnostics/<precision>_layer_drift.json
-    drifts = {Path(path).stem.removesuffix("_layer_drift"): load_json(path) for path in drift_paths}
-    # results/benchmark/instances/<precision>-<instances>.json
-    instance_results = {}
-    for path in instance_paths:
-        precision, count = Path(path).stem.rsplit("-", 1)
-        instance_results[(precision, int(count))] = load_json(path)
+def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, conversion_path=None):
+    """Write the summary (Markdown and HTML) and the plots; returns the main table."""
+    unknown = sorted(set(plot_paths) - set(PLOTS))
+    if unknown:
+        raise StageError(f"no such plot: {', '.join(unknown)} (known: {', '.join(PLOTS)})")
     # (title, note, header, rows) of the tables below the main one; those without rows are left out.
     sections = [
-        ("Where the time goes", PROFILE_NOTE, *profile_rows(benchmarks)),
-        ("Throughput by instances", INSTANCES_NOTE, *instance_rows(benchmarks, instance_results)),
-        ("Layer drift", DRIFT_NOTE, *drift_rows(drifts)),
-        ("Tuning history", TUNING_NOTE, TUNING_HEADER, tuning_rows(quantizations)),
-        ("Cost per stage", COST_NOTE, COST_HEADER, stage_costs(cost_paths, set(benchmarks) | set(accuracies))),
-    ]
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    header, rows, details = table_rows(benchmarks, accuracies, references, quantizations, agreements)
+        ("Where the time goes", PROFILE_NOTE, *profile_rows(results.models, results.benchmarks)),
+        ("Throughput by instances", INSTANCES_NOTE, *instance_rows(results.models, results.benchmarks, results.instances)),
+        ("Layer drift", DRIFT_NOTE, *drift_rows(results.drifts)),
+        ("Tuning history", TUNING_NOTE, TUNING_HEADER, tuning_rows(results.quantizations)),
+        ("Cost per stage", COST_NOTE, COST_HEADER, stage_costs(cost_paths or {})),
+    ]  # fmt: skip
+    header, rows, details = table_rows(results.models, results.benchmarks, results.accuracies, results.quantizations,
+                                       results.agreements)  # fmt: skip
     if conversion_path is not None and (detail := conversion_detail(load_json(conversion_path))):
         details.append(detail)
-    outputs = {name: output_dir / name for name in ("summary.md", "summary.html", *PLOTS)}
-    with atomic_file(outputs["latency_per_step.png"]) as per_step, atomic_file(outputs["latency_histogram.png"]) as hist:
-        plot_latency(benchmarks, per_step, hist)
-    with atomic_file(outputs["average_precision.png"]) as temporary:
-        plot_precision(accuracies, temporary)
-    with atomic_file(outputs["time_by_model_part.png"]) as temporary:
-        plot_profile(benchmarks, temporary)
-    with atomic_file(outputs["throughput_by_instances.png"]) as temporary:
-        plot_instances(benchmarks, instance_results, temporary)
-    with atomic_file(outputs["detection_agreement.png"]) as temporary:
-        plot_agreement(agreements, temporary)
-    with atomic_file(outputs["layer_drift.png"]) as temporary:
-        plot_layer_drift(drifts, temporary)
-    with atomic_file(outputs["summary.html"]) as temporary:
-        temporary.write_text(html_page(header, rows, details, sections))
-    with atomic_file(outputs["summary.md"]) as temporary:
-        temporary.write_text(markdown(header, rows, details, sections))
-    log.info("report in %s", output_dir)
+    for name, path in plot_paths.items():
+        with atomic_file(path) as temporary:
+            PLOTS[name](results, temporary)
+    # Plots are linked from the summary by their path relative to it.
+    links = {name: os.path.relpath(path, Path(summary_path).parent) for name, path in plot_paths.items()}
+    heading = title(results.models)
+    with atomic_file(html_path) as temporary:
+        temporary.write_text(html_page(heading, header, rows, details, sections, links))
+    with atomic_file(summary_path) as temporary:
+        temporary.write_text(markdown(heading, header, rows, details, sections, links))
+    log.info("report in %s", summary_path)
     return header, rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmarks", type=Path, nargs="*", default=[], help="results/benchmark/<precision>.json")
-    parser.add_argument("--accuracies", type=Path, nargs="*", default=[], help="results/accuracy/<precision>.json")
-    parser.add_argument("--costs", type=Path, nargs="*", default=[], help="Snakemake benchmark files (benchmarks/)")
-    parser.add_argument("--quantization", type=Path, nargs="*", default=[], help="quantize_graph reports")
-    parser.add_argument("--agreements", type=Path, nargs="*", default=[], help="compare_detections results")
-    parser.add_argument("--instances", type=Path, nargs="*", default=[], help="benchmark_instances results")
-    parser.add_argument("--layer-drift", type=Path, nargs="*", default=[], help="measure_layer_drift results")
-    parser.add_argument("--references", default="{}", help="published figures as JSON: {precision: {AP: ...}}")
+    parser.add_argument("--models", required=True,
+                        help="the registry as JSON: {model: {architecture, precision, reference, published}}")  # fmt: skip
+    for kind, example in (("benchmark", "results/benchmark/MODEL.json"), ("accuracy", "results/accuracy/MODEL.json"),
+                          ("instances", "MODEL:N=results/benchmark/instances/MODEL-N.json"),
+                          ("agreement", "results/diagnostics/MODEL_agreement.json"),
+                          ("layer-drift", "results/diagnostics/MODEL_layer_drift.json"),
+                          ("quantization", "resources/models/MODEL/quantization.json"),
+                          ("cost", "STAGE:MODEL=benchmarks/STAGE/....tsv")):  # fmt: skip
+        parser.add_argument(f"--{kind}", nargs="*", default=[], metavar="KEY=PATH", help=example)
     parser.add_argument("--conversion", type=Path, help="the TFRecord's summary.json (annotations dropped)")
-    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--summary", type=Path, required=True, help="summary.md to write")
+    parser.add_argument("--html", type=Path, required=True, help="summary.html to write")
+    parser.add_argument("--plot", nargs="*", default=[], metavar="NAME=PATH", help=f"plots: {', '.join(PLOTS)}")
     args = parser.parse_args()
-    make_report(
-        args.benchmarks, args.accuracies, json.loads(args.references), args.output_dir, args.costs, args.quantization,
-        args.agreements, args.layer_drift, args.instances, args.conversion,
+    try:
+        models = json.loads(args.models)
+    except json.JSONDecodeError as error:
+        raise StageError(f"--models: not JSON ({error})") from None
+    instances = {}
+    for key, result in load_keyed(args.instances, "instances").items():
+        name, _, count = key.partition(":")
+        instances[(name, int(count))] = result
+    results = Results(
+        models, load_keyed(args.benchmark, "benchmark"), load_keyed(args.accuracy, "accuracy"), instances,
+        load_keyed(args.agreement, "agreement"), load_keyed(args.layer_drift, "layer-drift"),
+        load_keyed(args.quantization, "quantization"),
     )  # fmt: skip
+    unknown = sorted({*results.benchmarks, *results.accuracies} - set(models))
+    if unknown:
+        raise StageError(f"results of models not in --models: {', '.join(unknown)}")
+    make_report(results, args.summary, args.html, keyed_paths(args.plot, "plot"), keyed_paths(args.cost, "cost"),
+                args.conversion)  # fmt: skip
 
 
 if __name__ == "__main__":

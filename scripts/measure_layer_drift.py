@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Per-layer drift of an INT8 graph from FP32: cosine similarity of their activations.
+"""Per-layer drift of a model from its reference: cosine similarity of their activations.
 
-Both graphs run on the same images. The activations compared are the end of every ResNet
+The candidate is an INT8 graph against FP32, or the FP32 graph itself run in BF16 (oneDNN's
+automatic mixed precision, `--candidate-precision bf16`). Both run on the same images. The activations compared are the end of every ResNet
 unit (the last unit of a block is the block's end), the RPN objectness and box encodings,
 and the second stage's class logits and box encodings: the named tensors of an Object
 Detection API export. Where the INT8 graph fused a tensor away (a quantized convolution
@@ -24,7 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from common import StageError, atomic_file, run_main
-from detection_graph import INPUT_NODE, decode_image, list_images, load_graph_def, open_session, source_node
+from detection_graph import (
+    add_interface_arguments,
+    decode_image,
+    interface_of,
+    list_images,
+    load_graph_def,
+    open_session,
+    source_node,
+)
+from job_runtime import PRECISIONS, check_precision
 
 log = logging.getLogger("measure_layer_drift")
 
@@ -176,19 +186,20 @@ def plan(fp32_graph_def, int8_graph_def):
     return [tuple(entry) for entry in matched], unmatched
 
 
-def measure_drift(fp32_path, int8_path, image_paths, threads=0):
+def measure_drift(fp32_path, int8_path, image_paths, interface, threads=0, candidate_precision="fp32"):
     fp32_graph_def, int8_graph_def = load_graph_def(fp32_path), load_graph_def(int8_path)
     matched, unmatched = plan(fp32_graph_def, int8_graph_def)
     if not matched:
         log.warning("no named tensor of %s has a counterpart in %s", fp32_path, int8_path)
     tapped, taps = add_taps(int8_graph_def, [node for _, _, node, quantized, *_ in matched if quantized])
     int8_tensors = [f"{taps[node]}:0" if quantized else f"{node}:0" for _, _, node, quantized, *_ in matched]
-    fp32_session, int8_session = open_session(fp32_graph_def, threads, 1), open_session(tapped, threads, 1)
+    fp32_session = open_session(fp32_graph_def, threads, 1)
+    int8_session = open_session(tapped, threads, 1, candidate_precision)
     similarities = defaultdict(list)
     for path in image_paths:
         image = decode_image(path.read_bytes(), path.name)[None]
-        fp32 = fp32_session.run([f"{name}:0" for _, name, *_ in matched], {f"{INPUT_NODE}:0": image})
-        int8 = int8_session.run(int8_tensors, {f"{INPUT_NODE}:0": image})
+        fp32 = fp32_session.run([f"{name}:0" for _, name, *_ in matched], interface.feed(image))
+        int8 = int8_session.run(int8_tensors, interface.feed(image))
         for (label, *_), a, b in zip(matched, fp32, int8):
             if a.shape == b.shape:
                 similarities[label].append(cosine(a, b))
@@ -208,6 +219,7 @@ def measure_drift(fp32_path, int8_path, image_paths, threads=0):
     return {
         "reference": str(fp32_path),
         "candidate": str(int8_path),
+        "candidate_precision": candidate_precision,
         "images": [path.name for path in image_paths],
         "layers": layers,
         "unmatched": unmatched,
@@ -224,18 +236,24 @@ def drift_images(image_dir, count):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="FP32 frozen graph")
-    parser.add_argument("--candidate", type=Path, required=True, help="INT8 frozen graph")
+    parser.add_argument("--candidate", type=Path, required=True, help="INT8 frozen graph, or the FP32 one for bf16")
+    parser.add_argument("--candidate-precision", choices=PRECISIONS, default="fp32",
+                        help="bf16: the candidate graph under oneDNN's automatic mixed precision")  # fmt: skip
+    parser.add_argument("--allow-emulation", action="store_true", help="run bf16 on a CPU without BF16 instructions")
     parser.add_argument("--images", type=Path, required=True, help="folder of JPEGs")
     parser.add_argument("--count", type=int, default=4, help="how many images (the first by name)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: all cores")
     parser.add_argument("--output", type=Path, required=True, help="drift JSON")
+    add_interface_arguments(parser)
     args = parser.parse_args()
+    check_precision(args.candidate_precision, args.allow_emulation)
     if args.count < 1:
         raise StageError("measure_layer_drift: --count must be at least 1")
     for path in (args.reference, args.candidate):
         if not path.is_file():
             raise StageError(f"measure_layer_drift: no such graph: {path}")
-    result = measure_drift(args.reference, args.candidate, drift_images(args.images, args.count), args.threads)
+    result = measure_drift(args.reference, args.candidate, drift_images(args.images, args.count), interface_of(args),
+                           args.threads, args.candidate_precision)  # fmt: skip
     for layer in result["layers"]:
         log.info("%-24s cosine %s", layer["layer"], "n/a" if layer["cosine"] is None else f"{layer['cosine']:.5f}")
     log.info("lowest cosine at %s, largest drop at %s", result["lowest_cosine"], result["largest_drop"])

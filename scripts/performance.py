@@ -7,8 +7,9 @@
 - `count_flops`: 2 x multiply-accumulates of every convolution and matrix product, plain or
   quantized, from the shapes the graph executes on a given batch (not the TF profiler's
   static count, which misses every op whose shape is only known at run time).
-- `probe_rates`: the attainable rate of the job's threads: an FP32 matmul, and an INT8 one
-  (a 1x1 quantized convolution, the oneDNN kernel INT8 graphs run) where the CPU has VNNI or AMX.
+- `probe_rates`: the attainable rate of the job's threads: an FP32 matmul, a BF16 one where
+  the CPU has BF16 instructions, and an INT8 one (a 1x1 quantized convolution, the oneDNN
+  kernel INT8 graphs run) where the CPU has VNNI or AMX.
 """
 
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from detection_graph import source_node
+from job_runtime import INT8_FLAGS, bf16_native, cpu_flags
 
 # (part, node-name prefixes) in the order a Faster R-CNN / R-FCN export runs them.
 MODEL_PARTS = (
@@ -31,7 +33,6 @@ MODEL_PARTS = (
 )
 OTHER_PART = "other"
 PART_NAMES = tuple(part for part, _ in MODEL_PARTS) + (OTHER_PART,)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 TOP_KERNELS = 15
 
 
@@ -45,9 +46,9 @@ def model_part(node_name):
 def profile(node_times, steps):
     """Milliseconds per step by model part and by kernel (the TOP_KERNELS largest)."""
     by_part, by_kernel = defaultdict(float), defaultdict(float)
-    for name, kernel, micros in node_times:
-        by_part[model_part(name)] += micros / 1000 / steps
-        by_kernel[kernel or name] += micros / 1000 / steps
+    for node in node_times:
+        by_part[model_part(node.name)] += node.micros / 1000 / steps
+        by_kernel[node.kernel or node.name] += node.micros / 1000 / steps
     kernels = sorted(by_kernel.items(), key=lambda item: -item[1])
     return {
         "traced_steps": steps,
@@ -131,26 +132,11 @@ def count_flops(session, feed):
     }
 
 
-def cpu_flags():
-    """The CPU flags that decide INT8 and FP32 speed, as /proc/cpuinfo lists them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
-
-
-def has_int8_acceleration(flags):
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def probe_rates(threads, size=4096, repeats=5):
-    """Best-of-`repeats` GFLOP/s of a size x size FP32 matmul on `threads` intra-op threads and,
-    where the CPU accelerates INT8, GOP/s of an INT8 one: a 1x1 quantized convolution (64x64
-    positions, size / 2 channels in and out), the fused oneDNN kernel INT8 graphs run."""
+    """Best-of-`repeats` GFLOP/s of a size x size FP32 matmul on `threads` intra-op threads,
+    of a BF16 one where the CPU has BF16 instructions and, where it accelerates INT8, GOP/s of
+    an INT8 one: a 1x1 quantized convolution (64x64 positions, size / 2 channels in and out),
+    the fused oneDNN kernel INT8 graphs run."""
     import tensorflow as tf
 
     tf1 = tf.compat.v1
@@ -158,13 +144,20 @@ def probe_rates(threads, size=4096, repeats=5):
     generator = np.random.default_rng(0)
     graph = tf.Graph()
     with graph.as_default():
-        # Operands live in the graph: the probe times the product, not a feed's copy.
-        a = tf1.get_variable("a", initializer=generator.random((size, size), np.float32))
-        b = tf1.get_variable("b", initializer=generator.random((size, size), np.float32))
+        # Operands live in variables filled in the graph: the probe times the product, neither a
+        # feed's copy nor Grappler folding constants of 64 MB (which took 20 s).
+        def operands(dtype):
+            return [tf1.get_variable(f"{name}_{dtype.name}", [size, size], dtype, tf1.random_uniform_initializer(seed=seed))
+                    for seed, name in enumerate("ab")]  # fmt: skip
+
+        a, b = operands(tf.float32)
         probes = {"fp32": (tf.reduce_sum(tf.matmul(a, b)[:1, :1]), 2 * size**3)}
-        if has_int8_acceleration(flags):
+        if bf16_native(flags):
+            product = tf.matmul(*operands(tf.bfloat16))
+            probes["bf16"] = (tf.reduce_sum(tf.cast(product[:1, :1], tf.float32)), 2 * size**3)
+        if any(flag in flags for flag in INT8_FLAGS):
             channels = size // 2
-            x = tf1.get_variable("x", initializer=generator.integers(0, 255, (1, 64, 64, channels)).astype(np.float32))
+            x = tf1.get_variable("x", [1, 64, 64, channels], tf.float32, tf1.random_uniform_initializer(0, 255, seed=2))
             quantized = tf.raw_ops.QuantizeV2(input=x, min_range=0.0, max_range=255.0, T=tf.quint8, mode="SCALED")
             weights = generator.integers(-127, 127, (1, 1, channels, channels)).astype(np.int8)
             convolved = tf.raw_ops.QuantizedConv2DWithBiasAndReluAndRequantize(
@@ -191,9 +184,10 @@ def probe_rates(threads, size=4096, repeats=5):
     return {"matmul_size": size, "threads": threads, "cpu_flags": flags, "gflops_per_second": rates}
 
 
-def roofline(flops, batch_size, throughput, probe, quantized):
-    """Achieved rate of the benchmarked graph against the probe's, per image and per second."""
-    precision = "int8" if quantized and "int8" in probe["gflops_per_second"] else "fp32"
+def roofline(flops, batch_size, throughput, probe, precision):
+    """Achieved rate of the benchmarked graph against the probe of its precision (FP32's where
+    the CPU has no probe of its own for it), per image and per second."""
+    precision = precision if precision in probe["gflops_per_second"] else "fp32"
     achieved = flops["total"] / batch_size * throughput / 1e9
     attainable = probe["gflops_per_second"][precision]
     return {

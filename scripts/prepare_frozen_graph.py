@@ -2,8 +2,8 @@
 """Put a frozen detection graph in place and check that it is one.
 
 The source is either the `.pb` itself or an archive, from which `--member` is
-extracted safely. The graph must parse as a GraphDef, have the Object
-Detection API interface (input `image_tensor` and the four detection outputs),
+extracted safely. The graph must parse as a GraphDef, have its interface (by
+default the Object Detection API's: `image_tensor` in, the four detection outputs),
 and hold only ops this TensorFlow can run on CPU, so that a graph the inference
 jobs would refuse is refused here, at once. Errors name the source, not the
 temporary copy.
@@ -15,39 +15,47 @@ import shutil
 from pathlib import Path
 
 from common import StageError, atomic_file, run_main
-from detection_graph import check_interface, check_ops_run_on_cpu, load_graph_def, op_counts
+from detection_graph import (
+    add_interface_arguments,
+    check_interface,
+    check_ops_run_on_cpu,
+    default_interface,
+    interface_of,
+    load_graph_def,
+    op_counts,
+)
 from extract_archive import extract, is_archive
 
 log = logging.getLogger("prepare_frozen_graph")
 
 
-def check_detection_graph(path, label=None):
+def check_detection_graph(path, label=None, interface=None):
     """Parse the graph and check its interface and ops; returns the op-type counts.
     Errors name `label` (default: the path)."""
     label = label or path
     graph_def = load_graph_def(path, label)
-    check_interface(graph_def, label)
+    check_interface(graph_def, label, interface or default_interface())
     check_ops_run_on_cpu(graph_def, label)
     return op_counts(graph_def)
 
 
-def prepare_graph(source, output, member=None):
+def prepare_graph(source, output, member=None, interface=None):
     if not member and is_archive(source):
         raise StageError(
             f"{source} is an archive: name the graph inside it with --member "
-            "(models.<precision>.member in the config)"
+            "(models.<name>.member in the config)"
         )
     if member and not is_archive(source):
         raise StageError(
             f"{source} is not a zip or tar archive, so it holds no member {member!r}: if it is the graph "
-            "itself, drop --member (models.<precision>.member in the config); if not, download it again"
+            "itself, drop --member (models.<name>.member in the config); if not, download it again"
         )
     with atomic_file(output) as temporary:
         if member:
             extract(source, member, temporary)
         else:
             shutil.copyfile(source, temporary)
-        counts = check_detection_graph(temporary, f"{source}:{member}" if member else source)
+        counts = check_detection_graph(temporary, f"{source}:{member}" if member else source, interface)
     log.info("%s: %d nodes; ops: %s", output, sum(counts.values()), dict(counts.most_common()))
     return counts
 
@@ -57,10 +65,11 @@ def main():
     parser.add_argument("source", type=Path, help="downloaded .pb, or an archive holding it")
     parser.add_argument("output", type=Path, help="where the checked graph goes")
     parser.add_argument("--member", help="path of the graph inside the archive")
+    add_interface_arguments(parser)
     args = parser.parse_args()
     if not args.source.is_file():
         raise StageError(f"no such file: {args.source}")
-    prepare_graph(args.source, args.output, args.member)
+    prepare_graph(args.source, args.output, args.member, interface_of(args))
 
 
 if __name__ == "__main__":

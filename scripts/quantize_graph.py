@@ -32,7 +32,17 @@ from pathlib import Path
 
 from coco_data import coco_metrics, quiet_coco, read_examples, to_coco_results, val_record_files
 from common import StageError, atomic_file, run_main
-from detection_graph import INPUT_NODE, OUTPUT_NODES, decode_image, detect, list_images, load_graph_def, open_session
+from detection_graph import (
+    add_interface_arguments,
+    decode_image,
+    default_interface,
+    detect,
+    interface_of,
+    list_images,
+    load_graph_def,
+    open_session,
+)
+from workflow_config import schema_defaults
 
 log = logging.getLogger("quantize_graph")
 
@@ -93,7 +103,8 @@ def quantization_config(weight_granularity, fp32_nodes):
 class TuningSubset:
     """The first `count` images of the TFRecord and their COCO ground truth: the tuning metric."""
 
-    def __init__(self, record_dir, annotations_file, count):
+    def __init__(self, record_dir, annotations_file, count, interface=None):
+        self.interface = interface or default_interface()
         self.images = []
         for index, features in enumerate(read_examples(val_record_files(record_dir))):
             if index >= count:
@@ -113,7 +124,7 @@ class TuningSubset:
             session = open_session(graph_def, 0, 1)
             detections = []
             for image_id, image in self.images:
-                detections += to_coco_results(image_id, image.shape[1], image.shape[2], detect(session, image))
+                detections += to_coco_results(image_id, image.shape[1], image.shape[2], detect(session, self.interface, image))
             session.close()
             image_ids = [image_id for image_id, _ in self.images]
             self.known[key] = coco_metrics(self.ground_truth, detections, image_ids)[0]["AP"] if detections else 0.0
@@ -207,7 +218,8 @@ def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, 
     return quantized, best["kept_in_fp32"], history
 
 
-def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", keep_fp32=(), tuning=None):
+def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", keep_fp32=(), tuning=None,
+             interface=None):  # fmt: skip
     """Quantize `graph_path` into `output`; returns what was done (for the report).
 
     `tuning`: None, or {"subset": TuningSubset, "tolerance": float, "max_trials": int}.
@@ -230,8 +242,9 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
     absolute_graph_path = Path(graph_path).resolve()
     with tempfile.TemporaryDirectory(prefix="nc_workspace.") as workspace, contextlib.chdir(workspace):
         model = Model(str(absolute_graph_path))
-        model.input_tensor_names = [INPUT_NODE]
-        model.output_tensor_names = list(OUTPUT_NODES)
+        interface = interface or default_interface()
+        model.input_tensor_names = [interface.input]
+        model.output_tensor_names = list(interface.outputs.values())
         try:
             if tuning is None:
                 quantized = quantize_model(
@@ -278,18 +291,25 @@ def main():
     parser.add_argument("--images", type=Path, required=True, help="folder of calibration JPEGs")
     parser.add_argument("--output", type=Path, required=True, help="INT8 frozen graph to write")
     parser.add_argument("--report", type=Path, required=True, help="JSON: what was quantized, on which images")
-    parser.add_argument("--calibration-images", type=int, default=100, help="how many images calibrate")
-    parser.add_argument("--seed", type=int, default=0, help="which images: a seeded draw")
-    parser.add_argument("--weight-granularity", choices=("per_tensor", "per_channel"), default="per_tensor")
+    # Not given, the schema's defaults (config/schema.yaml, models.<name>.quantize).
+    defaults = schema_defaults("models.*.quantize")
+    parser.add_argument("--calibration-images", type=int, default=defaults["calibration_images"],
+                        help="how many images calibrate")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="which images: a seeded draw")
+    parser.add_argument("--weight-granularity", choices=("per_tensor", "per_channel"),
+                        default=defaults["weight_granularity"])  # fmt: skip
     parser.add_argument("--keep-fp32", action="append", default=[], help="regex of node names kept in FP32")
     parser.add_argument("--from-evaluation-set", action="store_true", help="say the images are val2017's")
     group = parser.add_argument_group("accuracy-aware tuning")
     group.add_argument("--accuracy-tolerance", type=float, help="relative COCO AP drop allowed (0.01: 1%%)")
     group.add_argument("--tuning-records", type=Path, help="TFRecord folder the tuning AP is measured on")
     group.add_argument("--tuning-annotations", type=Path, help="instances_val2017.json")
-    group.add_argument("--tuning-images", type=int, default=50, help="the first N images of the TFRecord")
-    group.add_argument("--max-trials", type=int, default=10, help="quantizations at most")
+    group.add_argument("--tuning-images", type=int, default=defaults["tuning_images"],
+                       help="the first N images of the TFRecord")  # fmt: skip
+    group.add_argument("--max-trials", type=int, default=defaults["max_trials"], help="quantizations at most")
+    add_interface_arguments(parser)
     args = parser.parse_args()
+    interface = interface_of(args)
     if args.calibration_images < 1:
         raise StageError("quantize_graph: --calibration-images must be at least 1")
     if not args.graph.is_file():
@@ -302,10 +322,10 @@ def main():
             raise StageError("quantize_graph: --accuracy-tolerance needs --tuning-records and --tuning-annotations")
         if args.tuning_images < 1 or args.max_trials < 1:
             raise StageError("quantize_graph: --tuning-images and --max-trials must be at least 1")
-        subset = TuningSubset(args.tuning_records, args.tuning_annotations, args.tuning_images)
+        subset = TuningSubset(args.tuning_records, args.tuning_annotations, args.tuning_images, interface)
         tuning = {"subset": subset, "tolerance": args.accuracy_tolerance, "max_trials": args.max_trials}
     images = calibration_images(args.images, args.calibration_images, args.seed)
-    report = quantize(args.graph, images, args.output, args.weight_granularity, args.keep_fp32, tuning)
+    report = quantize(args.graph, images, args.output, args.weight_granularity, args.keep_fp32, tuning, interface)
     report.update(calibration_dir=str(args.images), seed=args.seed, from_evaluation_set=args.from_evaluation_set)
     with atomic_file(args.report) as temporary:
         temporary.write_text(json.dumps(report, indent=2) + "\n")

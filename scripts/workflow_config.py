@@ -1,10 +1,13 @@
-"""The workflow's config, read and checked before any job is planned.
+"""The workflow's config, read, completed and checked before any job is planned, and the
+model registry's questions (which graph a model runs, what it is compared with, how it runs).
 
 Every problem is one line naming the config key (or the file and line of a YAML
-mistake) and what is wrong, in words; all of them are reported at once. The
+mistake) and what is wrong, in words; all of them are reported at once. Defaults live
+in config/schema.yaml (`default:`) and are filled in here, before the check. The
 Snakefile and rules/common.smk call these; tests call them directly.
 """
 
+import copy
 import re
 import sys
 from pathlib import Path
@@ -55,12 +58,65 @@ def read_config_file(path):
     return config, None
 
 
+def schema_layers(schema, root):
+    """A schema and the definitions it refers to ($ref), nearest first."""
+    layers = []
+    while schema is not None:
+        layers.append(schema)
+        reference = schema.get("$ref")
+        schema = root["definitions"][reference.rsplit("/", 1)[1]] if reference else None
+    return layers
+
+
+def merged_schema(schema, root):
+    """One schema of a schema and its $ref layers, each property's keywords merged, nearest winning."""
+    merged = {}
+    for layer in reversed(schema_layers(schema, root)):
+        for key, item in layer.items():
+            if key == "properties":
+                properties = merged.setdefault("properties", {})
+                for name, property_schema in item.items():
+                    properties[name] = {**properties.get(name, {}), **property_schema}
+            else:
+                merged[key] = item
+    return merged
+
+
+def apply_defaults(value, schema, root):
+    """Fill in the schema's `default:` of every missing key, at every level, as Snakemake's
+    validate(set_default=True) does, and beneath $ref too: a section's own defaults win over
+    those of the definition it refers to (runtime.int8's kmp_blocktime over the common one)."""
+    if not isinstance(value, dict):
+        return value
+    schema = merged_schema(schema, root)
+    properties, other = schema.get("properties", {}), schema.get("additionalProperties")
+    for key, item_schema in properties.items():
+        if key not in value and "default" in item_schema:
+            value[key] = copy.deepcopy(item_schema["default"])
+    for key, item in value.items():
+        item_schema = properties.get(key, other if isinstance(other, dict) else None)
+        if item_schema:
+            apply_defaults(item, item_schema, root)
+    return value
+
+
+def schema_defaults(key, schema=None):
+    """The defaults of one section, by its dotted key ("runtime.fp32", "benchmark", "models.*"
+    for any model): what a stage script run by hand takes for a flag it is not given, so that
+    the schema stays the one place defaults are written."""
+    schema = schema or load_schema()
+    section = schema
+    for part in key.split("."):
+        merged = merged_schema(section, schema)
+        section = merged["additionalProperties"] if part == "*" else merged["properties"][part]
+    return apply_defaults({}, section, schema)
+
+
 def typed_command_line_values(value, schema, root):
     """Snakemake's --config reads a nested value's scalars as strings
     (`accuracy='{shards: 8}'` gives '8'): give them the types the schema asks for, as a
     config file would."""
-    if "$ref" in schema:
-        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    schema = merged_schema(schema, root)
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         other = schema.get("additionalProperties")
@@ -117,6 +173,13 @@ def describe_schema_error(error):
     return error.message
 
 
+# Keys of earlier versions of this config, and where their setting lives now.
+MOVED_KEYS = {
+    "benchmark.image_size": "moved to models.<name>.input.image_size",
+    "published_reference": "moved to models.<name>.published",
+}
+
+
 def schema_problems(config, schema):
     """Every way `config` breaks `schema`, one line each, naming the key."""
     problems = []
@@ -126,7 +189,14 @@ def schema_problems(config, schema):
         if error.validator == "additionalProperties" and error.validator_value is False:
             known = error.schema.get("properties", {})
             for name in sorted(set(error.instance) - set(known)):
-                problems.append(f"config key {prefix}{name}: unknown key (known: {', '.join(known)})")
+                moved = MOVED_KEYS.get(f"{prefix}{name}")
+                if moved:
+                    problems.append(f"config key {prefix}{name}: {moved}")
+                elif key == "runtime":
+                    problems.append(f"config key runtime.{name}: runtime is per precision ({', '.join(known)}); "
+                                    f"a model's own settings go in models.<name>.runtime")  # fmt: skip
+                else:
+                    problems.append(f"config key {prefix}{name}: unknown key (known: {', '.join(known)})")
         elif error.validator == "required":
             for name in error.validator_value:
                 if name not in error.instance:
@@ -138,7 +208,38 @@ def schema_problems(config, schema):
     return sorted(problems)
 
 
-def relation_problems(config, base=Path(".")):
+def own_graph(model):
+    """Whether a model's graph is its own (downloaded or quantized here), not another model's."""
+    return "download" in model or "quantize" in model
+
+
+def graph_model(models, name):
+    """The model whose graph file `name` runs: itself, or the one its graph_of names."""
+    return models[name].get("graph_of", name)
+
+
+def reference_model(models, name):
+    """The model `name` is compared with: its `reference`, else the one fp32 model of its
+    architecture (none for that fp32 model itself, or where there is none or several)."""
+    model = models[name]
+    if "reference" in model:
+        return model["reference"]
+    candidates = [
+        other for other, entry in models.items()
+        if entry["precision"] == "fp32" and entry["architecture"] == model["architecture"] and other != name
+    ]  # fmt: skip
+    if model["precision"] == "fp32" or len(candidates) != 1:
+        return None
+    return candidates[0]
+
+
+def model_runtime(config, name):
+    """How a model's jobs run: runtime.<its precision>, with the model's own keys instead."""
+    model = config["models"][name]
+    return {**config["runtime"][model["precision"]], **model["runtime"]}
+
+
+def relation_problems(config, base=Path("."), schema=None):
     """What the schema cannot see: keys that name other entries, local files that are
     missing, and values that only make sense together. `base`: the working directory."""
     problems = []
@@ -155,20 +256,7 @@ def relation_problems(config, base=Path(".")):
                 f"config key {key}: {name!r} is not an entry of downloads ({', '.join(config['downloads'])})"
             )
     for name, model in models.items():
-        settings = model.get("quantize")
-        if settings is None:
-            continue
-        if settings["from"] not in downloaded:
-            problems.append(
-                f"config key models.{name}.quantize.from: {settings['from']!r} is not a downloaded model "
-                f"({', '.join(downloaded)})"
-            )
-        folder = settings.get("calibration_dir")
-        if folder and not (base / folder).is_dir():
-            problems.append(
-                f"config key models.{name}.quantize.calibration_dir: no such folder {folder} "
-                "(a folder of JPEGs; null draws them from val2017)"
-            )
+        problems += model_problems(config, name, model, downloaded, base, schema)
     for name, entry in config["downloads"].items():
         url = entry["url"]
         if not url.startswith(("http://", "https://")):
@@ -179,9 +267,6 @@ def relation_problems(config, base=Path(".")):
                 problems.append(
                     f"config key downloads.{name}.url: no such file {path} (a URL is http://, https:// or file://)"
                 )
-    for name in models:
-        if name not in config["runtime"]:
-            problems.append(f"config key runtime.{name}: missing (models has {name})")
     benchmark = config["benchmark"]
     if benchmark["warmup_steps"] >= benchmark["number_of_steps"]:
         problems.append(
@@ -191,9 +276,65 @@ def relation_problems(config, base=Path(".")):
     return problems
 
 
+def model_problems(config, name, model, downloaded, base, schema):
+    """One registry entry against the others: where its graph comes from, what it is
+    compared with, its runtime once merged with its precision's."""
+    models, key, problems = config["models"], f"config key models.{name}", []
+    with_graph = [other for other, entry in models.items() if own_graph(entry)]
+    settings = model.get("quantize")
+    if settings is not None:
+        if settings["from"] not in downloaded:
+            problems.append(f"{key}.quantize.from: {settings['from']!r} is not a downloaded model ({', '.join(downloaded)})")
+        if model["precision"] != "int8":
+            problems.append(f"{key}.precision: a model quantized here is int8, not {model['precision']}")
+        folder = settings.get("calibration_dir")
+        if folder and not (base / folder).is_dir():
+            problems.append(f"{key}.quantize.calibration_dir: no such folder {folder} (a folder of JPEGs; null draws them from val2017)")  # fmt: skip
+    source = model.get("graph_of")
+    if source is not None:
+        if source not in with_graph:
+            problems.append(f"{key}.graph_of: {source!r} is not a model with a graph of its own ({', '.join(with_graph)})")
+        elif (wanted := "fp32" if model["precision"] == "bf16" else model["precision"]) != models[source]["precision"]:
+            problems.append(f"{key}.graph_of: {source!r} is a {models[source]['precision']} graph; a {model['precision']} "
+                            f"model runs a {wanted} one")  # fmt: skip
+    reference = model.get("reference")
+    if reference is not None:
+        if reference not in models or reference == name:
+            problems.append(f"{key}.reference: {reference!r} is not another model ({', '.join(sorted(set(models) - {name}))})")
+        elif models[reference]["architecture"] != model["architecture"]:
+            problems.append(f"{key}.reference: {reference!r} is a {models[reference]['architecture']} model, not "
+                            f"{model['architecture']}: compare models of one architecture")  # fmt: skip
+    elif model["precision"] != "fp32":
+        fp32 = [other for other, entry in models.items()
+                if entry["precision"] == "fp32" and entry["architecture"] == model["architecture"]]  # fmt: skip
+        if len(fp32) > 1:
+            problems.append(f"{key}.reference: {model['architecture']} has several fp32 models ({', '.join(fp32)}): "
+                            "name the one to compare with")  # fmt: skip
+    if config["benchmark"]["batch_size"] > 1 and model["input"]["image_size"] is None:
+        problems.append(f"{key}.input.image_size: missing: benchmark.batch_size {config['benchmark']['batch_size']} "
+                        "resizes every image to it ([height, width])")  # fmt: skip
+    if schema is not None:
+        runtime_schema = {**schema["definitions"]["runtime_settings"], "definitions": schema["definitions"]}
+        for problem in schema_problems(model_runtime(config, name), runtime_schema):
+            problems.append(problem.replace("config key ", f"{key}.runtime.", 1))
+    return problems
+
+
+def checked_config(config, schema, base=Path("."), cores=None):
+    """Complete `config` in place (command-line types, schema defaults) and list its problems."""
+    typed_command_line_values(config, schema, schema)
+    apply_defaults(config, schema, schema)
+    problems = config_problems(config, schema, base)
+    if cores == 0:
+        problems.append("--cores 0: no job could start; give --cores N (N >= 1) or --cores all")
+    return problems
+
+
 def config_problems(config, schema, base=Path(".")):
-    """Schema problems first; relations are checked only on a config of the right shape."""
-    return schema_problems(config, schema) or relation_problems(config, base)
+    """Schema problems first; relations are checked only on a config of the right shape.
+    Defaults are filled in on a copy: `config` is left as it is."""
+    config = apply_defaults(copy.deepcopy(config), schema, schema)
+    return schema_problems(config, schema) or relation_problems(config, base, schema)
 
 
 def stop_if(problems):

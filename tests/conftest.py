@@ -18,7 +18,8 @@ SCRIPTS = REPO_ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "generators"))
 
-from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E402
+from demo_config import demo_config  # noqa: E402
+from make_demo_data import DEFAULT_WHEEL, make_demo_data  # noqa: E402
 from run_demo import local_run_environment  # noqa: E402
 from serve_files import FileServer  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, SCRIPTS, Workflow, tool_environment
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
-from make_demo_data import demo_config
+from demo_config import demo_config
 
 PRECISIONS = ("int8", "fp32", "int8_inc")
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, Workflow
 
-from make_demo_data import demo_config
+from demo_config import demo_config
 from workflow_config import config_problems, load_schema, read_config_file
 
 SCHEMA = load_schema()

@@ -131,7 +131,7 @@ def test_layouts_plan_one_benchmark_job_each(finished_run):
 def test_instances_sharing_a_job_write_the_same_detections(finished_run, tmp_path, demo_data, file_server):
     """Two shards, each a job of two pinned instances with one thread: the single-instance run's file."""
     from conftest import Workflow
-    from make_demo_data import demo_config
+    from demo_config import demo_config
 
     config = demo_config(demo_data, file_server.url)
     config["accuracy"].update(shards=2, instances_per_node=2)

@@ -13,7 +13,7 @@ import re
 import pytest
 from conftest import REPO_ROOT, Workflow, agreement_with_fp32, error_lines, layer_drift, run_script, scale_weight_range
 
-from make_demo_data import demo_config
+from demo_config import demo_config
 from serve_files import FileServer
 
 # The whole workflow on the twin is set up inside the first test that uses it: 807 s on 2 cores

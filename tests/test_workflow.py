@@ -10,7 +10,7 @@ from conftest import Workflow
 
 from common import file_digests
 from coco_data import read_examples
-from make_demo_data import demo_config
+from demo_config import demo_config
 from prepare_frozen_graph import check_detection_graph
 
 # Every job of a run from nothing: two precisions, one accuracy shard each.

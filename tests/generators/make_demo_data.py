@@ -435,60 +435,6 @@ def make_demo_data(output, wheel=DEFAULT_WHEEL):
     return manifest
 
 
-DEMO_RUNTIME = {
-    "intra_op_threads": 0,
-    "inter_op_threads": 1,
-    "omp_num_threads": 0,
-    "kmp_blocktime": 1,
-    "kmp_affinity": "granularity=fine,compact,1,0",
-    "onednn": True,
-    "tcmalloc": False,
-    "numa_socket": None,
-}
-
-
-def demo_config(data_dir, base_url, layout="single_file"):
-    """A workflow config that takes every input from the demo data, served at `base_url`.
-
-    A data folder's manifest may hold `benchmark` settings of its own (the twin's do).
-    """
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    downloads = {
-        name: {"url": f"{base_url.rstrip('/')}/{name}", "md5": md5}
-        for name, md5 in manifest["md5"].items()
-    }
-    return {
-        "downloads": downloads,
-        "download_settings": {"retries": 2, "backoff_seconds": 0.2, "connect_timeout": 5, "read_timeout": 30},
-        "coco": {
-            "images_archive": "val2017.zip",
-            "images_member": "val2017",
-            "annotations_archive": "annotations_trainval2017.zip",
-            "annotations_member": "annotations/instances_val2017.json",
-        },
-        "tensorflow_models": {
-            "repository": f"file://{(Path(data_dir) / 'tensorflow_models').resolve()}",
-            "commit": manifest["commits"][layout],
-        },
-        "models": {
-            "int8": {"download": INT8_GRAPH},
-            "fp32": {"download": FP32_ARCHIVE, "member": FP32_MEMBER},
-            "int8_inc": {"quantize": {"from": "fp32", "calibration_images": 4, "calibration_dir": None, "seed": 0,
-                                      "weight_granularity": "per_tensor", "keep_fp32": []}},  # fmt: skip
-        },
-        "benchmark": manifest.get(
-            "benchmark", {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1, "image_size": [320, 320]}
-        ),
-        "accuracy": {"max_images": 0, "shards": 1},
-        "diagnostics": {"layer_drift_images": 2},
-        "inference_threads": 0,
-        "runtime": {
-            precision: dict(DEMO_RUNTIME, tcmalloc=precision.startswith("int8")) for precision in ("int8", "fp32", "int8_inc")
-        },
-        "published_reference": {"int8": {"AP": "0.320-0.327"}, "fp32": {"AP": "0.347", "AP50": "0.532"}},
-    }
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="folder to create (replaced if present)")

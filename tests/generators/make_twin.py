@@ -42,7 +42,7 @@ REPO_ROOT = GENERATORS.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from common import StageError, atomic_directory, file_digests, run_main  # noqa: E402
-from detection_graph import INPUT_NODE, load_graph_def, op_counts  # noqa: E402
+from detection_graph import default_interface, load_graph_def, op_counts  # noqa: E402
 from make_demo_data import (  # noqa: E402
     COCO_CATEGORIES,
     DEFAULT_WHEEL,
@@ -181,7 +181,7 @@ def export_fp32(source_root, model_config, images_zip, output_dir, seed, batch_n
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
         model = model_builder.build(pipeline.model, is_training=False)
-        image_tensor = tf.placeholder(tf.uint8, [None, None, None, 3], name=INPUT_NODE)
+        image_tensor = tf.placeholder(tf.uint8, [None, None, None, 3], name=default_interface().input)
         preprocessed, true_shapes = model.preprocess(tf.to_float(image_tensor))
         model.postprocess(model.predict(preprocessed, true_shapes), true_shapes)
         tf.train.get_or_create_global_step()
@@ -193,7 +193,7 @@ def export_fp32(source_root, model_config, images_zip, output_dir, seed, batch_n
             log.info("%d BatchNorm layers calibrated in %.0f s", layers, time.perf_counter() - started)
             tf.train.Saver().save(session, str(checkpoint))
     with tf.Graph().as_default():
-        exporter.export_inference_graph(INPUT_NODE, pipeline, str(checkpoint), str(output_dir))
+        exporter.export_inference_graph("image_tensor", pipeline, str(checkpoint), str(output_dir))
     shutil.rmtree(checkpoint.parent)
 
 

@@ -22,7 +22,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from common import StageError, run_main  # noqa: E402
-from make_demo_data import DEFAULT_WHEEL, demo_config, make_demo_data  # noqa: E402
+from demo_config import demo_config  # noqa: E402
+from make_demo_data import DEFAULT_WHEEL, make_demo_data  # noqa: E402
 from serve_files import FileServer  # noqa: E402
 
 log = logging.getLogger("run_demo")

@@ -1,0 +1,60 @@
+rule benchmark_graph:
+    input:
+        graph=get_graph,
+        images="resources/coco/val2017",
+    output:
+        "results/benchmark/{model}.json",
+    log:
+        "logs/benchmark_graph/{model}.log",
+    benchmark:
+        "benchmarks/benchmark_graph/{model}.tsv"
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: get_inference_threads()
+    resources:
+        mem_mb=get_inference_mem_mb,
+        runtime="2h",
+    params:
+        script=script("benchmark_graph.py"),
+        benchmark=get_benchmark_options,
+        interface=get_interface_options,
+        runtime=get_runtime_options,
+    shell:
+        "python {params.script} --graph {input.graph:q} --image-dir {input.images:q}"
+        " --output {output:q} {params.benchmark} {params.interface} {params.runtime}"
+        " > {log:q} 2>&1"
+
+
+rule benchmark_instances:
+    input:
+        graph=get_graph,
+        images="resources/coco/val2017",
+    output:
+        "results/benchmark/instances/{model}-{instances}.json",
+    log:
+        "logs/benchmark_instances/{model}-{instances}.log",
+    benchmark:
+        "benchmarks/benchmark_instances/{model}-{instances}.tsv"
+    wildcard_constraints:
+        instances=r"[2-9]|[1-9][0-9]+",
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: get_inference_threads()
+    resources:
+        mem_mb=get_instances_mem_mb,
+        runtime="2h",
+    params:
+        script=script("benchmark_instances.py"),
+        benchmark=get_benchmark_options,
+        interface=get_interface_options,
+        runtime=get_runtime_options,
+    shell:
+        "python {params.script} --instances {wildcards.instances} --graph {input.graph:q}"
+        " --image-dir {input.images:q} --output {output:q} {params.benchmark}"
+        " {params.interface} {params.runtime} > {log:q} 2>&1"
+
+
+rule benchmark_all:
+    input:
+        benchmark_results().values(),
+        instance_results().values(),

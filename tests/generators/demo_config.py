@@ -1,0 +1,63 @@
+"""The workflow config of a generated data folder (the demo's, the twin's), served at a URL.
+
+Apart from the data generators, so that the config's shape can change without changing what
+the twin is built from (make_twin.py digests make_demo_data.py).
+"""
+
+import json
+from pathlib import Path
+
+from make_demo_data import FP32_ARCHIVE, FP32_MEMBER, INT8_GRAPH
+
+DEMO_BENCHMARK = {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1}
+DEMO_IMAGE_SIZE = [320, 320]
+
+
+def demo_models(image_size):
+    """The registry of the demo and the twin: Intel-style INT8 and FP32 downloaded, INT8
+    quantized here, and BF16 from the FP32 graph, allowed to be emulated so that it runs on
+    every CPU (the report says which)."""
+    rfcn = {"architecture": "rfcn_resnet101", "input": {"image_size": image_size}}
+    return {
+        "int8": {**rfcn, "precision": "int8", "download": INT8_GRAPH, "mem_mb": 4000,
+                 "published": {"AP": "0.320-0.327"}},
+        "fp32": {**rfcn, "precision": "fp32", "download": FP32_ARCHIVE, "member": FP32_MEMBER,
+                 "published": {"AP": "0.347", "AP50": "0.532"}},
+        "int8_inc": {**rfcn, "precision": "int8", "mem_mb": 4000,
+                     "quantize": {"from": "fp32", "calibration_images": 4, "seed": 0}},
+        "bf16": {**rfcn, "precision": "bf16", "graph_of": "fp32", "allow_emulation": True},
+    }  # fmt: skip
+
+
+def demo_config(data_dir, base_url, layout="single_file"):
+    """A workflow config that takes every input from the demo data, served at `base_url`.
+
+    A data folder's manifest may hold `benchmark` settings of its own (the twin's do); what
+    is left unsaid takes the schema's defaults.
+    """
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    downloads = {
+        name: {"url": f"{base_url.rstrip('/')}/{name}", "md5": md5}
+        for name, md5 in manifest["md5"].items()
+    }
+    benchmark = dict(manifest.get("benchmark", DEMO_BENCHMARK))
+    # The image size is a model's (an older twin manifest has it in its benchmark settings).
+    image_size = benchmark.pop("image_size", DEMO_IMAGE_SIZE)
+    return {
+        "downloads": downloads,
+        "download_settings": {"retries": 2, "backoff_seconds": 0.2, "connect_timeout": 5, "read_timeout": 30},
+        "coco": {
+            "images_archive": "val2017.zip",
+            "images_member": "val2017",
+            "annotations_archive": "annotations_trainval2017.zip",
+            "annotations_member": "annotations/instances_val2017.json",
+        },
+        "tensorflow_models": {
+            "repository": f"file://{(Path(data_dir) / 'tensorflow_models').resolve()}",
+            "commit": manifest["commits"][layout],
+        },
+        "models": demo_models(image_size),
+        "benchmark": benchmark,
+        "accuracy": {"max_images": 0, "shards": 1},
+        "diagnostics": {"layer_drift_images": 2},
+    }
