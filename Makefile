@@ -8,10 +8,12 @@ CORES ?= all
 WHEEL := .cache/wheels/object_detection-0.0.3-py3-none-any.whl
 PROTOS_WHEEL := .cache/wheels/object_detection_0.1-0.1-py3-none-any.whl
 
-.PHONY: help venv wheels twin test lint demo twin-demo run clean-demo
+.PHONY: help venv wheels twin test test-slow test-all lint demo twin-demo run clean-demo
 
 help:
-	@echo "make test      - set up .venv, build the twin and run the test suite (offline once set up)"
+	@echo "make test      - set up .venv, build the twin and run the fast tier of the tests (offline once set up)"
+	@echo "make test-slow - the slow tier: SLURM, SIGKILL resumes, tuning loops, instances"
+	@echo "make test-all  - both tiers in one session, sharing their workflow runs (what CI runs)"
 	@echo "make demo      - the whole workflow offline on generated data (demo/)"
 	@echo "make twin      - build the full-size R-FCN twin graphs (.cache/twin/), if their inputs changed"
 	@echo "make twin-demo - the whole workflow offline on the twin (twin-demo/)"
@@ -42,7 +44,16 @@ wheels: $(WHEEL) $(PROTOS_WHEEL)
 twin: venv wheels
 	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python tests/generators/cached_twin.py
 
+# The fast tier: unit tests, the demo workflow and one twin workflow run shared by every twin
+# assertion. The slow tier is the rest; test-all runs both in one session, so that the shared
+# runs are made once.
 test: venv wheels twin
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: venv wheels twin
+	$(BIN)/python -m pytest -m slow
+
+test-all: venv wheels twin
 	$(BIN)/python -m pytest
 
 lint: venv

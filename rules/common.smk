@@ -8,12 +8,13 @@ from pathlib import Path
 
 # scripts/ is on sys.path (the Snakefile put it there to read the config file first).
 from detection_graph import Interface
-from job_runtime import bf16_native, cpu_flags, runtime_arguments
+from job_runtime import bf16_native, runtime_arguments
 from workflow_config import (
     checked_config,
     graph_model,
     load_schema,
     model_runtime,
+    models_run_here,
     own_graph,
     reference_model,
     stop_if,
@@ -28,22 +29,10 @@ DOWNLOADS = "resources/downloads"
 MODELS = list(config["models"])
 
 
-def runs_here(name):
-    """BF16 runs by default only on a CPU with BF16 instructions; elsewhere oneDNN would
-    emulate it slowly, unless the model allows that (its figures are then marked emulated).
-    """
-    model = config["models"][name]
-    return model["precision"] != "bf16" or model["allow_emulation"] or bf16_native()
-
-
-# The models of the default target; a bf16 model this CPU would only emulate is left out.
-DEFAULT_MODELS = [name for name in MODELS if runs_here(name)]
-for name in sorted(set(MODELS) - set(DEFAULT_MODELS)):
-    print(
-        f"note: model {name} left out: bf16 on this CPU ({', '.join(cpu_flags()) or 'no vector flags'}) has neither"
-        f" avx512_bf16 nor amx_bf16; models.{name}.allow_emulation: true runs it emulated",
-        file=sys.stderr,
-    )
+# The models of the default target: a bf16 model this CPU would only emulate is left out.
+DEFAULT_MODELS, LEFT_OUT = models_run_here(config, bf16_native())
+for note in LEFT_OUT:
+    print(note, file=sys.stderr)
 # Models whose graph file is their own: downloaded, or quantized here from another model.
 DOWNLOADED_MODELS = [name for name in MODELS if "download" in config["models"][name]]
 QUANTIZED_MODELS = [name for name in MODELS if "quantize" in config["models"][name]]
@@ -274,15 +263,17 @@ def get_benchmark_options(wildcards):
     return " ".join(options)
 
 
-def get_runtime_options(wildcards, threads):
-    """The model's runtime flags (job_runtime's one builder); 0 threads: the job's threads."""
+def get_runtime_options(wildcards):
+    """The model's runtime flags (job_runtime's one builder); 0 threads: the job's threads.
+    Not a function of `threads`: Snakemake records such params only after the job, so a
+    changed runtime would rerun nothing."""
     model = model_of(wildcards)
     settings = {
         **model_runtime(config, wildcards.model),
         "precision": model["precision"],
         "allow_emulation": model["allow_emulation"],
     }
-    return " ".join(runtime_arguments(settings, threads))
+    return " ".join(runtime_arguments(settings, get_inference_threads()))
 
 
 def get_drift_options(wildcards):

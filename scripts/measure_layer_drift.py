@@ -53,9 +53,9 @@ FUSED_SUFFIXES = ("_eightbit_requantize", "_eightbit_quantized_conv")
 QUANTIZED_TYPE_ATTRS = ("out_type", "T")
 
 
-def drift_points(fp32_graph_def):
+def drift_points(reference_graph_def):
     """[(label, node name, block end?)] of the FP32 graph, in network order."""
-    names = [node.name for node in fp32_graph_def.node]
+    names = [node.name for node in reference_graph_def.node]
     units = {}
     for name in names:
         match = UNIT_END.search(name)
@@ -74,11 +74,11 @@ def node_index(graph_def):
     return {node.name: node for node in graph_def.node}
 
 
-def convolutions_ending_at(fp32_nodes, name):
+def convolutions_ending_at(reference_nodes, name):
     """The Conv2D nodes whose fused pattern (bias, batch norm, residual add, ReLU) ends at `name`."""
     found, stack, seen = [], [name], set()
     while stack:
-        node = fp32_nodes.get(stack.pop())
+        node = reference_nodes.get(stack.pop())
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
@@ -89,43 +89,43 @@ def convolutions_ending_at(fp32_nodes, name):
     return found
 
 
-def int8_counterpart(fp32_nodes, int8_nodes, name):
+def candidate_counterpart(reference_nodes, candidate_nodes, name):
     """(node, quantized) in the INT8 graph for the FP32 tensor `name`, or None.
 
     The same name where the INT8 graph kept a float tensor there (a Dequantize is named
     after the tensor it restores); else the fused quantized convolution that ends at it,
     the last one where a residual add fused two (the other feeds it).
     """
-    same = int8_nodes.get(name)
+    same = candidate_nodes.get(name)
     if same is not None and same.op not in ("Const", "HostConst") and not same.op.startswith("Quantize"):
         return name, False
     candidates = [
         conv + suffix
-        for conv in convolutions_ending_at(fp32_nodes, name)
+        for conv in convolutions_ending_at(reference_nodes, name)
         for suffix in FUSED_SUFFIXES
-        if conv + suffix in int8_nodes
+        if conv + suffix in candidate_nodes
     ]
-    fed = {source_node(i) for candidate in candidates for i in int8_nodes[candidate].input}
+    fed = {source_node(i) for candidate in candidates for i in candidate_nodes[candidate].input}
     last = [candidate for candidate in candidates if candidate not in fed]
     return (last[0], True) if len(last) == 1 else None
 
 
-def dequantize_mode(int8_graph_def):
+def dequantize_mode(candidate_graph_def):
     """The mode the graph's own Dequantize ops use (SCALED for Neural Compressor's)."""
-    for node in int8_graph_def.node:
+    for node in candidate_graph_def.node:
         if node.op == "Dequantize":
             return node.attr["mode"].s
     return b"SCALED"
 
 
-def add_taps(int8_graph_def, quantized_nodes):
+def add_taps(candidate_graph_def, quantized_nodes):
     """A copy of the graph with a Dequantize after each quantized node: {node: tap name}."""
     from tensorflow.core.framework import graph_pb2
 
     tapped = graph_pb2.GraphDef()
-    tapped.CopyFrom(int8_graph_def)
-    nodes = node_index(int8_graph_def)
-    mode = dequantize_mode(int8_graph_def)
+    tapped.CopyFrom(candidate_graph_def)
+    nodes = node_index(candidate_graph_def)
+    mode = dequantize_mode(candidate_graph_def)
     taps = {}
     for index, name in enumerate(quantized_nodes):
         attr = next((nodes[name].attr[key] for key in QUANTIZED_TYPE_ATTRS if key in nodes[name].attr), None)
@@ -154,53 +154,53 @@ def cosine(a, b):
     return float(np.dot(a, b) / norms)
 
 
-def nearest_upstream(fp32_nodes, name, candidates):
+def nearest_upstream(reference_nodes, name, candidates):
     """The first of `candidates` met walking up from `name`'s inputs (breadth first), or None."""
-    queue, seen = [source_node(i) for i in fp32_nodes[name].input], set()
+    queue, seen = [source_node(i) for i in reference_nodes[name].input], set()
     while queue:
         current = queue.pop(0)
         if current in candidates:
             return current
-        if current in seen or current not in fp32_nodes:
+        if current in seen or current not in reference_nodes:
             continue
         seen.add(current)
-        queue += [source_node(i) for i in fp32_nodes[current].input]
+        queue += [source_node(i) for i in reference_nodes[current].input]
     return None
 
 
-def plan(fp32_graph_def, int8_graph_def):
+def plan(reference_graph_def, candidate_graph_def):
     """What to compare: [(label, FP32 node, INT8 node, quantized?, block end?, upstream label)],
     and the labels without an INT8 counterpart."""
-    fp32_nodes, int8_nodes = node_index(fp32_graph_def), node_index(int8_graph_def)
+    reference_nodes, candidate_nodes = node_index(reference_graph_def), node_index(candidate_graph_def)
     matched, unmatched = [], []
-    for label, name, block_end in drift_points(fp32_graph_def):
-        counterpart = int8_counterpart(fp32_nodes, int8_nodes, name)
+    for label, name, block_end in drift_points(reference_graph_def):
+        counterpart = candidate_counterpart(reference_nodes, candidate_nodes, name)
         if counterpart is None:
             unmatched.append(label)
         else:
             matched.append([label, name, counterpart[0], counterpart[1], block_end])
     labels = {name: label for label, name, *_ in matched}
     for entry in matched:
-        upstream = nearest_upstream(fp32_nodes, entry[1], labels.keys())
+        upstream = nearest_upstream(reference_nodes, entry[1], labels.keys())
         entry.append(labels.get(upstream))
     return [tuple(entry) for entry in matched], unmatched
 
 
-def measure_drift(fp32_path, int8_path, image_paths, interface, threads=0, candidate_precision="fp32"):
-    fp32_graph_def, int8_graph_def = load_graph_def(fp32_path), load_graph_def(int8_path)
-    matched, unmatched = plan(fp32_graph_def, int8_graph_def)
+def measure_drift(reference_path, candidate_path, image_paths, interface, threads=0, candidate_precision="fp32"):
+    reference_graph_def, candidate_graph_def = load_graph_def(reference_path), load_graph_def(candidate_path)
+    matched, unmatched = plan(reference_graph_def, candidate_graph_def)
     if not matched:
-        log.warning("no named tensor of %s has a counterpart in %s", fp32_path, int8_path)
-    tapped, taps = add_taps(int8_graph_def, [node for _, _, node, quantized, *_ in matched if quantized])
-    int8_tensors = [f"{taps[node]}:0" if quantized else f"{node}:0" for _, _, node, quantized, *_ in matched]
-    fp32_session = open_session(fp32_graph_def, threads, 1)
-    int8_session = open_session(tapped, threads, 1, candidate_precision)
+        log.warning("no named tensor of %s has a counterpart in %s", reference_path, candidate_path)
+    tapped, taps = add_taps(candidate_graph_def, [node for _, _, node, quantized, *_ in matched if quantized])
+    candidate_tensors = [f"{taps[node]}:0" if quantized else f"{node}:0" for _, _, node, quantized, *_ in matched]
+    reference_session = open_session(reference_graph_def, threads, 1)
+    candidate_session = open_session(tapped, threads, 1, candidate_precision)
     similarities = defaultdict(list)
     for path in image_paths:
         image = decode_image(path.read_bytes(), path.name)[None]
-        fp32 = fp32_session.run([f"{name}:0" for _, name, *_ in matched], interface.feed(image))
-        int8 = int8_session.run(int8_tensors, interface.feed(image))
-        for (label, *_), a, b in zip(matched, fp32, int8):
+        reference = reference_session.run([f"{name}:0" for _, name, *_ in matched], interface.feed(image))
+        candidate = candidate_session.run(candidate_tensors, interface.feed(image))
+        for (label, *_), a, b in zip(matched, reference, candidate):
             if a.shape == b.shape:
                 similarities[label].append(cosine(a, b))
         log.info("%s: %d tensors compared", path.name, len(matched))
@@ -210,15 +210,15 @@ def measure_drift(fp32_path, int8_path, image_paths, interface, threads=0, candi
         values = similarities[label]
         drop = means[upstream] - means[label] if label in means and upstream in means else None
         layers.append({
-            "layer": label, "fp32_tensor": f"{name}:0", "int8_source": node, "dequantized_here": quantized,
+            "layer": label, "reference_tensor": f"{name}:0", "candidate_source": node, "dequantized_here": quantized,
             "block_end": block_end, "head": label in dict(HEADS), "images": len(values), "cosine": means.get(label),
             "cosine_min": float(np.min(values)) if values else None, "upstream": upstream, "cosine_drop": drop,
         })  # fmt: skip
     measured = [layer for layer in layers if layer["cosine"] is not None]
     dropped = [layer for layer in layers if layer["cosine_drop"] is not None]
     return {
-        "reference": str(fp32_path),
-        "candidate": str(int8_path),
+        "reference": str(reference_path),
+        "candidate": str(candidate_path),
         "candidate_precision": candidate_precision,
         "images": [path.name for path in image_paths],
         "layers": layers,

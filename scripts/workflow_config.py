@@ -233,6 +233,20 @@ def reference_model(models, name):
     return candidates[0]
 
 
+def models_run_here(config, native_bf16):
+    """(models of the default target, one line for each left out): BF16 runs by default only
+    on a CPU with BF16 instructions (`native_bf16`); elsewhere oneDNN would emulate it slowly,
+    unless the model allows that (its figures are then marked emulated)."""
+    kept, notes = [], []
+    for name, model in config["models"].items():
+        if model["precision"] != "bf16" or model["allow_emulation"] or native_bf16:
+            kept.append(name)
+        else:
+            notes.append(f"note: model {name} left out: this CPU has neither avx512_bf16 nor amx_bf16, so oneDNN would "
+                         f"emulate BF16 slowly; models.{name}.allow_emulation: true runs it anyway, marked emulated")  # fmt: skip
+    return kept, notes
+
+
 def model_runtime(config, name):
     """How a model's jobs run: runtime.<its precision>, with the model's own keys instead."""
     model = config["models"][name]
@@ -295,14 +309,14 @@ def model_problems(config, name, model, downloaded, base, schema):
         if source not in with_graph:
             problems.append(f"{key}.graph_of: {source!r} is not a model with a graph of its own ({', '.join(with_graph)})")
         elif (wanted := "fp32" if model["precision"] == "bf16" else model["precision"]) != models[source]["precision"]:
-            problems.append(f"{key}.graph_of: {source!r} is a {models[source]['precision']} graph; a {model['precision']} "
-                            f"model runs a {wanted} one")  # fmt: skip
+            problems.append(f"{key}.graph_of: {source!r} runs an {models[source]['precision']} graph; a "
+                            f"{model['precision']} model runs an {wanted} one")  # fmt: skip
     reference = model.get("reference")
     if reference is not None:
         if reference not in models or reference == name:
             problems.append(f"{key}.reference: {reference!r} is not another model ({', '.join(sorted(set(models) - {name}))})")
         elif models[reference]["architecture"] != model["architecture"]:
-            problems.append(f"{key}.reference: {reference!r} is a {models[reference]['architecture']} model, not "
+            problems.append(f"{key}.reference: {reference!r} is an {models[reference]['architecture']} model, not "
                             f"{model['architecture']}: compare models of one architecture")  # fmt: skip
     elif model["precision"] != "fp32":
         fp32 = [other for other, entry in models.items()

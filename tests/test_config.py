@@ -18,7 +18,7 @@ SCHEMA = load_schema()
          "config key tensorflow_models.commit: '7a9934df' is not a full 40-digit commit id"),
         (lambda c: c["downloads"]["val2017.zip"].update(md5="not-an-md5"),
          "config key downloads.val2017.zip.md5: 'not-an-md5' is not an MD5 checksum (32 hex digits)"),
-        (lambda c: c["models"].update(Int4={"download": "val2017.zip"}),
+        (lambda c: c["models"].update(Int4={"architecture": "rfcn_resnet101", "precision": "int8", "download": "val2017.zip"}),
          "config key models: 'Int4' is not a model name (lowercase letters, digits and '_', starting with a letter)"),
         (lambda c: c["models"]["fp32"].update(member="../frozen_inference_graph.pb"),
          "config key models.fp32.member: '../frozen_inference_graph.pb' is not a path inside the archive "
@@ -27,7 +27,8 @@ SCHEMA = load_schema()
          "config key coco.images_member: 'val2017/../annotations' is not a path inside the archive"),
         (lambda c: c["models"]["int8"].update(download="missing.pb"),
          "config key models.int8.download: 'missing.pb' is not an entry of downloads"),
-        (lambda c: c["download_settings"].pop("retries"), "config key download_settings.retries: missing"),
+        (lambda c: c["download_settings"].update(retries=-1),
+         "config key download_settings.retries: -1 is too small: the least allowed is 0"),
         (lambda c: c.update(acuracy={"shards": 4}), "config key acuracy: unknown key (known: downloads,"),
         (lambda c: c["accuracy"].update(shard=2), "config key accuracy.shard: unknown key"),
         (lambda c: c["accuracy"].update(shards="many"), "config key accuracy.shards: 'many' is not a whole number"),
@@ -42,9 +43,37 @@ SCHEMA = load_schema()
          "config key downloads.val2017.zip.url: 'ftp://example.org/val2017.zip' is not a URL"),
         (lambda c: c["models"]["int8_inc"]["quantize"].update({"from": "int4"}),
          "config key models.int8_inc.quantize.from: 'int4' is not a downloaded model"),
-        (lambda c: c["runtime"].pop("int8_inc"), "config key runtime.int8_inc: missing"),
         (lambda c: c["models"]["int8_inc"].update(download="val2017.zip"),
-         "config key models.int8_inc: needs exactly one of: download, quantize"),
+         "config key models.int8_inc: needs exactly one of: download, quantize, graph_of"),
+        (lambda c: c["models"]["fp32"].pop("architecture"), "config key models.fp32.architecture: missing"),
+        (lambda c: c["models"]["fp32"].update(precision="fp16"),
+         "config key models.fp32.precision: 'fp16' is not one of fp32, int8, bf16"),
+        (lambda c: c["models"]["bf16"].update(graph_of="int8"),
+         "config key models.bf16.graph_of: 'int8' runs an int8 graph; a bf16 model runs an fp32 one"),
+        (lambda c: c["models"]["bf16"].update(graph_of="bf16_twin"),
+         "config key models.bf16.graph_of: 'bf16_twin' is not a model with a graph of its own (int8, fp32, int8_inc)"),
+        (lambda c: c["models"]["int8_inc"].update(precision="bf16"),
+         "config key models.int8_inc.precision: a model quantized here is int8, not bf16"),
+        (lambda c: c["models"]["int8"].update(reference="int8_inc2"), "config key models.int8.reference: 'int8_inc2' is not another model"),
+        (lambda c: c["models"]["int8"].update(reference="int8"), "config key models.int8.reference: 'int8' is not another model"),
+        (lambda c: (c["models"]["fp32"].update(architecture="ssd_mobilenet"), c["models"]["int8"].update(reference="fp32")),
+         "config key models.int8.reference: 'fp32' is an ssd_mobilenet model, not rfcn_resnet101"),
+        (lambda c: c["models"].update(fp32_copy=dict(c["models"]["fp32"])),
+         "config key models.int8.reference: rfcn_resnet101 has several fp32 models (fp32, fp32_copy): name the one"),
+        (lambda c: c["models"]["bf16"].update(runtime={"intra_op_threads": -1}),
+         "config key models.bf16.runtime.intra_op_threads: -1 is too small: the least allowed is 0"),
+        (lambda c: c["models"]["bf16"].update(runtime={"threads": 4}),
+         "config key models.bf16.runtime.threads: unknown key (known: intra_op_threads,"),
+        (lambda c: c.update(runtime={"int8_inc": {"tcmalloc": False}}),
+         "config key runtime.int8_inc: runtime is per precision (fp32, int8, bf16); a model's own settings go in "
+         "models.<name>.runtime"),
+        (lambda c: c["benchmark"].update(image_size=[600, 1024]),
+         "config key benchmark.image_size: moved to models.<name>.input.image_size"),
+        (lambda c: c.update(published_reference={}), "config key published_reference: moved to models.<name>.published"),
+        (lambda c: (c["benchmark"].update(batch_size=2), c["models"]["int8"]["input"].update(image_size=None)),
+         "config key models.int8.input.image_size: missing: benchmark.batch_size 2 resizes every image to it"),
+        (lambda c: c["models"]["fp32"].update(outputs={"boxes": "detection boxes"}),
+         "config key models.fp32.outputs.boxes: 'detection boxes' is not a graph node name"),
         (lambda c: c["downloads"]["val2017.zip"].update(url="mirror/val2017.zip"),
          "config key downloads.val2017.zip.url: no such file mirror/val2017.zip"),
         (lambda c: c["downloads"]["val2017.zip"].update(url="/tmp"),
@@ -61,6 +90,52 @@ def test_bad_value_is_named_in_words(demo_data, change, problem):
     problems = config_problems(config, SCHEMA)
     assert any(line.startswith(problem) for line in problems), problems
     assert not any("{'pattern'" in line or "^(" in line for line in problems), problems
+
+
+def test_defaults_come_from_the_schema_and_a_model_overrides_single_keys(demo_data):
+    """A config that leaves a key out runs with the schema's default; runtime.<precision>
+    gives a precision's defaults, and a model's runtime replaces single keys of them."""
+    from workflow_config import checked_config, model_runtime, reference_model, schema_defaults
+
+    config = demo_config(demo_data, "http://127.0.0.1:9")
+    config["runtime"] = {"int8": {"intra_op_threads": 3}}
+    config["models"]["int8_inc"]["runtime"] = {"tcmalloc": False}
+    assert checked_config(config, SCHEMA) == []
+    assert config["accuracy"]["checkpoint_every"] == 50 and config["benchmark"]["instances"] == [1]
+    assert config["runtime"]["fp32"] == schema_defaults("runtime.fp32")
+    assert model_runtime(config, "fp32")["kmp_blocktime"] == 0 and model_runtime(config, "fp32")["tcmalloc"] is False
+    assert model_runtime(config, "int8") == {**schema_defaults("runtime.int8"), "intra_op_threads": 3}
+    assert model_runtime(config, "int8")["tcmalloc"] is True and model_runtime(config, "int8")["kmp_blocktime"] == 1
+    assert model_runtime(config, "int8_inc") == {**model_runtime(config, "int8"), "tcmalloc": False}
+    assert config["models"]["bf16"]["input"]["tensor"] == "image_tensor"
+    assert config["models"]["bf16"]["outputs"]["count"] == "num_detections"
+    references = {name: reference_model(config["models"], name) for name in config["models"]}
+    assert references == {"int8": "fp32", "fp32": None, "int8_inc": "fp32", "bf16": "fp32"}
+
+
+def test_bf16_runs_by_default_only_where_the_cpu_has_bf16_instructions(demo_data):
+    from common import StageError
+    from job_runtime import check_precision
+    from workflow_config import checked_config, models_run_here
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    assert checked_config(config, SCHEMA) == [] and config["models"]["bf16"]["allow_emulation"] is False
+    assert models_run_here(config, native_bf16=True) == (list(config["models"]), [])
+    kept, notes = models_run_here(config, native_bf16=False)
+    assert kept == ["fp32", "int8", "int8_inc"] and notes == [
+        "note: model bf16 left out: this CPU has neither avx512_bf16 nor amx_bf16, so oneDNN would emulate BF16 "
+        "slowly; models.bf16.allow_emulation: true runs it anyway, marked emulated"
+    ]
+    config["models"]["bf16"]["allow_emulation"] = True
+    assert models_run_here(config, native_bf16=False)[0] == list(config["models"])
+    # A job refuses it on such a CPU, naming the flags, unless emulation is allowed.
+    with pytest.raises(StageError, match=r"^bf16 needs a CPU with avx512_bf16 or amx_bf16, and this one \(.*\) has "
+                       r"neither: oneDNN would emulate BF16 slowly; set the model's allow_emulation: true"):  # fmt: skip
+        check_precision("bf16", allow_emulation=False, flags=["avx2", "avx512f"])
+    check_precision("bf16", allow_emulation=True, flags=["avx2"])
+    check_precision("bf16", allow_emulation=False, flags=["avx512_bf16"])
+    check_precision("bf16", allow_emulation=False, flags=["amx_bf16"])
+    check_precision("int8", allow_emulation=False, flags=[])
 
 
 def test_shipped_config_is_valid_and_plans_the_real_run(tmp_path):

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO_ROOT, tool_environment
 
 RUN_DEMO = REPO_ROOT / "tests" / "generators" / "run_demo.py"
@@ -23,6 +25,7 @@ def start_demo(workdir, *snakemake_arguments, cores="2"):
 TARGET = "resources/coco_tfrecord"
 
 
+@pytest.mark.slow
 def test_a_second_demo_run_at_once_is_refused_and_a_later_one_does_nothing(tmp_path):
     workdir = tmp_path / "demo"
     first = start_demo(workdir, TARGET)

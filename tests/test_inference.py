@@ -12,9 +12,9 @@ from conftest import agreement_with_fp32, error_lines, layer_drift, run_script, 
 from benchmark_graph import summarize
 from common import StageError
 from coco_data import to_coco_results
-from detection_graph import find_tcmalloc
+from job_runtime import bf16_native, find_tcmalloc
 
-PRECISIONS = ("int8", "fp32", "int8_inc")
+MODELS = ("int8", "fp32", "int8_inc", "bf16")
 # What the mini COCO and the detectors were designed to give (see make_demo_data.py): seven
 # palette classes found exactly, the gray banana never (AP 0), the gray crowd ignored.
 EXPECTED_STANDARD = {"AP": 7 / 8, "AP50": 7 / 8, "AP75": 7 / 8, "AP_small": 1.0, "AP_medium": 1.0,
@@ -29,11 +29,11 @@ REPORT_PLOTS = ("latency_per_step.png", "latency_histogram.png", "time_by_model_
                 "detection_agreement.png", "layer_drift.png")  # fmt: skip
 
 
-def result(workflow, kind, precision):
-    return json.loads((workflow.workdir / f"results/{kind}/{precision}.json").read_text())
+def result(workflow, kind, model):
+    return json.loads((workflow.workdir / f"results/{kind}/{model}.json").read_text())
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", MODELS)
 def test_accuracy_is_what_the_data_was_designed_to_give(finished_run, precision):
     accuracy = result(finished_run, "accuracy", precision)
     assert accuracy["images"] == 8
@@ -43,7 +43,7 @@ def test_accuracy_is_what_the_data_was_designed_to_give(finished_run, precision)
         assert accuracy["legacy"][key] == pytest.approx(value, abs=1e-9), key
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", MODELS)
 def test_metrics_equal_pycocotools_on_our_detections_file(finished_run, precision):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -65,14 +65,33 @@ def test_metrics_equal_pycocotools_on_our_detections_file(finished_run, precisio
 
 def test_int8_ran_quantized_kernels_and_fp32_did_not(finished_run):
     for kind in ("accuracy", "benchmark"):
-        int8, fp32, int8_inc = (result(finished_run, kind, p) for p in PRECISIONS)
+        int8, fp32, int8_inc, bf16 = (result(finished_run, kind, name) for name in MODELS)
         for quantized in (int8, int8_inc):
             assert INT8_KERNEL in quantized["executed_kernels"] and "_MklQuantizeV2" in quantized["executed_kernels"]
-            assert quantized["onednn"] is True
-        assert not any("Quantize" in kernel for kernel in fp32["executed_kernels"])
+            assert quantized["onednn"] is True and quantized["precision"] == "int8"
+        for float_graph in (fp32, bf16):
+            assert not any("Quantize" in kernel for kernel in float_graph["executed_kernels"])
+        assert bf16["graph_sha256"] == fp32["graph_sha256"]  # the same graph, in another precision
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+def test_bf16_ran_in_bfloat16_and_fp32_did_not(finished_run):
+    """The BF16 model is the FP32 graph under oneDNN's automatic mixed precision: its
+    convolution ran on bfloat16 inputs through added casts, and it says whether oneDNN
+    emulated BF16 on this CPU."""
+    bf16, fp32 = (result(finished_run, "benchmark", name) for name in ("bf16", "fp32"))
+    assert bf16["precision"] == "bf16" and bf16["runtime"]["precision"] == "bf16"
+    share = bf16["bfloat16"]
+    assert share["nodes"] >= 1 and share["casts"] >= 2 and 0 < share["op_time_fraction"] < 1
+    assert any(kernel.startswith("_MklNative") and "Conv2D" in kernel for kernel in share["kernels"]), share
+    assert fp32["bfloat16"] == {"nodes": 0, "kernels": [], "casts": 0, "op_time_fraction": 0.0, "cast_time_fraction": 0.0}
+    assert bf16["emulated"] is (not bf16_native()) and fp32["emulated"] is False
+    log = (finished_run.workdir / "logs/benchmark_graph/bf16.log").read_text()
+    assert re.search(r"bfloat16: \d+ nodes \(\d+% of op time\) and \d+ casts", log)
+    if bf16_native():
+        assert "bf16" in bf16["probe"]["gflops_per_second"] and bf16["roofline"]["probe_precision"] == "bf16"
+
+
+@pytest.mark.parametrize("precision", MODELS)
 def test_benchmark_json_is_sane(finished_run, precision):
     benchmark = result(finished_run, "benchmark", precision)
     steps, warmup = benchmark["number_of_steps"], benchmark["warmup_steps"]
@@ -93,7 +112,8 @@ def test_benchmark_json_is_sane(finished_run, precision):
 
 
 def test_tcmalloc_is_preloaded_for_int8_only(finished_run):
-    int8, fp32, _ = (result(finished_run, "benchmark", p) for p in PRECISIONS)
+    """The demo takes the schema's per-precision defaults: TCMalloc for int8, not for fp32."""
+    int8, fp32 = (result(finished_run, "benchmark", name) for name in ("int8", "fp32"))
     if find_tcmalloc() is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must install libgoogle-perftools4 (see .ci/run)")
@@ -102,12 +122,19 @@ def test_tcmalloc_is_preloaded_for_int8_only(finished_run):
     assert fp32["runtime"]["tcmalloc"] is None and fp32["tcmalloc_loaded"] is False
 
 
-def test_report_has_both_precisions_and_plots(finished_run):
+def test_report_has_every_model_and_plots(finished_run):
     report = finished_run.workdir / "results/report"
     summary = (report / "summary.md").read_text()
-    assert "| Latency p50 (ms) |" in summary and "| int8 | int8_inc | fp32 |" in summary
-    assert "| Speed-up over FP32 (throughput) |" in summary and "| AP | 0.875 | 0.875 | 0.875 |" in summary
-    assert "| Legacy AP (recipe's evaluator) | 0.844 | 0.844 | 0.844 |" in summary
+    # Grouped by architecture, the reference last; each model against its reference.
+    assert "|  | int8 | int8_inc | bf16 | fp32 |" in summary and "| Latency p50 (ms) |" in summary
+    assert "| Architecture | rfcn_resnet101 | rfcn_resnet101 | rfcn_resnet101 | rfcn_resnet101 |" in summary
+    emulated = "" if bf16_native() else " (emulated)"
+    assert f"| Precision | int8 | int8 | bf16{emulated} | fp32 |" in summary
+    speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over reference (throughput)"))
+    assert speedups.count("x over fp32 |") == 3 and speedups.endswith("|  |")
+    assert "| AP | 0.875 | 0.875 | 0.875 | 0.875 |" in summary
+    assert "| Legacy AP (recipe's evaluator) | 0.844 | 0.844 | 0.844 | 0.844 |" in summary
+    assert "| Reference detections reproduced | 1.000 | 1.000 | 1.000 |  |" in summary
     assert "int8_inc: quantized here with Intel Neural Compressor, 1 of 1 convolutions in INT8" in summary
     assert "drawn from val2017, the evaluation set" in summary
     assert "AP 0.347, AP50 0.532" in summary
@@ -116,18 +143,24 @@ def test_report_has_both_precisions_and_plots(finished_run):
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_snakemake_report_shows_the_results(finished_run, tmp_path):
+def test_snakemake_report_shows_the_results_with_captions(finished_run, tmp_path):
+    """`snakemake --report` gives a browsable report: every reported output, with its caption."""
     report = tmp_path / "report.html"
     finished_run.run("--report", str(report))
     text = report.read_text()
     for name in ("summary.md", "summary.html", *REPORT_PLOTS):
         assert name in text, name
+    captions = sorted((Path(__file__).parents[1] / "rules" / "captions").glob("*.rst"))
+    assert len(captions) == 9
+    for caption in captions:
+        first_words = " ".join(caption.read_text().split()[:6]).replace("``", "")
+        assert first_words in text, caption.name
 
 
 def test_changing_number_of_steps_reruns_only_benchmarks_and_report(finished_run):
     finished_run.config["benchmark"]["number_of_steps"] = 41
     try:
-        assert finished_run.planned_jobs() == {"benchmark_graph": 3, "make_report": 1, "all": 1}
+        assert finished_run.planned_jobs() == {"benchmark_graph": 4, "make_report": 1, "all": 1}
     finally:
         finished_run.config["benchmark"]["number_of_steps"] = 40
 
@@ -415,20 +448,23 @@ def test_a_checkpoint_save_costs_what_its_images_cost(tmp_path):
     assert load_checkpoint(path, identity)["image_ids"] == list(range(1, 32))
 
 
-@pytest.mark.parametrize("precision", ("int8", "int8_inc"))
-def test_int8_models_reproduce_every_fp32_detection_on_the_demo(finished_run, precision):
-    agreement = json.loads((finished_run.workdir / f"results/diagnostics/{precision}_agreement.json").read_text())
+@pytest.mark.parametrize("model", ("int8", "int8_inc", "bf16"))
+def test_every_model_reproduces_every_fp32_detection_on_the_demo(finished_run, model):
+    agreement = json.loads((finished_run.workdir / f"results/diagnostics/{model}_agreement.json").read_text())
     assert agreement["reference_detections"] == 13 and agreement["agreement"] == 1.0
-    assert agreement["mean_score_drift"] == 0.0
+    # BF16 keeps 8 bits of mantissa: the scores move a little, the detections do not.
+    assert agreement["mean_score_drift"] == 0.0 if model != "bf16" else agreement["mean_score_drift"] < 0.01
     summary = (finished_run.workdir / "results/report/summary.md").read_text()
-    assert "| FP32 detections reproduced | 1.000 | 1.000 |  |" in summary
+    assert "| Reference detections reproduced | 1.000 | 1.000 | 1.000 |  |" in summary
     # The demo names its one activation as an export names the RPN objectness: Intel's INT8
-    # keeps that name on a Dequantize, Neural Compressor's fused it into the convolution.
-    drift = json.loads((finished_run.workdir / f"results/diagnostics/{precision}_layer_drift.json").read_text())
+    # keeps that name on a Dequantize, Neural Compressor's fused it into the convolution, and
+    # BF16 runs the FP32 graph itself.
+    drift = json.loads((finished_run.workdir / f"results/diagnostics/{model}_layer_drift.json").read_text())
     (layer,) = drift["layers"]
     assert layer["layer"] == "rpn_objectness" and layer["images"] == 2 and layer["cosine"] > 0.9999
-    assert layer["dequantized_here"] is (precision == "int8_inc") and drift["unmatched"] == []
-    assert "| rpn_objectness | 1.0000 | 1.0000 |" in summary
+    assert layer["dequantized_here"] is (model == "int8_inc") and drift["unmatched"] == []
+    assert drift["candidate_precision"] == finished_run.config["models"][model]["precision"]
+    assert "| rpn_objectness | 1.0000 | 1.0000 | 1.0000 |" in summary
 
 
 def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
@@ -524,6 +560,7 @@ def tune_quantization(finished_run, tmp_path, max_trials):
     return json.loads((output / "quantization.json").read_text()), run.stderr
 
 
+@pytest.mark.slow
 def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_lost_ap(finished_run, tmp_path):
     """Calibrated on dark images, the scoring convolution clips every COCO activation: AP 0 in
     INT8. Tuning tries each convolution alone in FP32, nearest the outputs first, and stops at

@@ -5,7 +5,7 @@ import tarfile
 import pytest
 
 from common import StageError
-from detection_graph import OUTPUT_NODES
+from detection_graph import OUTPUT_KEYS, Interface
 from prepare_frozen_graph import prepare_graph
 
 FP32_MEMBER = "rfcn_resnet101_fp32_coco/frozen_inference_graph.pb"
@@ -42,9 +42,21 @@ def test_graph_without_detection_outputs_is_refused(tmp_path):
         tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
     source = tmp_path / "classifier.pb"
     source.write_bytes(graph.as_graph_def().SerializeToString())
-    with pytest.raises(StageError, match="not a detection graph, it has no " + ", ".join(OUTPUT_NODES)):
+    with pytest.raises(StageError, match="not a detection graph, it has no " + ", ".join(OUTPUT_KEYS)):
         prepare_graph(source, tmp_path / "out.pb")
     assert not (tmp_path / "out.pb").exists()
+
+
+def test_a_graph_with_tensor_names_of_its_own_is_checked_by_them(demo_data, tmp_path):
+    """models.<name>.input.tensor and .outputs name another interface, as Intel's SSD graphs
+    have: the check asks for those nodes, and names the ones missing."""
+    source = demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb"
+    renamed = Interface("Preprocessor/sub", ["detection_boxes", "detection_scores", "detection_classes", "num_detections"])
+    with pytest.raises(StageError, match=r"not a detection graph, it has no Preprocessor/sub node \(models.<name>.input"):
+        prepare_graph(source, tmp_path / "out.pb", interface=renamed)
+    assert not (tmp_path / "out.pb").exists()
+    assert Interface.of_model({"input": {"tensor": "a"}, "outputs": dict(boxes="b", scores="s", classes="c", count="n")}
+                              ).arguments() == ["--input-tensor=a", "--outputs=b,s,c,n"]  # fmt: skip
 
 
 def test_wrong_member_in_tarball(tmp_path, demo_data):
@@ -95,6 +107,6 @@ def test_member_of_a_graph_that_is_no_archive_is_one_line(demo_data, tmp_path):
     assert result.returncode == 1
     assert error_lines(result) == [
         f"error: {graph} is not a zip or tar archive, so it holds no member 'a/frozen_inference_graph.pb': if it "
-        "is the graph itself, drop --member (models.<precision>.member in the config); if not, download it again"
+        "is the graph itself, drop --member (models.<name>.member in the config); if not, download it again"
     ]
     assert len(result.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

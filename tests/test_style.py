@@ -99,3 +99,18 @@ def test_every_path_and_make_target_the_readme_names_is_tracked():
     named = set(re.findall(r"\bmake ([a-z][a-z-]*)", readme))
     assert {"test", "demo", "twin"} <= named
     assert named <= targets, f"README names make targets the Makefile lacks: {sorted(named - targets)}"
+
+
+def test_no_rule_or_script_names_a_model():
+    """A model's facts live in its registry entry: no rule names a model or a precision, and no
+    script names a model (precisions are what scripts act on: fp32, int8, bf16)."""
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    precisions = {"fp32", "int8", "bf16"}
+    for path in sorted((REPO_ROOT / "rules").glob("*.smk")):
+        text = path.read_text()
+        for name in set(config["models"]) | precisions:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, f"{path.name} names {name}"
+    for path in sorted((REPO_ROOT / "scripts").glob("*.py")):
+        text = path.read_text()
+        for name in set(config["models"]) - precisions:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, f"{path.name} names {name}"

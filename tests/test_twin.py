@@ -21,7 +21,7 @@ from serve_files import FileServer
 pytestmark = pytest.mark.timeout(2400)
 
 TWIN = REPO_ROOT / ".cache" / "twin"
-PRECISIONS = ("int8", "fp32", "int8_inc")
+MODELS = ("int8", "fp32", "int8_inc", "bf16")
 # The last Conv2D of the FP32 twin's GraphDef: the first one tuning tries in FP32.
 LAST_CONVOLUTION = "SecondStageBoxPredictor/class_predictions/Conv2D"
 CONTROL_FLOW_OPS = {"Enter", "Exit", "Merge", "Switch", "NextIteration", "LoopCond", "TensorArrayV3"}
@@ -55,7 +55,7 @@ def test_twin_graphs_have_the_real_structure():
 
 
 def test_benchmark_runs_every_twin_graph(twin_run):
-    for precision in PRECISIONS:
+    for precision in MODELS:
         result = read_json(twin_run, f"results/benchmark/{precision}.json")
         assert result["measured_steps"] == 20 and result["warmup_steps"] == 5
         assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
@@ -67,7 +67,7 @@ def test_benchmark_runs_every_twin_graph(twin_run):
 
 
 def test_accuracy_scores_every_twin_image(twin_run):
-    for precision in PRECISIONS:
+    for precision in MODELS:
         accuracy = read_json(twin_run, f"results/accuracy/{precision}.json")
         assert accuracy["images"] == 24
         # Random weights find nothing, but every image gets R-FCN's 300 finite detections.
@@ -140,9 +140,9 @@ def test_self_made_int8_runs_through_the_whole_workflow(twin_run):
     log = (twin_run.workdir / "logs/quantize_graph/int8_inc.log").read_text()
     assert "TensorFlow is not fully verified" in log
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
-    assert "|  | int8 | int8_inc | fp32 |" in summary
-    speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over FP32"))
-    assert speedups.count("x |") == 2
+    assert "|  | int8 | int8_inc | bf16 | fp32 |" in summary
+    speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over reference"))
+    assert speedups.count("x over fp32 |") == 3
 
 
 def pseudo_annotations(workdir, images, output):
@@ -164,6 +164,7 @@ def pseudo_annotations(workdir, images, output):
     return output
 
 
+@pytest.mark.slow
 def test_accuracy_aware_tuning_runs_on_the_full_size_graph(twin_run, tmp_path):
     workdir = twin_run.workdir
 
@@ -218,6 +219,30 @@ def test_layer_drift_covers_every_unit_and_head_of_both_int8_graphs(twin_run):
     assert "## Layer drift" in summary and "| block3/unit_23 |" in summary and "| class_logits |" in summary
 
 
+def test_bf16_runs_the_fp32_twin_in_bfloat16_and_drifts_less_than_int8(twin_run):
+    """BF16 is the FP32 twin under oneDNN's automatic mixed precision: every convolution ran on
+    bfloat16, most of the op time is in bfloat16, every unit is matched by name (the same
+    graph), and its activations stay closer to FP32's than INT8's do."""
+    bf16, fp32 = (read_json(twin_run, f"results/benchmark/{name}.json") for name in ("bf16", "fp32"))
+    assert bf16["graph_sha256"] == fp32["graph_sha256"] and bf16["precision"] == "bf16"
+    share = bf16["bfloat16"]
+    assert share["nodes"] >= 110 and share["op_time_fraction"] > 0.5, share
+    assert any(kernel.startswith("_MklNative") and "Conv2D" in kernel for kernel in share["kernels"]), share
+    assert bf16["flops"]["total"] == fp32["flops"]["total"]
+    drift = read_json(twin_run, "results/diagnostics/bf16_layer_drift.json")
+    int8 = {layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]}
+    layers = {layer["layer"]: layer for layer in drift["layers"]}
+    assert drift["unmatched"] == [] and len(layers) == 33 + 4 and drift["candidate_precision"] == "bf16"
+    assert not any(layer["dequantized_here"] for layer in layers.values())
+    for name in BLOCK_ENDS + HEADS:
+        assert int8[name]["cosine"] < layers[name]["cosine"] <= 1 + 1e-9, name
+    agreement = read_json(twin_run, "results/diagnostics/bf16_agreement.json")
+    assert agreement["agreement"] > read_json(twin_run, "results/diagnostics/int8_agreement.json")["agreement"]
+    summary = (twin_run.workdir / "results/report/summary.md").read_text()
+    emulated = " (emulated)" if bf16["emulated"] else ""
+    assert f"| Precision | int8 | int8 | bf16{emulated} | fp32 |" in summary
+
+
 def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tmp_path):
     """The weight range of one convolution in block 3 scaled 8x: the drift is unchanged up to
     that unit, falls most there, and the detections agree less with FP32."""
@@ -239,6 +264,7 @@ def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tm
     assert agreement < read_json(twin_run, "results/diagnostics/int8_agreement.json")["agreement"]
 
 
+@pytest.mark.slow
 def test_a_killed_two_instance_detection_job_resumes_through_snakemake(twin_run, tmp_path):
     """Two pinned instances share the job; both are killed mid-run with their parent. The rerun
     resumes each from its checkpoint and writes the single-instance run's detections."""
@@ -287,7 +313,7 @@ def test_a_killed_two_instance_detection_job_resumes_through_snakemake(twin_run,
 
 
 def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
-    results = {precision: read_json(twin_run, f"results/benchmark/{precision}.json") for precision in PRECISIONS}
+    results = {model: read_json(twin_run, f"results/benchmark/{model}.json") for model in MODELS}
     for precision, result in results.items():
         parts = result["profile"]["by_part_ms"]
         # Every part of R-FCN takes time under its own scope; little is left unassigned.
@@ -309,6 +335,7 @@ def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
     assert "| Share of a matmul's rate (same threads) |" in summary
 
 
+@pytest.mark.slow
 def test_two_instances_of_the_full_size_int8_graph(twin_run, tmp_path):
     workdir = twin_run.workdir
     output = tmp_path / "int8-2.json"

@@ -13,7 +13,8 @@ from coco_data import read_examples
 from demo_config import demo_config
 from prepare_frozen_graph import check_detection_graph
 
-# Every job of a run from nothing: two precisions, one accuracy shard each.
+# Every job of a run from nothing: four models (two downloaded, one quantized here, one BF16 of
+# the FP32 graph), one accuracy shard each; three compared with FP32.
 RULES_RUN_ONCE = {
     "download_file": 4,
     "extract_coco_images": 1,
@@ -23,11 +24,11 @@ RULES_RUN_ONCE = {
     "convert_coco_to_tfrecord": 1,
     "prepare_frozen_graph": 2,
     "quantize_graph": 1,
-    "benchmark_graph": 3,
-    "detect_objects": 3,
-    "evaluate_accuracy": 3,
-    "compare_with_fp32": 2,
-    "measure_layer_drift": 2,
+    "benchmark_graph": 4,
+    "detect_objects": 4,
+    "evaluate_accuracy": 4,
+    "compare_with_reference": 3,
+    "measure_layer_drift": 3,
     "make_report": 1,
     "all": 1,
 }
@@ -71,13 +72,16 @@ def test_every_rule_wrote_its_log(finished_run):
     workflow = finished_run
     logs = sorted(str(p.relative_to(workflow.workdir / "logs")) for p in (workflow.workdir / "logs").rglob("*.log"))
     assert logs == [
+        "benchmark_graph/bf16.log",
         "benchmark_graph/fp32.log",
         "benchmark_graph/int8.log",
         "benchmark_graph/int8_inc.log",
         "checkout_tensorflow_models.log",
-        "compare_with_fp32/int8.log",
-        "compare_with_fp32/int8_inc.log",
+        "compare_with_reference/bf16.log",
+        "compare_with_reference/int8.log",
+        "compare_with_reference/int8_inc.log",
         "convert_coco_to_tfrecord.log",
+        "detect_objects/bf16-0-of-1.log",
         "detect_objects/fp32-0-of-1.log",
         "detect_objects/int8-0-of-1.log",
         "detect_objects/int8_inc-0-of-1.log",
@@ -85,12 +89,14 @@ def test_every_rule_wrote_its_log(finished_run):
         "download_file/rfcn_resnet101_fp32_coco_pretrained_model.tar.gz.log",
         "download_file/rfcn_resnet101_int8_coco_pretrained_model.pb.log",
         "download_file/val2017.zip.log",
+        "evaluate_accuracy/bf16.log",
         "evaluate_accuracy/fp32.log",
         "evaluate_accuracy/int8.log",
         "evaluate_accuracy/int8_inc.log",
         "extract_coco_annotations.log",
         "extract_coco_images.log",
         "make_report.log",
+        "measure_layer_drift/bf16.log",
         "measure_layer_drift/int8.log",
         "measure_layer_drift/int8_inc.log",
         "prepare_frozen_graph/fp32.log",
@@ -115,8 +121,8 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     # A new conversion pin: checkout and conversion again, no download.
     workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"]["sharded"]
     assert workflow.planned_jobs() == {
-        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 3,
-        "evaluate_accuracy": 3, "compare_with_fp32": 2, "make_report": 1, "all": 1,
+        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 4,
+        "evaluate_accuracy": 4, "compare_with_reference": 3, "make_report": 1, "all": 1,
     }  # fmt: skip
     requests_before = len(server.requests)
     workflow.run()
@@ -137,7 +143,7 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     int8_download["sha256"] = file_digests(mirror / "rfcn_resnet101_int8_coco_pretrained_model.pb")["sha256"]
     assert workflow.planned_jobs() == {
         "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
-        "evaluate_accuracy": 1, "compare_with_fp32": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+        "evaluate_accuracy": 1, "compare_with_reference": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
@@ -156,8 +162,33 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     workflow.config["models"]["int8_inc"]["quantize"].update(accuracy_tolerance=0.01, tuning_images=4, max_trials=3)
     assert workflow.planned_jobs() == {
         "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
-        "compare_with_fp32": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+        "compare_with_reference": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
+
+
+def test_a_model_is_one_registry_entry(finished_run, tmp_path):
+    """Adding an entry to models: plans that model's jobs and the report, and nothing else;
+    changing one model's runtime reruns that model's inference jobs only."""
+    import copy
+
+    shutil.copytree(finished_run.workdir, tmp_path / "run", symlinks=True)
+    config = copy.deepcopy(finished_run.config)
+    workflow = Workflow(tmp_path / "run", config)
+    config["models"]["int8_per_channel"] = {
+        "architecture": "rfcn_resnet101", "precision": "int8",
+        "quantize": {"from": "fp32", "calibration_images": 4, "weight_granularity": "per_channel"},
+    }  # fmt: skip
+    assert workflow.planned_jobs() == {
+        "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
+        "compare_with_reference": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+    }  # fmt: skip
+    del config["models"]["int8_per_channel"]
+    config["models"]["bf16"]["runtime"] = {"kmp_blocktime": 0}
+    assert workflow.planned_jobs() == {
+        "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1, "compare_with_reference": 1,
+        "make_report": 1, "all": 1,
+    }  # fmt: skip
+    assert "--kmp-blocktime=0" in workflow.run("-n", "-p", "results/benchmark/bf16.json").stdout
 
 
 def test_stage_targets_run_alone(tmp_path, demo_data, file_server):

@@ -22,16 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generators"))
 
 from benchmark_graph import BatchPrefetcher, load_batch, time_steps  # noqa: E402
-from detection_graph import FETCHES, detect, open_session, usable_cores  # noqa: E402
+from detection_graph import default_interface, detect, open_session  # noqa: E402
+from job_runtime import usable_cores  # noqa: E402
 from make_demo_data import build_detector, mini_coco  # noqa: E402
 
 
 def bare_loop(session, images, steps):
     """Mean seconds per image of a plain session.run loop on decoded images."""
     seconds = []
+    fetches, interface = default_interface().fetches(), default_interface()
     for step in range(steps):
         start = time.perf_counter()
-        session.run(FETCHES, {"image_tensor:0": images[step % len(images)]})
+        session.run(fetches, interface.feed(images[step % len(images)]))
         seconds.append(time.perf_counter() - start)
     return statistics.fmean(seconds)
 
@@ -40,7 +42,7 @@ def harness_loop(session, paths, steps):
     """Mean seconds per image as benchmark_graph.py reports it, JPEGs read by its prefetcher."""
     prefetcher = BatchPrefetcher(paths, 1, None, steps)
     prefetcher.wait_until_full()
-    return statistics.fmean(time_steps(session, iter(prefetcher), steps))
+    return statistics.fmean(time_steps(session, default_interface(), iter(prefetcher), steps))
 
 
 def main():
@@ -62,7 +64,7 @@ def main():
         graph_def = build_detector("fp32", extra_conv_layers=args.layers)
         session = open_session(graph_def, usable_cores(), 1)
         for image in decoded:  # warm-up: graph set-up and oneDNN primitive caches
-            detect(session, image)
+            detect(session, default_interface(), image)
         bare, harness = [], []
         for _ in range(args.rounds):
             bare.append(bare_loop(session, decoded, args.steps))

@@ -2,12 +2,14 @@
 """Latency of the twin's graphs, through the workflow itself (a benchmark, not a test).
 
 Runs the workflow on the full-size twin (`make twin`) up to its benchmarks: quantize_graph
-makes the self-made INT8 from the FP32 twin, benchmark_graph times every model on all
-cores, benchmark_instances runs one pinned instance per core. Then prints, from the jobs'
-own JSON and Snakemake's cost files: quantize_graph's time and peak memory; per model the
-latency p50/p90/p99, throughput, peak memory and speed-up over FP32; the time by model part;
-GFLOPs per image and the share of the matmul probe reached; the CPU and its vector flags;
-and throughput as one instance against one instance per core.
+makes the self-made INT8 from the FP32 twin, benchmark_graph times every model of the twin's
+registry (Intel-style INT8, self-made INT8, BF16 of the FP32 graph, FP32) on all cores,
+benchmark_instances runs one pinned instance per core. Then prints, from the jobs' own JSON
+and Snakemake's cost files: quantize_graph's time and peak memory; per model the latency
+p50/p90/p99, throughput, peak memory and speed-up over FP32, and for BF16 the share of op time
+in bfloat16 and whether oneDNN emulated it; the time by model part; GFLOPs per image and the
+share of the matmul probe reached; the CPU and its vector flags; and throughput as one instance
+against one instance per core.
 
     make twin && .venv/bin/python tests/benchmarks/twin_latency.py [--steps 40] [--rerun]
 """
@@ -41,8 +43,7 @@ def run_benchmarks(workdir, steps, cores, rerun):
     layout = f", {cores}" if cores > 1 else ""
     extra = [
         "--config",
-        f"benchmark={{number_of_steps: {steps}, warmup_steps: 5, batch_size: 1, image_size: [600, 1024],"
-        f" profile_steps: 3, instances: [1{layout}]}}",
+        f"benchmark={{number_of_steps: {steps}, warmup_steps: 5, batch_size: 1, profile_steps: 3, instances: [1{layout}]}}",
         "--until", "benchmark_graph", "benchmark_instances",
     ]  # fmt: skip
     if rerun:
@@ -61,7 +62,7 @@ def print_figures(workdir, cores):
         seconds, peak = cost(workdir, f"quantize_graph/{quantized.stem}")
         print(f"quantize_graph {quantized.stem}: {seconds:.0f} s, {peak / 1024:.1f} GB peak")
     reference_p50 = results[REFERENCE]["latency_ms"]["p50"]
-    print("\nmodel      p50 ms   p90 ms   p99 ms  images/s  peak GB  speed-up  GFLOPs/img  share of probe")
+    print("\nmodel      p50 ms   p90 ms   p99 ms  images/s  peak GB  speed-up  GFLOPs/img  share of probe   bfloat16")
     for model, result in results.items():
         latency, roofline = result["latency_ms"], result.get("roofline") or {}
         _, peak = cost(workdir, f"benchmark_graph/{model}")
@@ -71,6 +72,7 @@ def print_figures(workdir, cores):
             f"  {reference_p50 / latency['p50']:>7.2f}x  {roofline.get('gflops_per_image', 0):>10.0f}"
             f"  {100 * roofline.get('fraction_of_probe', 0):>5.0f}% of {roofline.get('probe_gflops_per_second', 0):.0f}"
             f" ({roofline.get('probe_precision', '-')})"
+            f"  {100 * result['bfloat16']['op_time_fraction']:>4.0f}%{' emulated' if result['emulated'] else ''}"
         )
     print("\nms per image by model part:")
     parts = list(first["profile"]["by_part_ms"]) if first.get("profile") else []

@@ -1,0 +1,87 @@
+"""The report from keyed results: columns grouped by architecture, each model against its own
+reference, plots drawn where they are asked for, costs in the order given."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import SCRIPTS
+
+from make_report import Results, column_order, make_report, table_rows
+
+REGISTRY = {
+    "rfcn_fp32": {"architecture": "rfcn", "precision": "fp32", "reference": None, "published": {"AP": "0.347"}},
+    "rfcn_int8": {"architecture": "rfcn", "precision": "int8", "reference": "rfcn_fp32", "published": {}},
+    "ssd_fp32": {"architecture": "ssd", "precision": "fp32", "reference": None, "published": {}},
+    "ssd_bf16": {"architecture": "ssd", "precision": "bf16", "reference": "ssd_fp32", "published": {}},
+    "ssd_int8": {"architecture": "ssd", "precision": "int8", "reference": "ssd_fp32", "published": {}},
+}
+
+
+def benchmark(throughput, precision="fp32", emulated=False):
+    """A benchmark result as benchmark_graph.py writes it, with what the report reads."""
+    latency = 1000 / throughput
+    return {
+        "latency_ms": {"p50": latency, "p90": latency, "p99": latency}, "throughput_images_per_second": throughput,
+        "step_seconds": [latency / 1000] * 4, "warmup_steps": 1, "measured_steps": 3, "batch_size": 1,
+        "image_size": None, "images_resized": False, "runtime": {"intra_op_threads": 2, "tcmalloc": None},
+        "onednn": True, "tensorflow_version": "2.21.0", "cpu_model": "a CPU", "cpu_flags": ["avx512_bf16"],
+        "precision": precision, "emulated": emulated, "profile": None, "roofline": None, "probe": None,
+        "bfloat16": {"op_time_fraction": 0.5 if precision == "bf16" else 0.0},
+    }  # fmt: skip
+
+
+RESULTS = {"rfcn_fp32": benchmark(1.0), "rfcn_int8": benchmark(3.0, "int8"), "ssd_fp32": benchmark(20.0),
+           "ssd_int8": benchmark(30.0, "int8"), "ssd_bf16": benchmark(10.0, "bf16", emulated=True)}  # fmt: skip
+
+
+def test_columns_group_by_architecture_with_each_reference_last():
+    assert column_order(REGISTRY) == ["rfcn_int8", "rfcn_fp32", "ssd_bf16", "ssd_int8", "ssd_fp32"]
+
+
+def test_each_model_is_compared_with_its_own_reference():
+    header, rows, details = table_rows(REGISTRY, RESULTS, {})
+    table = dict(rows)
+    assert header == ["", "rfcn_int8", "rfcn_fp32", "ssd_bf16", "ssd_int8", "ssd_fp32"]
+    assert table["Speed-up over reference (throughput)"] == ["3.00x over rfcn_fp32", "", "0.50x over ssd_fp32",
+                                                             "1.50x over ssd_fp32", ""]  # fmt: skip
+    assert table["Precision"] == ["int8", "fp32", "bf16 (emulated)", "int8", "fp32"]
+    assert table["Op time in bfloat16 (traced)"] == ["0%", "0%", "50%", "0%", "0%"]
+    assert table["Published (Intel)"] == ["n/a", "AP 0.347", "n/a", "n/a", "n/a"]
+    assert any(line.startswith("ssd_bf16: BF16 emulated by oneDNN") for line in details)
+    assert any("a CPU (avx512_bf16)" in line for line in details)
+
+
+def test_plots_are_drawn_where_asked_and_linked_from_the_summary(tmp_path):
+    results = Results(REGISTRY, RESULTS)
+    plots = {"latency_per_step": tmp_path / "plots" / "steps.png", "average_precision": tmp_path / "ap.png"}
+    costs = {"download_file:all:a.zip": tmp_path / "a.tsv", "download_file:all:b.zip": tmp_path / "b.tsv",
+             "benchmark_graph:ssd_int8": tmp_path / "c.tsv"}  # fmt: skip
+    for index, path in enumerate(costs.values()):
+        path.write_text(f"s\tmax_rss\n{index + 1}.0\t{100 * (index + 1)}\n")
+    (tmp_path / "plots").mkdir()
+    make_report(results, tmp_path / "summary.md", tmp_path / "summary.html", plots, costs)
+    summary = (tmp_path / "summary.md").read_text()
+    for path in plots.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![latency_per_step](plots/steps.png)" in summary and "![average_precision](ap.png)" in summary
+    assert summary.startswith("# Object detection on COCO val2017: rfcn, ssd\n")
+    assert "| download_file | all | 2 | 3.0 | 200 |\n| benchmark_graph | ssd_int8 | 1 | 3.0 | 300 |" in summary
+    with pytest.raises(Exception, match="no such plot: roc_curve"):
+        make_report(results, tmp_path / "s.md", tmp_path / "s.html", {"roc_curve": tmp_path / "r.png"})
+
+
+def test_the_script_takes_keyed_inputs_and_names_bad_ones(tmp_path):
+    path = tmp_path / "rfcn_fp32.json"
+    path.write_text(json.dumps(RESULTS["rfcn_fp32"]))
+    models = json.dumps({"rfcn_fp32": REGISTRY["rfcn_fp32"]})
+    common = [sys.executable, str(SCRIPTS / "make_report.py"), "--models", models, "--summary", tmp_path / "s.md",
+              "--html", tmp_path / "s.html"]  # fmt: skip
+    run = subprocess.run([*map(str, common), "--benchmark", f"rfcn_fp32={path}"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "| rfcn_fp32 |" in (tmp_path / "s.md").read_text()
+    run = subprocess.run([*map(str, common), "--benchmark", str(path)], capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == f"error: --benchmark {str(path)!r}: give KEY=PATH"
+    run = subprocess.run([*map(str, common), "--benchmark", f"other={path}"], capture_output=True, text=True)
+    assert run.stderr.strip().splitlines()[-1] == "error: results of models not in --models: other"
