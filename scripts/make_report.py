@@ -191,11 +191,11 @@ def quantization_detail(name, quantization):
     )
 
 
-def drift_rows(drifts):
+def drift_rows(models, drifts):
     """(header, rows): cosine vs the reference at each block end and head, one column per model."""
     if not drifts:
         return [], []
-    models = sorted(drifts)
+    models = [name for name in column_order(models) if name in drifts]
     labels = []
     for model in models:
         labels += [layer["layer"] for layer in drifts[model]["layers"] if layer["block_end"] or layer["head"]]
@@ -542,7 +542,7 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
     sections = [
         ("Where the time goes", PROFILE_NOTE, *profile_rows(results.models, results.benchmarks)),
         ("Throughput by instances", INSTANCES_NOTE, *instance_rows(results.models, results.benchmarks, results.instances)),
-        ("Layer drift", DRIFT_NOTE, *drift_rows(results.drifts)),
+        ("Layer drift", DRIFT_NOTE, *drift_rows(results.models, results.drifts)),
         ("Tuning history", TUNING_NOTE, TUNING_HEADER, tuning_rows(results.quantizations)),
         ("Cost per stage", COST_NOTE, COST_HEADER, stage_costs(cost_paths or {})),
     ]  # fmt: skip

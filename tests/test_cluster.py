@@ -57,6 +57,7 @@ def evaluate_shards(workdir, shards, detections, metrics):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sharded_accuracy_equals_unsharded(finished_run, tmp_path):
     workdir = finished_run.workdir
     for precision in PRECISIONS:
@@ -174,6 +175,7 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     assert "error: resources/models/int8/frozen_inference_graph.pb: not a TensorFlow GraphDef" in log
 
 
+@pytest.mark.slow
 def test_more_shards_than_images_still_scores(finished_run, tmp_path):
     workdir = finished_run.workdir
     shards = [tmp_path / f"fp32-{shard}.json" for shard in range(3)]
