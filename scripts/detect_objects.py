@@ -254,8 +254,8 @@ def detect_with_instances(graph_path, interface_flags, record_dir, settings, out
         started.append(instance)
         log.info("instance %d: %d threads, shard %d of %d", instance, threads, part_shard, part_shards)
     # An instance that fails does not stop the others: their parts are kept for a rerun.
-    failures = [f"instance {instance}: {failure}" for instance, failure in zip(started, run_pinned(commands, pinned))
-                if failure]  # fmt: skip
+    failed = zip(started, run_pinned(commands, pinned, instances=started))
+    failures = [f"instance {instance}: {failure}" for instance, failure in failed if failure]
     if failures:
         raise StageError(f"{len(failures)} of {instances} instances failed ({'; '.join(failures)}); "
                          "a rerun keeps the parts that finished")  # fmt: skip

@@ -210,13 +210,14 @@ def relay_output(stream, prefix, errors):
             errors.append(line.strip().removeprefix("error: "))
 
 
-def run_pinned(commands, cpu_sets, stop_all_on_failure=False):
+def run_pinned(commands, cpu_sets, stop_all_on_failure=False, instances=None):
     """Run `commands[k]` bound to `cpu_sets[k]` (sched_setaffinity, as taskset does), all at
-    once, their output relayed as it comes, prefixed `[instance k]`. Returns, per command,
-    None or its failure (its last `error:` line, or its exit code). `stop_all_on_failure`
-    kills the others at the first failure (instances waiting for each other would hang)."""
+    once, their output relayed as it comes, prefixed `[instance i]` (`instances[k]`, default
+    k). Returns, per command, None or its failure (its last `error:` line, or its exit code).
+    `stop_all_on_failure` kills the others at the first failure (instances waiting for each
+    other would hang)."""
     running = []
-    for instance, (command, cpus) in enumerate(zip(commands, cpu_sets)):
+    for instance, command, cpus in zip(instances or range(len(commands)), commands, cpu_sets):
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus),

@@ -55,3 +55,11 @@ def test_a_failed_instance_is_named_by_its_error_and_can_stop_the_others():
     done = [sys.executable, "-c", "pass"]
     assert run_pinned([fail, done], sets) == ["no graph here", None]
     assert os.sched_getaffinity(0) >= set(cores)  # the launcher's own cores are untouched
+
+
+def test_instances_keep_their_own_numbers_when_some_have_finished(capfd):
+    """A rerun starts only the instances whose parts are missing: instance 1 is still instance 1."""
+    show = [sys.executable, "-c", "print('working')"]
+    assert run_pinned([show], [job_cores()[:1]], instances=[1]) == [None]
+    err = capfd.readouterr().err
+    assert "[instance 1] working" in err and "[instance 0]" not in err

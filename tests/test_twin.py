@@ -247,6 +247,7 @@ def test_bf16_runs_the_fp32_twin_in_bfloat16_and_drifts_less_than_int8(twin_run)
     assert f"| Precision | int8 | bf16{emulated} | fp32 |" in summary
 
 
+@pytest.mark.slow
 def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tmp_path):
     """The weight range of one convolution in block 3 scaled 8x: the drift is unchanged up to
     that unit, falls most there, and the detections agree less with FP32."""
@@ -358,6 +359,7 @@ def test_two_instances_of_the_full_size_int8_graph(twin_run, tmp_path):
     assert "_MklQuantizedConv2DWithBiasAndReluAndRequantize" in result["executed_kernels"]
 
 
+@pytest.mark.slow
 def test_twin_detections_equal_the_recipes_infer_detections(twin_run, tmp_path):
     """Upstream infer_detections (object-detection 0.0.3) on the twin's TFRecord, with both
     twin graphs: the workflow's detections, position by position. Pillow's accurate DCT gives

@@ -108,6 +108,7 @@ def test_every_rule_wrote_its_log(finished_run):
     assert "sha256" in (workflow.workdir / "logs/download_file/val2017.zip.log").read_text()
 
 
+@pytest.mark.slow
 def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data, file_server):
     server = file_server
     config = demo_config(demo_data, server.url)
