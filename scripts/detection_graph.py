@@ -210,10 +210,6 @@ def detect(session, interface, images, run_options=None, run_metadata=None):
     return dict(zip(OUTPUT_KEYS, outputs))
 
 
-# tensorflow/core/framework/types.proto
-DT_BFLOAT16 = 14
-
-
 class NodeTime:
     """One node's execution in a traced step."""
 
@@ -227,6 +223,7 @@ def traced_node_times(session, interface, images, steps=1):
     import tensorflow as tf
 
     tf1 = tf.compat.v1
+    bfloat16_type = tf.bfloat16.as_datatype_enum
     times = []
     for _ in range(steps):
         metadata = tf1.RunMetadata()
@@ -236,7 +233,7 @@ def traced_node_times(session, interface, images, steps=1):
                 # timeline_label reads "[allocation] name = Kernel(inputs)".
                 label = node.timeline_label.split("] ")[-1]
                 kernel = label.split(" = ", 1)[1].split("(")[0] if " = " in label else None
-                bfloat16 = any(output.tensor_description.dtype == DT_BFLOAT16 for output in node.output)
+                bfloat16 = any(output.tensor_description.dtype == bfloat16_type for output in node.output)
                 times.append(NodeTime(node.node_name, kernel, node.all_end_rel_micros, bfloat16))
     return times
 
