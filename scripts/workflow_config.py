@@ -218,16 +218,18 @@ def graph_model(models, name):
     return models[name].get("graph_of", name)
 
 
+def fp32_models(models, architecture):
+    """The fp32 models of an architecture: what its other models are compared with."""
+    return [name for name, entry in models.items() if entry["precision"] == "fp32" and entry["architecture"] == architecture]
+
+
 def reference_model(models, name):
     """The model `name` is compared with: its `reference`, else the one fp32 model of its
-    architecture (none for that fp32 model itself, or where there is none or several)."""
+    architecture (none for an fp32 model itself, or where there is none or several)."""
     model = models[name]
     if "reference" in model:
         return model["reference"]
-    candidates = [
-        other for other, entry in models.items()
-        if entry["precision"] == "fp32" and entry["architecture"] == model["architecture"] and other != name
-    ]  # fmt: skip
+    candidates = fp32_models(models, model["architecture"])
     if model["precision"] == "fp32" or len(candidates) != 1:
         return None
     return candidates[0]
@@ -319,8 +321,7 @@ def model_problems(config, name, model, downloaded, base, schema):
             problems.append(f"{key}.reference: {reference!r} is an {models[reference]['architecture']} model, not "
                             f"{model['architecture']}: compare models of one architecture")  # fmt: skip
     elif model["precision"] != "fp32":
-        fp32 = [other for other, entry in models.items()
-                if entry["precision"] == "fp32" and entry["architecture"] == model["architecture"]]  # fmt: skip
+        fp32 = fp32_models(models, model["architecture"])
         if len(fp32) > 1:
             problems.append(f"{key}.reference: {model['architecture']} has several fp32 models ({', '.join(fp32)}): "
                             "name the one to compare with")  # fmt: skip
