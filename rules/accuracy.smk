@@ -52,10 +52,11 @@ rule evaluate_accuracy:
         runtime="1h",
     params:
         script=script("evaluate_detections.py"),
+        legacy=get_legacy_options,
     shell:
         "python {params.script} {input.shards:q} --annotations {input.annotations:q}"
         " --records {input.records:q} --detections {output.detections:q}"
-        " --metrics {output.metrics:q} > {log:q} 2>&1"
+        " --metrics {output.metrics:q} {params.legacy} > {log:q} 2>&1"
 
 
 rule evaluate_all:

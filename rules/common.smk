@@ -9,6 +9,7 @@ from pathlib import Path
 # scripts/ is on sys.path (the Snakefile put it there to read the config file first).
 from detection_graph import Interface
 from job_runtime import bf16_native, runtime_arguments
+from performance import parts_arguments
 from workflow_config import (
     checked_config,
     graph_model,
@@ -138,7 +139,24 @@ def get_reference_detections(wildcards):
 
 
 def get_graph_source(wildcards):
-    return downloaded(model_of(wildcards)["download"])
+    """The downloaded graph, and the preprocessing graph joined in front of it if it has one."""
+    model = model_of(wildcards)
+    sources = {"graph": downloaded(model["download"])}
+    if "preprocess" in model:
+        sources["preprocess"] = downloaded(model["preprocess"]["download"])
+    return sources
+
+
+def get_preprocess_options(wildcards, input):
+    """Where the preprocessing graph's output joins the graph (models.<name>.preprocess)."""
+    model = model_of(wildcards)
+    if "preprocess" not in model:
+        return ""
+    return (
+        f"--preprocess-graph {shlex.quote(input.preprocess)}"
+        f" --preprocess-output {model['preprocess']['output']}"
+        f" --detector-input {model['input']['tensor']}"
+    )
 
 
 def get_graph_member_option(wildcards):
@@ -260,7 +278,12 @@ def get_benchmark_options(wildcards):
     image_size = model_of(wildcards)["input"]["image_size"]
     if image_size:
         options.append(f"--image-size {image_size[0]}x{image_size[1]}")
-    return " ".join(options)
+    parts = architecture_of(wildcards)["parts"]
+    return " ".join(options + [shlex.quote(flag) for flag in parts_arguments(parts)])
+
+
+def architecture_of(wildcards):
+    return config["architectures"][model_of(wildcards)["architecture"]]
 
 
 def get_runtime_options(wildcards):
@@ -277,11 +300,23 @@ def get_runtime_options(wildcards):
 
 
 def get_drift_options(wildcards):
+    """The candidate's precision, and the units and heads of its architecture."""
     model = model_of(wildcards)
-    options = [f"--candidate-precision {model['precision']}"]
+    drift = architecture_of(wildcards)["layer_drift"]
+    options = [
+        f"--candidate-precision {model['precision']}",
+        f"--units {shlex.quote(drift['units'])}",
+        f"--heads {shlex.quote(json.dumps(drift['heads']))}",
+    ]
     if model["allow_emulation"]:
         options.append("--allow-emulation")
     return " ".join(options)
+
+
+def get_legacy_options(wildcards):
+    """Legacy metrics on the first N images only, where the model's published ones were."""
+    count = model_of(wildcards)["legacy_images"]
+    return f"--legacy-images {count}" if count else ""
 
 
 def get_checkpoint_interval():

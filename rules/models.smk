@@ -1,6 +1,6 @@
 rule prepare_frozen_graph:
     input:
-        get_graph_source,
+        unpack(get_graph_source),
     output:
         "resources/models/{model}/frozen_inference_graph.pb",
     log:
@@ -19,10 +19,11 @@ rule prepare_frozen_graph:
     params:
         script=script("prepare_frozen_graph.py"),
         member=get_graph_member_option,
+        preprocess=get_preprocess_options,
         interface=get_interface_options,
     shell:
-        "python {params.script} {input:q} {output:q} {params.member} {params.interface}"
-        " > {log:q} 2>&1"
+        "python {params.script} {input.graph:q} {output:q} {params.member} {params.preprocess}"
+        " {params.interface} > {log:q} 2>&1"
 
 
 rule quantize_graph:

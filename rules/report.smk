@@ -20,6 +20,11 @@ rule make_report:
             caption="captions/summary.rst",
             category="Summary",
         ),
+        speedup_vs_accuracy=report(
+            "results/report/speedup_vs_accuracy.png",
+            caption="captions/speedup_vs_accuracy.rst",
+            category="Summary",
+        ),
         latency_per_step=report(
             "results/report/latency_per_step.png",
             caption="captions/latency_per_step.rst",

@@ -2,7 +2,8 @@
 """Benchmark a frozen detection graph on raw val2017 JPEGs: latency and throughput.
 
 Images are read and decoded (grayscale to 3 channels) by a background thread that
-keeps a few batches ready, so only `session.run` is timed. Batch 1 gives per-image
+keeps a few batches ready, so only `session.run` is timed: the graph, with its preprocessing
+(a joined preprocessing graph too, unless `--timed-from` names where timing starts). Batch 1 gives per-image
 latency (online mode); a larger batch gives throughput (batch mode), with every
 image resized to one configured size so that a batch is well formed. Warm-up
 steps are excluded from every statistic. The log keeps the recipe's shape
@@ -27,7 +28,6 @@ from detection_graph import (
     add_interface_arguments,
     bfloat16_share,
     decode_image,
-    detect,
     interface_of,
     kernels_in,
     list_images,
@@ -35,7 +35,7 @@ from detection_graph import (
     traced_node_times,
 )
 from job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
-from performance import count_flops, probe_rates, profile, roofline
+from performance import add_parts_argument, count_flops, probe_rates, profile, roofline
 from workflow_config import schema_defaults
 
 log = logging.getLogger("benchmark_graph")
@@ -142,8 +142,9 @@ def time_steps(session, interface, batches, steps, ends=None):
     `ends` (a list) receives each step's end on the machine-wide monotonic clock."""
     seconds = []
     for step, batch in zip(range(steps), batches):
+        feed = interface.timed_feed(session, batch)
         start = time.perf_counter()
-        detect(session, interface, batch)
+        session.run(interface.fetches(), feed)
         seconds.append(time.perf_counter() - start)
         if ends is not None:
             ends.append(time.monotonic())
@@ -185,7 +186,7 @@ def wait_for_instances(barrier, instance, instances, timeout=900):
 
 def benchmark(
     graph_path, interface, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
-    profile_steps=3, instance=0, instances=1, barrier=None, with_roofline=True,
+    profile_steps=3, instance=0, instances=1, barrier=None, with_roofline=True, parts=None,
 ):  # fmt: skip
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
@@ -217,7 +218,7 @@ def benchmark(
                  ", ".join(bfloat16["kernels"]) or "none")  # fmt: skip
     flops = probe = achieved = None
     if with_roofline:
-        flops = count_flops(session, interface.feed(batch))
+        flops = count_flops(session, interface.feed(batch), parts or {})
         probe = probe_rates(applied["intra_op_threads"] or usable_cores())
         achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, applied["precision"])
         log.info(
@@ -247,7 +248,7 @@ def benchmark(
         "executed_kernels": kernels,
         # What ran in bfloat16, from the traced steps: the BF16 rewrite's reach.
         "bfloat16": bfloat16,
-        "profile": profile(node_times, max(profile_steps, 1)) if profile_steps else None,
+        "profile": profile(node_times, max(profile_steps, 1), parts or {}) if profile_steps else None,
         "flops": flops,
         "roofline": achieved,
         "probe": probe,
@@ -297,6 +298,7 @@ def main():
     group.add_argument("--instances", type=int, default=1, help="N, the instances sharing the node")
     group.add_argument("--start-barrier", type=Path, help="folder where the instances wait for each other")
     add_interface_arguments(parser)
+    add_parts_argument(parser)
     add_runtime_arguments(parser)
     args = parser.parse_args()
     if args.batch_size < 1 or args.number_of_steps < 1 or args.warmup_steps < 0:
@@ -307,7 +309,7 @@ def main():
     benchmark(
         args.graph, interface_of(args), args.image_dir, args.number_of_steps, args.warmup_steps,
         args.batch_size, args.image_size, applied, args.output, args.on_bad_image, args.profile_steps,
-        args.instance, args.instances, args.start_barrier, args.roofline,
+        args.instance, args.instances, args.start_barrier, args.roofline, args.parts,
     )  # fmt: skip
 
 

@@ -70,11 +70,13 @@ def op_counts(graph_def):
 
 
 class Interface:
-    """A graph's input tensor and its four detection outputs, by node name."""
+    """A graph's input tensor and its four detection outputs, by node name; `timed_from`: a
+    tensor whose computation the benchmark runs before its timer (an untimed preprocessing)."""
 
-    def __init__(self, input_tensor, outputs):
+    def __init__(self, input_tensor, outputs, timed_from=None):
         self.input = input_tensor
         self.outputs = dict(zip(OUTPUT_KEYS, outputs))
+        self.timed_from = timed_from
 
     def feed(self, images):
         return {f"{self.input}:0": images}
@@ -82,14 +84,27 @@ class Interface:
     def fetches(self):
         return [f"{name}:0" for name in self.outputs.values()]
 
+    def timed_feed(self, session, images):
+        """What the timed run is fed: the images, or what they give at `timed_from`."""
+        if not self.timed_from:
+            return self.feed(images)
+        tensor = f"{self.timed_from}:0"
+        return {tensor: session.run(tensor, self.feed(images))}
+
     @classmethod
     def of_model(cls, model):
-        """A registry entry's (models.<name>, defaults filled in)."""
-        return cls(model["input"]["tensor"], [model["outputs"][role] for role in OUTPUT_ROLES])
+        """A registry entry's (models.<name>, defaults filled in). A model with a preprocessing
+        graph runs joined to it (prepare_frozen_graph): images go to the preprocessor's input."""
+        outputs = [model["outputs"][role] for role in OUTPUT_ROLES]
+        preprocess = model.get("preprocess")
+        if preprocess:
+            return cls(preprocess["input"], outputs, None if preprocess["timed"] else preprocess["output"])
+        return cls(model["input"]["tensor"], outputs)
 
     def arguments(self):
         """The flags that give this interface to a stage script: the one builder of them."""
-        return [f"--input-tensor={self.input}", f"--outputs={','.join(self.outputs.values())}"]
+        flags = [f"--input-tensor={self.input}", f"--outputs={','.join(self.outputs.values())}"]
+        return flags + ([f"--timed-from={self.timed_from}"] if self.timed_from else [])
 
 
 def add_interface_arguments(parser):
@@ -99,6 +114,8 @@ def add_interface_arguments(parser):
     group.add_argument("--input-tensor", default=default.input, help="uint8 [N, H, W, 3] input node")
     group.add_argument("--outputs", default=",".join(default.outputs.values()),
                        help="the boxes, scores, classes and count nodes, comma-separated")  # fmt: skip
+    group.add_argument("--timed-from", help="benchmark: compute this tensor before the timer and time the rest "
+                                            "(an untimed preprocessing, models.<name>.preprocess.timed: false)")  # fmt: skip
 
 
 def default_interface():
@@ -112,7 +129,7 @@ def interface_of(args):
     outputs = args.outputs.split(",")
     if len(outputs) != len(OUTPUT_ROLES) or not all(outputs):
         raise StageError(f"--outputs {args.outputs!r}: give four node names, {', '.join(OUTPUT_ROLES)}")
-    return Interface(args.input_tensor, outputs)
+    return Interface(args.input_tensor, outputs, args.timed_from)
 
 
 def check_interface(graph_def, path, interface):
@@ -122,6 +139,37 @@ def check_interface(graph_def, path, interface):
     if missing:
         raise StageError(f"{path}: not a detection graph, it has no {', '.join(missing)} node "
                          "(models.<name>.input.tensor and outputs name a graph's own)")  # fmt: skip
+
+
+def join_preprocessing(preprocess_def, detector_def, preprocess_output, detector_input, label):
+    """One graph: `preprocess_def`, then `detector_def` fed by its `preprocess_output` instead
+    of its own `detector_input` placeholder (Intel's SSD-MobileNet INT8 graph and its separate
+    preprocessing graph). Node names must not clash; errors name `label`."""
+    from tensorflow.core.framework import graph_pb2
+
+    preprocess_names = {node.name for node in preprocess_def.node}
+    if preprocess_output not in preprocess_names:
+        raise StageError(f"{label}: the preprocessing graph has no {preprocess_output} node (models.<name>.preprocess.output)")
+    detector_names = {node.name for node in detector_def.node}
+    if detector_input not in detector_names:
+        raise StageError(f"{label}: the graph has no {detector_input} node (models.<name>.input.tensor)")
+    clashes = sorted((preprocess_names & detector_names) - {detector_input})
+    if clashes:
+        raise StageError(f"{label}: the graph and its preprocessing graph both have nodes named "
+                         f"{', '.join(clashes[:3])}{' ...' if len(clashes) > 3 else ''}")  # fmt: skip
+    joined = graph_pb2.GraphDef()
+    joined.versions.CopyFrom(detector_def.versions)
+    joined.library.CopyFrom(detector_def.library)
+    joined.node.extend(preprocess_def.node)
+    for node in detector_def.node:
+        if node.name == detector_input:
+            continue
+        copy = joined.node.add()
+        copy.CopyFrom(node)
+        for index, name in enumerate(copy.input):
+            if source_node(name) == detector_input:
+                copy.input[index] = name.replace(detector_input, preprocess_output, 1)
+    return joined
 
 
 # Kernels registered for DEFAULT run on any device, CPU included: TF1 control flow and

@@ -5,7 +5,10 @@ Standard: pycocotools COCOeval (bbox) against instances_val2017.json, the 12
 numbers of its summary table. Legacy: how the recipe's published numbers were
 computed: ground truth read from the TFRecord, crowd boxes scored as ordinary
 objects, and areas taken from normalized boxes (so every object counts as
-"small": AP small equals AP, medium and large are -1).
+"small": AP small equals AP, medium and large are -1). `--legacy-images N` scores
+only the first N records there, as Intel's SSD-MobileNet accuracy loop did: it
+stopped after 4,952 of the 5,000 (the count of annotated images), so it scored the
+first 4,952 records, unannotated ones among them, not the annotated ones.
 """
 
 import argparse
@@ -113,7 +116,15 @@ def legacy_columns_metrics(examples, detections, image_ids, categories):
     return score_columns(truth, normalized(detections, sizes), keys, category_ids)
 
 
-def evaluate(shard_paths, annotations_file, record_dir, detections_output, metrics_output):
+def first_records(examples, detections, image_ids, count):
+    """The examples, detection columns and image ids of the first `count` records only."""
+    examples = examples[:count]
+    kept = {int(features["image/source_id"][0].decode()) for features in examples}
+    rows = np.isin(detections["image"], sorted(kept))
+    return examples, {key: column[rows] for key, column in detections.items()}, [i for i in image_ids if i in kept]
+
+
+def evaluate(shard_paths, annotations_file, record_dir, detections_output, metrics_output, legacy_images=None):
     detections, image_ids, facts = merge_shards(shard_paths)
     with atomic_file(detections_output) as detections_file:
         # The merged list is written, then scored as columns: 1.5 M dicts are freed first.
@@ -121,12 +132,17 @@ def evaluate(shard_paths, annotations_file, record_dir, detections_output, metri
         count, detections = len(detections), detection_columns(detections)
         ground_truth = quiet_coco(annotation_file=annotations_file)
         standard, table = standard_metrics(ground_truth, detections, image_ids)
-        examples = read_examples(val_record_files(record_dir))
-        legacy, legacy_table = legacy_columns_metrics(examples, detections, image_ids, ground_truth.dataset["categories"])
-        result = {"images": len(image_ids), "detections": count, "standard": standard, "legacy": legacy, **facts}
+        examples = list(read_examples(val_record_files(record_dir)))
+        legacy_scope = (examples, detections, image_ids)
+        if legacy_images:
+            legacy_scope = first_records(*legacy_scope, legacy_images)
+        legacy, legacy_table = legacy_columns_metrics(*legacy_scope, ground_truth.dataset["categories"])
+        result = {"images": len(image_ids), "detections": count, "standard": standard, "legacy": legacy,
+                  "legacy_images": len(legacy_scope[2]), **facts}  # fmt: skip
         with atomic_file(metrics_output) as temporary:
             temporary.write_text(json.dumps(result, indent=2) + "\n")
-    log.info("legacy metrics (TFRecord ground truth, crowds as objects, normalized areas):\n%s", legacy_table)
+    log.info("legacy metrics (TFRecord ground truth, crowds as objects, normalized areas), %d images:\n%s",
+             result["legacy_images"], legacy_table)  # fmt: skip
     log.info("standard COCO metrics (pycocotools COCOeval numbers, bbox), %d images:", len(image_ids))
     print(table, flush=True)
     return result
@@ -139,8 +155,11 @@ def main():
     parser.add_argument("--records", type=Path, required=True, help="folder of coco_val.record*")
     parser.add_argument("--detections", type=Path, required=True, help="merged COCO results JSON")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON")
+    parser.add_argument("--legacy-images", type=int, help="legacy metrics on the first N TFRecord records only")
     args = parser.parse_args()
-    evaluate(args.shards, args.annotations, args.records, args.detections, args.metrics)
+    if args.legacy_images is not None and args.legacy_images < 1:
+        raise StageError(f"--legacy-images {args.legacy_images}: give at least 1")
+    evaluate(args.shards, args.annotations, args.records, args.detections, args.metrics, args.legacy_images)
 
 
 if __name__ == "__main__":

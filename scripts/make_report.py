@@ -2,7 +2,10 @@
 """Summarise benchmark and accuracy results: one table of every model (Markdown and HTML) and plots.
 
 Models come from the registry (`--models`: architecture, precision, reference, published
-figures) and each result is given keyed by its model (`--benchmark MODEL=PATH`). Columns are
+figures) and each result is given keyed by its model (`--benchmark MODEL=PATH`). The report
+opens with the matrix a user chooses from: a row per model (architecture x precision) with
+latency, throughput, AP (standard, legacy, published) and the speed-up over the reference (its
+architecture's FP32), and a plot of speed-up against AP lost. In the full table, columns are
 grouped by architecture, each model's reference last; every model is compared with its own
 reference (speed-up, agreement, profile by part, layer drift). Plots (PNG, drawn for each
 `--plot NAME=PATH` given): latency per step, latency histogram (warm-up excluded), time by
@@ -26,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common import StageError, atomic_file, run_main  # noqa: E402
+from performance import OTHER_PART  # noqa: E402
 
 log = logging.getLogger("make_report")
 
@@ -72,6 +76,69 @@ def column_order(models):
     architectures = list(dict.fromkeys(model["architecture"] for model in models.values()))
     referenced = {model["reference"] for model in models.values()}
     return sorted(models, key=lambda name: (architectures.index(models[name]["architecture"]), name in referenced))
+
+
+def throughput_ratio(benchmarks, models, name):
+    """Throughput over the model's reference's; None without one (1.0 for a reference itself)."""
+    reference = models[name]["reference"]
+    if name not in benchmarks:
+        return None
+    if reference is None:
+        return 1.0
+    if reference not in benchmarks:
+        return None
+    return benchmarks[name]["throughput_images_per_second"] / benchmarks[reference]["throughput_images_per_second"]
+
+
+def ap_lost(accuracies, models, name):
+    """The reference's standard AP minus the model's (0.0 for a reference); None if unmeasured."""
+    reference = models[name]["reference"] or name
+    if name not in accuracies or reference not in accuracies:
+        return None
+    return accuracies[reference]["standard"]["AP"] - accuracies[name]["standard"]["AP"]
+
+
+def matrix_order(models):
+    """Rows of the matrix: by architecture (registry order), each reference first."""
+    return [name for group in group_by_architecture(models).values() for name in reversed(group)]
+
+
+def group_by_architecture(models):
+    groups = {}
+    for name in column_order(models):
+        groups.setdefault(models[name]["architecture"], []).append(name)
+    return groups
+
+
+MATRIX_HEADER = ["Model", "Architecture", "Precision", "Latency p50 (ms)", "Throughput (images/s)", "AP", "Legacy AP",
+                 "Published AP", "Speed-up over reference", "AP lost"]  # fmt: skip
+
+
+def matrix_rows(models, benchmarks, accuracies):
+    """One row per model: what a user chooses between (MATRIX_HEADER)."""
+    rows = []
+    for name in matrix_order(models):
+        benchmark, accuracy = benchmarks.get(name), accuracies.get(name)
+        ratio, lost = throughput_ratio(benchmarks, models, name), ap_lost(accuracies, models, name)
+        reference = models[name]["reference"]
+        rows.append((name, [
+            models[name]["architecture"],
+            precision_label(models, benchmarks, name),
+            number(benchmark["latency_ms"]["p50"], 2) if benchmark else "n/a",
+            number(benchmark["throughput_images_per_second"], 2) if benchmark else "n/a",
+            number(accuracy["standard"]["AP"]) if accuracy else "n/a",
+            number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
+            models[name]["published"].get("AP", "n/a"),
+            "reference" if reference is None else (f"{ratio:.2f}x over {reference}" if ratio else "n/a"),
+            "" if reference is None else number(lost),
+        ]))  # fmt: skip
+    return rows
+
+
+def legacy_scope(accuracy):
+    """" (first 4952)" where the legacy metrics scored fewer images than were detected."""
+    scored = accuracy.get("legacy_images", accuracy["images"])
+    return f" (first {scored})" if scored < accuracy["images"] else ""
 
 
 def speedup(benchmarks, models, name):
@@ -209,6 +276,12 @@ def drift_rows(models, drifts):
     return ["Cosine vs reference", *models], rows
 
 
+def part_order(profiles):
+    """Every architecture's parts in the order of the models, "other" (the rest) last."""
+    parts = dict.fromkeys(part for profile in profiles for part in profile["by_part_ms"])
+    return [part for part in parts if part != OTHER_PART] + [OTHER_PART] * (OTHER_PART in parts)
+
+
 def profile_rows(models, benchmarks):
     """(header, rows): traced milliseconds per image by model part, and each model's speed-up
     over its reference per part."""
@@ -217,12 +290,19 @@ def profile_rows(models, benchmarks):
         return [], []
     names = [name for name in column_order(models) if name in profiled]
     compared = [name for name in names if models[name]["reference"] in profiled]
-    parts = list(next(iter(profiled.values()))["by_part_ms"])
+    # Each architecture has its own parts: a model's row is empty where its graph has no such part.
+    parts = part_order(profiled[name] for name in names)
     rows = []
     for part in [*parts, "total"]:
-        values = {name: (profiled[name]["op_time_ms"] if part == "total" else profiled[name]["by_part_ms"][part]) / benchmarks[name]["batch_size"] for name in names}  # fmt: skip
-        speedups = [f"{values[models[name]['reference']] / values[name]:.2f}x" if values[name] > 0 else "n/a" for name in compared]  # fmt: skip
-        rows.append((part, [number(values[name], 1) for name in names] + speedups))
+        values = {}
+        for name in names:
+            milliseconds = profiled[name]["op_time_ms"] if part == "total" else profiled[name]["by_part_ms"].get(part)
+            values[name] = None if milliseconds is None else milliseconds / benchmarks[name]["batch_size"]
+        speedups = []
+        for name in compared:
+            reference = values[models[name]["reference"]]
+            speedups.append(f"{reference / values[name]:.2f}x" if values[name] and reference is not None else "")
+        rows.append((part, ["" if values[name] is None else number(values[name], 1) for name in names] + speedups))
     header = ["Model part (ms per image)", *names, *[f"{name} over {models[name]['reference']}" for name in compared]]
     return header, rows
 
@@ -324,8 +404,11 @@ def title(models):
     return f"Object detection on COCO val2017: {architectures}"
 
 
-def markdown(heading, header, rows, details, sections, plots):
-    lines = [f"# {heading}", "", *markdown_table(header, rows)]
+def markdown(heading, matrix, header, rows, details, sections, plots):
+    lines = [f"# {heading}", "", MATRIX_NOTE, "", *markdown_table(MATRIX_HEADER, matrix)]
+    if "speedup_vs_accuracy" in plots:
+        lines += ["", f"![speedup_vs_accuracy]({plots['speedup_vs_accuracy']})"]
+    lines += ["", "## Every figure", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
     for title, note, section_header, section_rows in sections:
         if section_rows:
@@ -341,6 +424,9 @@ def markdown(heading, header, rows, details, sections, plots):
     return "\n".join(lines)
 
 
+MATRIX_NOTE = ("Each model beside its reference (its architecture's FP32): speed-up is throughput over the "
+               "reference's, AP lost the reference's standard AP minus the model's. Legacy AP is the recipe's "
+               "evaluator; published AP is Intel's, from its zoo's sample logs.")  # fmt: skip
 PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by the name scope of each node "
                 "(fused oneDNN kernels keep their scope), per image. Ops overlap little with one inter-op thread, "
                 "so the total is close to a step's latency.")  # fmt: skip
@@ -363,7 +449,7 @@ def html_table(header, rows):
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def html_page(heading, header, rows, details, sections, plots):
+def html_page(heading, matrix, header, rows, details, sections, plots):
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
     tables = "".join(
         f"<h2>{html.escape(title)}</h2><p>{html.escape(note)}</p>{html_table(section_header, section_rows)}"
@@ -375,7 +461,8 @@ def html_page(heading, header, rows, details, sections, plots):
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
-        f"</head><body><h1>{html.escape(heading)}</h1>{html_table(header, rows)}"
+        f"</head><body><h1>{html.escape(heading)}</h1><p>{html.escape(MATRIX_NOTE)}</p>"
+        f"{html_table(MATRIX_HEADER, matrix)}<h2>Every figure</h2>{html_table(header, rows)}"
         f"<ul>{items}</ul>{tables}{images}</body></html>\n"
     )
 
@@ -444,9 +531,9 @@ def plot_time_by_model_part(results, path):
     profiled = [(name, result) for name, result in results.ordered(results.benchmarks) if result.get("profile")]
     figure, axis = plt.subplots(figsize=(8, 4))
     bottoms = np.zeros(len(profiled))
-    parts = list(profiled[0][1]["profile"]["by_part_ms"]) if profiled else []
+    parts = part_order(result["profile"] for _, result in profiled)
     for part in parts:
-        values = np.array([result["profile"]["by_part_ms"][part] / result["batch_size"] for _, result in profiled])
+        values = np.array([result["profile"]["by_part_ms"].get(part, 0.0) / result["batch_size"] for _, result in profiled])
         axis.bar([results.label(name) for name, _ in profiled], values, bottom=bottoms, label=part)
         bottoms += values
     if profiled:
@@ -511,8 +598,34 @@ def plot_layer_drift(results, path):
     save_figure(figure, path)
 
 
+def plot_speedup_vs_accuracy(results, path):
+    """One point per model: speed-up over its reference against the AP it loses; references at
+    (0, 1). Up and to the left is better."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    groups = group_by_architecture(results.models)
+    for architecture, names in groups.items():
+        points = [(name, ap_lost(results.accuracies, results.models, name),
+                   throughput_ratio(results.benchmarks, results.models, name)) for name in names]  # fmt: skip
+        points = [(name, lost, ratio) for name, lost, ratio in points if lost is not None and ratio is not None]
+        if not points:
+            continue
+        axis.scatter([lost for _, lost, _ in points], [ratio for _, _, ratio in points], label=architecture, s=40)
+        for name, lost, ratio in points:
+            axis.annotate(results.label(name), (lost, ratio), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if axis.collections:
+        axis.legend(fontsize=8)
+    else:
+        axis.text(0.5, 0.5, "no model with both a benchmark and an accuracy", ha="center", transform=axis.transAxes)
+    axis.axhline(1.0, color="gray", linestyle=":", linewidth=0.8)
+    axis.axvline(0.0, color="gray", linestyle=":", linewidth=0.8)
+    axis.set(xlabel="AP lost against the reference (COCO AP points)", ylabel="speed-up over the reference (throughput)",
+             title="Speed-up against accuracy lost, one point per model")  # fmt: skip
+    save_figure(figure, path)
+
+
 # What --plot NAME=PATH can draw.
 PLOTS = {
+    "speedup_vs_accuracy": plot_speedup_vs_accuracy,
     "latency_per_step": plot_latency_per_step,
     "latency_histogram": plot_latency_histogram,
     "time_by_model_part": plot_time_by_model_part,
@@ -548,6 +661,7 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
     ]  # fmt: skip
     header, rows, details = table_rows(results.models, results.benchmarks, results.accuracies, results.quantizations,
                                        results.agreements)  # fmt: skip
+    matrix = matrix_rows(results.models, results.benchmarks, results.accuracies)
     if conversion_path is not None and (detail := conversion_detail(load_json(conversion_path))):
         details.append(detail)
     for name, path in plot_paths.items():
@@ -557,9 +671,9 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
     links = {name: os.path.relpath(path, Path(summary_path).parent) for name, path in plot_paths.items()}
     heading = title(results.models)
     with atomic_file(html_path) as temporary:
-        temporary.write_text(html_page(heading, header, rows, details, sections, links))
+        temporary.write_text(html_page(heading, matrix, header, rows, details, sections, links))
     with atomic_file(summary_path) as temporary:
-        temporary.write_text(markdown(heading, header, rows, details, sections, links))
+        temporary.write_text(markdown(heading, matrix, header, rows, details, sections, links))
     log.info("report in %s", summary_path)
     return header, rows
 

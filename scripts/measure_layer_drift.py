@@ -2,12 +2,13 @@
 """Per-layer drift of a model from its reference: cosine similarity of their activations.
 
 The candidate is an INT8 graph against FP32, or the FP32 graph itself run in BF16 (oneDNN's
-automatic mixed precision, `--candidate-precision bf16`). Both run on the same images. The activations compared are the end of every ResNet
-unit (the last unit of a block is the block's end), the RPN objectness and box encodings,
-and the second stage's class logits and box encodings: the named tensors of an Object
-Detection API export. Where the INT8 graph fused a tensor away (a quantized convolution
-ends at it), the fused op's INT8 output is dequantized for the comparison; a tensor found
-in neither form is listed as unmatched.
+automatic mixed precision, `--candidate-precision bf16`). Both run on the same images. The
+activations compared are the architecture's units (`--units`, a regular expression over node
+names: the end of every ResNet unit, the last of a block being the block's end, or every
+MobileNet layer) and heads (`--heads`: RPN objectness and box encodings, class logits and box
+encodings): named tensors of an Object Detection API export. Where the INT8 graph fused a
+tensor away (a quantized convolution ends at it), the fused op's INT8 output is dequantized
+for the comparison; a tensor found in neither form is listed as unmatched.
 
 Cosine is 1.0 where INT8 reproduces FP32 up to scale. It is cumulative: a layer's cosine
 carries every earlier layer's error, so `cosine_drop` (the fall from the nearest measured
@@ -38,14 +39,6 @@ from job_runtime import PRECISIONS, check_precision
 
 log = logging.getLogger("measure_layer_drift")
 
-UNIT_END = re.compile(r"(block\d+)/unit_(\d+)/bottleneck_v1/Relu$")
-# (label, node name in an Object Detection API R-FCN export), in network order.
-HEADS = (
-    ("rpn_objectness", "FirstStageBoxPredictor/ClassPredictor/BiasAdd"),
-    ("rpn_box_encodings", "FirstStageBoxPredictor/BoxEncodingPredictor/BiasAdd"),
-    ("class_logits", "SecondStageBoxPredictor/Reshape_1"),
-    ("box_encodings", "SecondStageBoxPredictor/Reshape"),
-)
 # Ops a quantized convolution's fused pattern runs through, up to the tensor it ends at.
 FUSED_INTO_CONVOLUTION = {"BiasAdd", "Add", "AddV2", "Relu", "Relu6", "FusedBatchNorm", "FusedBatchNormV3", "Identity"}
 # How quantization tools name the fused op that replaces a convolution.
@@ -53,21 +46,29 @@ FUSED_SUFFIXES = ("_eightbit_requantize", "_eightbit_quantized_conv")
 QUANTIZED_TYPE_ATTRS = ("out_type", "T")
 
 
-def drift_points(reference_graph_def):
-    """[(label, node name, block end?)] of the FP32 graph, in network order."""
-    names = [node.name for node in reference_graph_def.node]
-    units = {}
-    for name in names:
-        match = UNIT_END.search(name)
+def natural_key(label):
+    """block3/unit_10 after block3/unit_9: numbers compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)]
+
+
+def drift_points(reference_graph_def, units, heads):
+    """[(label, node name, block end?)] of the FP32 graph, in network order: the nodes whose
+    names `units` matches (its first group is the label; a named group `block` groups them,
+    and the last unit of each is the block's end; without one every unit is shown as one),
+    then the `heads` ({label: node name}) the graph has."""
+    pattern = re.compile(units)
+    found = {}
+    for node in reference_graph_def.node:
+        match = pattern.search(node.name)
         if match:
-            block, unit = match.group(1), int(match.group(2))
-            units[(int(block.removeprefix("block")), unit)] = (f"{block}/unit_{unit}", name)
-    last_unit = defaultdict(int)
-    for block, unit in units:
-        last_unit[block] = max(last_unit[block], unit)
-    points = [(label, name, unit == last_unit[block]) for (block, unit), (label, name) in sorted(units.items())]
-    present = set(names)
-    return points + [(label, name, False) for label, name in HEADS if name in present]
+            label = match.group(1) if pattern.groups else match.group(0)
+            block = match.groupdict().get("block") or label
+            found[label] = (node.name, block)
+    ordered = sorted(found, key=natural_key)
+    last_of_block = {found[label][1]: label for label in ordered}
+    points = [(label, found[label][0], last_of_block[found[label][1]] == label) for label in ordered]
+    present = {node.name for node in reference_graph_def.node}
+    return points + [(label, name, False) for label, name in heads.items() if name in present]
 
 
 def node_index(graph_def):
@@ -168,12 +169,12 @@ def nearest_upstream(reference_nodes, name, candidates):
     return None
 
 
-def plan(reference_graph_def, candidate_graph_def):
+def plan(reference_graph_def, candidate_graph_def, units, heads):
     """What to compare: [(label, FP32 node, INT8 node, quantized?, block end?, upstream label)],
     and the labels without an INT8 counterpart."""
     reference_nodes, candidate_nodes = node_index(reference_graph_def), node_index(candidate_graph_def)
     matched, unmatched = [], []
-    for label, name, block_end in drift_points(reference_graph_def):
+    for label, name, block_end in drift_points(reference_graph_def, units, heads):
         counterpart = candidate_counterpart(reference_nodes, candidate_nodes, name)
         if counterpart is None:
             unmatched.append(label)
@@ -186,9 +187,10 @@ def plan(reference_graph_def, candidate_graph_def):
     return [tuple(entry) for entry in matched], unmatched
 
 
-def measure_drift(reference_path, candidate_path, image_paths, interface, threads=0, candidate_precision="fp32"):
+def measure_drift(reference_path, candidate_path, image_paths, interface, units, heads, threads=0,
+                  candidate_precision="fp32"):  # fmt: skip
     reference_graph_def, candidate_graph_def = load_graph_def(reference_path), load_graph_def(candidate_path)
-    matched, unmatched = plan(reference_graph_def, candidate_graph_def)
+    matched, unmatched = plan(reference_graph_def, candidate_graph_def, units, heads)
     if not matched:
         log.warning("no named tensor of %s has a counterpart in %s", reference_path, candidate_path)
     tapped, taps = add_taps(candidate_graph_def, [node for _, _, node, quantized, *_ in matched if quantized])
@@ -211,7 +213,7 @@ def measure_drift(reference_path, candidate_path, image_paths, interface, thread
         drop = means[upstream] - means[label] if label in means and upstream in means else None
         layers.append({
             "layer": label, "reference_tensor": f"{name}:0", "candidate_source": node, "dequantized_here": quantized,
-            "block_end": block_end, "head": label in dict(HEADS), "images": len(values), "cosine": means.get(label),
+            "block_end": block_end, "head": label in heads, "images": len(values), "cosine": means.get(label),
             "cosine_min": float(np.min(values)) if values else None, "upstream": upstream, "cosine_drop": drop,
         })  # fmt: skip
     measured = [layer for layer in layers if layer["cosine"] is not None]
@@ -244,6 +246,10 @@ def main():
     parser.add_argument("--count", type=int, default=4, help="how many images (the first by name)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: all cores")
     parser.add_argument("--output", type=Path, required=True, help="drift JSON")
+    parser.add_argument("--units", required=True,
+                        help="regular expression of the unit tensors' node names (architectures.<name>.layer_drift.units)")
+    parser.add_argument("--heads", type=json.loads, default={},
+                        help="head tensors as JSON, {label: node name} (architectures.<name>.layer_drift.heads)")  # fmt: skip
     add_interface_arguments(parser)
     args = parser.parse_args()
     check_precision(args.candidate_precision, args.allow_emulation)
@@ -252,8 +258,12 @@ def main():
     for path in (args.reference, args.candidate):
         if not path.is_file():
             raise StageError(f"measure_layer_drift: no such graph: {path}")
+    try:
+        re.compile(args.units)
+    except re.error as error:
+        raise StageError(f"measure_layer_drift: --units {args.units!r} is not a regular expression ({error})") from None
     result = measure_drift(args.reference, args.candidate, drift_images(args.images, args.count), interface_of(args),
-                           args.threads, args.candidate_precision)  # fmt: skip
+                           args.units, args.heads, args.threads, args.candidate_precision)  # fmt: skip
     for layer in result["layers"]:
         log.info("%-24s cosine %s", layer["layer"], "n/a" if layer["cosine"] is None else f"{layer['cosine']:.5f}")
     log.info("lowest cosine at %s, largest drop at %s", result["lowest_cosine"], result["largest_drop"])

@@ -12,6 +12,7 @@
   kernel INT8 graphs run) where the CPU has VNNI or AMX.
 """
 
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,39 +22,41 @@ import numpy as np
 from detection_graph import source_node
 from job_runtime import INT8_FLAGS, bf16_native, cpu_flags
 
-# (part, node-name prefixes) in the order a Faster R-CNN / R-FCN export runs them.
-MODEL_PARTS = (
-    ("preprocessing", ("Preprocessor/",)),
-    ("first_stage_feature_extractor", ("FirstStageFeatureExtractor/",)),
-    # The RPN's 3x3 convolution is the top-level scope "Conv/".
-    ("rpn_box_predictor", ("FirstStageBoxPredictor/", "Conv/")),
-    ("second_stage_feature_extractor", ("SecondStageFeatureExtractor/",)),
-    ("second_stage_box_predictor", ("SecondStageBoxPredictor/",)),
-    ("postprocessing_nms", ("FirstStagePostprocessor/", "SecondStagePostprocessor/", "BatchMultiClassNonMaxSuppression/")),
-)
 OTHER_PART = "other"
-PART_NAMES = tuple(part for part, _ in MODEL_PARTS) + (OTHER_PART,)
 TOP_KERNELS = 15
 
 
-def model_part(node_name):
-    for part, prefixes in MODEL_PARTS:
-        if node_name.startswith(prefixes):
+def model_part(node_name, parts):
+    """The part (architectures.<name>.parts: part -> node-name prefixes) a node belongs to."""
+    for part, prefixes in parts.items():
+        if node_name.startswith(tuple(prefixes)):
             return part
     return OTHER_PART
 
 
-def profile(node_times, steps):
-    """Milliseconds per step by model part and by kernel (the TOP_KERNELS largest)."""
+def add_parts_argument(parser):
+    parser.add_argument("--parts", type=json.loads, default={},
+                        help="model parts as JSON, {part: [node-name prefixes]} (architectures.<name>.parts); "
+                             "not given, the profile has kernels only and every node is 'other'")  # fmt: skip
+
+
+def parts_arguments(parts):
+    """The flag that gives an architecture's parts to a stage script: the one builder of it."""
+    return [f"--parts={json.dumps(parts, separators=(',', ':'))}"]
+
+
+def profile(node_times, steps, parts):
+    """Milliseconds per step by model part (`parts`, as model_part takes them) and by kernel
+    (the TOP_KERNELS largest)."""
     by_part, by_kernel = defaultdict(float), defaultdict(float)
     for node in node_times:
-        by_part[model_part(node.name)] += node.micros / 1000 / steps
+        by_part[model_part(node.name, parts)] += node.micros / 1000 / steps
         by_kernel[node.kernel or node.name] += node.micros / 1000 / steps
     kernels = sorted(by_kernel.items(), key=lambda item: -item[1])
     return {
         "traced_steps": steps,
         "op_time_ms": sum(by_part.values()),
-        "by_part_ms": {part: by_part.get(part, 0.0) for part in PART_NAMES},
+        "by_part_ms": {part: by_part.get(part, 0.0) for part in (*parts, OTHER_PART)},
         "by_kernel_ms": dict(kernels[:TOP_KERNELS]),
         "other_kernels_ms": sum(ms for _, ms in kernels[TOP_KERNELS:]),
     }
@@ -98,8 +101,9 @@ def flops_of(kind, node, data_shape, filter_shape, output_shape):
     return 2 * out * int(depth)
 
 
-def count_flops(session, feed):
-    """FLOPs of one run on `feed`: {"total", "by_part", "ops_counted", "ops_in_loops"}.
+def count_flops(session, feed, parts):
+    """FLOPs of one run on `feed`: {"total", "by_part" (`parts` as model_part takes them),
+    "ops_counted", "ops_in_loops"}.
 
     Adds shape ops to the session's graph and runs them once.
     """
@@ -123,10 +127,10 @@ def count_flops(session, feed):
     values = session.run(shapes, feed) if shapes else []
     by_part = defaultdict(int)
     for (kind, node), (data, weights, output) in zip(counted, values):
-        by_part[model_part(node.name)] += flops_of(kind, node, data, weights, output)
+        by_part[model_part(node.name, parts)] += flops_of(kind, node, data, weights, output)
     return {
         "total": int(sum(by_part.values())),
-        "by_part": {part: int(by_part.get(part, 0)) for part in PART_NAMES},
+        "by_part": {part: int(by_part.get(part, 0)) for part in (*parts, OTHER_PART)},
         "ops_counted": len(counted),
         "ops_in_loops": skipped,
     }

@@ -7,6 +7,10 @@ default the Object Detection API's: `image_tensor` in, the four detection output
 and hold only ops this TensorFlow can run on CPU, so that a graph the inference
 jobs would refuse is refused here, at once. Errors name the source, not the
 temporary copy.
+
+With `--preprocess-graph`, the graph starts after preprocessing (Intel's INT8
+SSD-MobileNet takes `Preprocessor/subpart2`): the preprocessing graph is joined in
+front of it, so that every stage feeds the result images, as the others.
 """
 
 import argparse
@@ -21,6 +25,7 @@ from detection_graph import (
     check_ops_run_on_cpu,
     default_interface,
     interface_of,
+    join_preprocessing,
     load_graph_def,
     op_counts,
 )
@@ -39,7 +44,8 @@ def check_detection_graph(path, label=None, interface=None):
     return op_counts(graph_def)
 
 
-def prepare_graph(source, output, member=None, interface=None):
+def prepare_graph(source, output, member=None, interface=None, preprocess=None):
+    """`preprocess`: (preprocessing graph path, its output tensor, this graph's input tensor)."""
     if not member and is_archive(source):
         raise StageError(
             f"{source} is an archive: name the graph inside it with --member "
@@ -55,6 +61,11 @@ def prepare_graph(source, output, member=None, interface=None):
             extract(source, member, temporary)
         else:
             shutil.copyfile(source, temporary)
+        if preprocess:
+            preprocess_graph, preprocess_output, detector_input = preprocess
+            joined = join_preprocessing(load_graph_def(preprocess_graph), load_graph_def(temporary, source),
+                                        preprocess_output, detector_input, source)  # fmt: skip
+            temporary.write_bytes(joined.SerializeToString())
         counts = check_detection_graph(temporary, f"{source}:{member}" if member else source, interface)
     log.info("%s: %d nodes; ops: %s", output, sum(counts.values()), dict(counts.most_common()))
     return counts
@@ -65,11 +76,17 @@ def main():
     parser.add_argument("source", type=Path, help="downloaded .pb, or an archive holding it")
     parser.add_argument("output", type=Path, help="where the checked graph goes")
     parser.add_argument("--member", help="path of the graph inside the archive")
+    group = parser.add_argument_group("a graph that starts after preprocessing")
+    group.add_argument("--preprocess-graph", type=Path, help="the preprocessing graph to join in front")
+    group.add_argument("--preprocess-output", default="Preprocessor/sub", help="its output tensor")
+    group.add_argument("--detector-input", default="Preprocessor/subpart2", help="the graph's own input, fed by it")
     add_interface_arguments(parser)
     args = parser.parse_args()
-    if not args.source.is_file():
-        raise StageError(f"no such file: {args.source}")
-    prepare_graph(args.source, args.output, args.member, interface_of(args))
+    for path in (args.source, args.preprocess_graph):
+        if path is not None and not path.is_file():
+            raise StageError(f"no such file: {path}")
+    preprocess = (args.preprocess_graph, args.preprocess_output, args.detector_input) if args.preprocess_graph else None
+    prepare_graph(args.source, args.output, args.member, interface_of(args), preprocess)
 
 
 if __name__ == "__main__":

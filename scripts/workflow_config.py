@@ -265,6 +265,8 @@ def relation_problems(config, base=Path("."), schema=None):
         "coco.images_archive": config["coco"]["images_archive"],
         "coco.annotations_archive": config["coco"]["annotations_archive"],
         **{f"models.{name}.download": models[name]["download"] for name in downloaded},
+        **{f"models.{name}.preprocess.download": model["preprocess"]["download"]
+           for name, model in models.items() if "preprocess" in model},
     }
     for key, name in references.items():
         if name not in config["downloads"]:
@@ -273,6 +275,11 @@ def relation_problems(config, base=Path("."), schema=None):
             )
     for name, model in models.items():
         problems += model_problems(config, name, model, downloaded, base, schema)
+    for name, architecture in config["architectures"].items():
+        try:
+            re.compile(architecture["layer_drift"]["units"])
+        except re.error as error:
+            problems.append(f"config key architectures.{name}.layer_drift.units: not a regular expression ({error})")
     for name, entry in config["downloads"].items():
         url = entry["url"]
         if not url.startswith(("http://", "https://")):
@@ -297,6 +304,12 @@ def model_problems(config, name, model, downloaded, base, schema):
     compared with, its runtime once merged with its precision's."""
     models, key, problems = config["models"], f"config key models.{name}", []
     with_graph = [other for other, entry in models.items() if own_graph(entry)]
+    if model["architecture"] not in config["architectures"]:
+        problems.append(f"{key}.architecture: {model['architecture']!r} has no entry under architectures "
+                        f"({', '.join(config['architectures'])}): give its parts and layer_drift units there")  # fmt: skip
+    if "preprocess" in model and "download" not in model:
+        problems.append(f"{key}.preprocess: only a downloaded graph takes a preprocessing graph; a quantized or "
+                        "graph_of model runs its source's graph, already joined")  # fmt: skip
     settings = model.get("quantize")
     if settings is not None:
         if settings["from"] not in downloaded:

@@ -4,8 +4,18 @@ import json
 
 import numpy as np
 import pytest
+import yaml
+from conftest import REPO_ROOT
 
-from performance import PART_NAMES, count_flops, model_part, probe_rates
+from performance import OTHER_PART, count_flops, model_part, probe_rates
+
+# The family's architectures, as the configs give them: R-FCN's (the recipe) and the zoo's.
+ARCHITECTURES = {
+    name: architecture
+    for config in ("config.yaml", "zoo.yaml")
+    for name, architecture in yaml.safe_load((REPO_ROOT / "config" / config).read_text())["architectures"].items()
+}
+RFCN_PARTS = ARCHITECTURES["rfcn_resnet101"]["parts"]
 
 
 def known_flops_graph():
@@ -38,7 +48,7 @@ def test_flops_are_counted_from_executed_shapes():
 
     graph = known_flops_graph()
     with tf.compat.v1.Session(graph=graph) as session:
-        flops = count_flops(session, {"image_tensor:0": np.zeros((1, 10, 12, 3), np.float32)})
+        flops = count_flops(session, {"image_tensor:0": np.zeros((1, 10, 12, 3), np.float32)}, RFCN_PARTS)
     conv = 2 * (10 * 12 * 8) * (3 * 3 * 3)
     depthwise = 2 * (10 * 12 * 8) * (3 * 3)
     matmul = 2 * (1 * 5) * 960
@@ -50,8 +60,8 @@ def test_flops_are_counted_from_executed_shapes():
 
 
 @pytest.mark.parametrize(
-    ("name", "part"),
-    [
+    ("architecture", "name", "part"),
+    [(architecture, name, part) for architecture, cases in {"rfcn_resnet101": [
         ("Preprocessor/map/while/ResizeImage/resize/ResizeBilinear", "preprocessing"),
         ("FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block1/unit_1/bottleneck_v1/conv1/Relu", "first_stage_feature_extractor"),
         ("Conv/Conv2D_eightbit_requantize", "rpn_box_predictor"),
@@ -60,10 +70,25 @@ def test_flops_are_counted_from_executed_shapes():
         ("SecondStageBoxPredictor/map_1/while/CropAndResize", "second_stage_box_predictor"),
         ("SecondStagePostprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/NonMaxSuppressionV3", "postprocessing_nms"),
         ("CropAndResize", "other"),
-    ],
+    ], "faster_rcnn_resnet50": [
+        ("FirstStageFeatureExtractor/resnet_v1_50/resnet_v1_50/block3/unit_6/bottleneck_v1/Relu", "first_stage_feature_extractor"),
+        ("GridAnchorGenerator/Meshgrid/ExpandedShape/Reshape", "rpn_box_predictor"),
+        ("BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/NonMaxSuppressionV3", "first_stage_nms"),
+        ("CropAndResize", "second_stage_feature_extractor"),
+        ("SecondStageFeatureExtractor/resnet_v1_50/block4/unit_1/bottleneck_v1/conv2/Conv2D", "second_stage_feature_extractor"),
+        ("SecondStageBoxPredictor/ClassPredictor/MatMul", "second_stage_box_predictor"),
+        ("SecondStagePostprocessor/BatchMultiClassNonMaxSuppression/map/while/Gather", "second_stage_nms"),
+    ], "ssd_mobilenet_v1": [
+        ("Preprocessor/sub", "preprocessing"),
+        ("FeatureExtractor/MobilenetV1/Conv2d_7_depthwise/depthwise", "feature_extractor"),
+        ("BoxPredictor_3/ClassPredictor/BiasAdd", "box_predictor"),
+        ("Postprocessor/CombinedNonMaxSuppression/CombinedNonMaxSuppression", "postprocessing"),
+        ("MultipleGridAnchorGenerator/Meshgrid_5/ExpandedShape/Reshape", "postprocessing"),
+        ("detection_classes", "other"),
+    ]}.items() for name, part in cases],
 )  # fmt: skip
-def test_model_parts_come_from_name_scopes(name, part):
-    assert model_part(name) == part
+def test_model_parts_come_from_name_scopes(architecture, name, part):
+    assert model_part(name, ARCHITECTURES[architecture]["parts"]) == part
 
 
 def test_probe_measures_a_positive_rate_on_the_given_threads():
@@ -80,7 +105,7 @@ def test_probe_measures_a_positive_rate_on_the_given_threads():
 def test_benchmark_json_has_the_profile_flops_and_roofline(finished_run, model):
     result = json.loads((finished_run.workdir / f"results/benchmark/{model}.json").read_text())
     profile = result["profile"]
-    assert profile["traced_steps"] == 3 and set(profile["by_part_ms"]) == set(PART_NAMES)
+    assert profile["traced_steps"] == 3 and list(profile["by_part_ms"]) == [*RFCN_PARTS, OTHER_PART]
     assert sum(profile["by_part_ms"].values()) == pytest.approx(profile["op_time_ms"])
     # The demo detector's scopes: its convolution, its box finding, and the cast of the input.
     parts = profile["by_part_ms"]

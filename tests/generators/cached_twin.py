@@ -70,7 +70,8 @@ def cached_twin(output=DEFAULT_OUTPUT):
         with atomic_directory(output) as work:
             shutil.copytree(cached, work, dirs_exist_ok=True)
         log.info("twin in %s copied from the machine's cache %s (same inputs)", output, cached)
-    make_twin(output, **BUILD_SETTINGS)  # up to date, or built now
+    # Up to date, or built now: architectures still current in an older cached twin are copied.
+    make_twin(output, **BUILD_SETTINGS, reuse_from=sorted(cached.parent.glob("twin-*")))
     keep_in_machine_cache(output, digest)
 
 

@@ -7,10 +7,32 @@ the twin is built from (make_twin.py digests make_demo_data.py).
 import json
 from pathlib import Path
 
+import yaml
 from make_demo_data import FP32_ARCHIVE, FP32_MEMBER, INT8_GRAPH
 
 DEMO_BENCHMARK = {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1}
 DEMO_IMAGE_SIZE = [320, 320]
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+# The twin's images are few: models quantized here calibrate on 4 of them.
+TWIN_CALIBRATION_IMAGES = 4
+
+
+def read_config(name):
+    return yaml.safe_load((CONFIG / name).read_text())
+
+
+def family_models(zoo_models):
+    """config/zoo.yaml's models as the twin runs them (its files bear Intel's names): quantized
+    on the twin's few images, BF16 allowed to be emulated so that it runs on every CPU."""
+    models = {}
+    for name, model in zoo_models.items():
+        model = json.loads(json.dumps(model))  # YAML anchors make entries share their dicts
+        if "quantize" in model:
+            model["quantize"].update(calibration_images=TWIN_CALIBRATION_IMAGES, seed=0)
+        if model["precision"] == "bf16":
+            model["allow_emulation"] = True
+        models[name] = model
+    return models
 
 
 def demo_models(image_size):
@@ -41,8 +63,13 @@ def demo_config(data_dir, base_url, layout="single_file"):
         for name, md5 in manifest["md5"].items()
     }
     benchmark = dict(manifest.get("benchmark", DEMO_BENCHMARK))
-    # The image size is a model's (an older twin manifest has it in its benchmark settings).
-    image_size = benchmark.pop("image_size", DEMO_IMAGE_SIZE)
+    benchmark.pop("image_size", None)  # an older twin's manifest has it; it is a model's now
+    recipe = read_config("config.yaml")
+    architectures, models = recipe["architectures"], demo_models(DEMO_IMAGE_SIZE)
+    if "architectures" in manifest:  # the twin: the recipe's sizes, and the family of config/zoo.yaml
+        zoo = read_config("zoo.yaml")
+        models = {**demo_models(recipe["models"]["fp32"]["input"]["image_size"]), **family_models(zoo["models"])}
+        architectures = {**architectures, **zoo["architectures"]}
     return {
         "downloads": downloads,
         "download_settings": {"retries": 2, "backoff_seconds": 0.2, "connect_timeout": 5, "read_timeout": 30},
@@ -56,7 +83,8 @@ def demo_config(data_dir, base_url, layout="single_file"):
             "repository": f"file://{(Path(data_dir) / 'tensorflow_models').resolve()}",
             "commit": manifest["commits"][layout],
         },
-        "models": demo_models(image_size),
+        "architectures": architectures,
+        "models": models,
         "benchmark": benchmark,
         "accuracy": {"max_images": 0, "shards": 1},
         "diagnostics": {"layer_drift_images": 2},

@@ -397,10 +397,10 @@ def write_coco_archives(files, instances, jpegs):
     )
 
 
-def write_fp32_archive(files, graph_path):
+def write_fp32_archive(files, graph_path, archive=FP32_ARCHIVE, member=FP32_MEMBER):
     """The FP32 graph in a tarball, where Intel's tarball holds it."""
-    with tarfile.open(files / FP32_ARCHIVE, "w:gz") as tar:
-        tar.add(graph_path, arcname=FP32_MEMBER)
+    with tarfile.open(files / archive, "w:gz") as tar:
+        tar.add(graph_path, arcname=member)
 
 
 def write_manifest(work, files, wheel, **extra):

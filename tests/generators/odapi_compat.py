@@ -7,7 +7,8 @@ in this process, from PyPI packages only:
   export as Enter/Merge/Switch/NextIteration, as in Intel's graphs);
 - `tf.contrib.slim` (and the parts of `tf.contrib.framework` and `tf.contrib.layers` the
   model uses) is `tf-slim`; research/slim's `nets` is `tf_slim.nets`;
-- modules the R-FCN path imports but never calls (TPU, quantization, other backbones) are
+- `nets.mobilenet_v1`, which tf-slim lacks, is the twin's own (mobilenet_v1.py);
+- modules the twins' paths import but never call (TPU, quantization, other backbones) are
   stand-ins that raise if anything uses them;
 - the compiled protos come from `compile_protos()`.
 """
@@ -21,10 +22,9 @@ import sys
 import types
 from pathlib import Path
 
-# Backbones of other feature extractors: model_builder imports them all, R-FCN uses none.
+# Backbones of other feature extractors: model_builder imports them all, the twins use none.
 ABSENT_NETS = (
     "nets.inception_resnet_v2",
-    "nets.mobilenet_v1",
     "nets.mobilenet",
     "nets.mobilenet.mobilenet",
     "nets.mobilenet.mobilenet_v2",
@@ -192,6 +192,7 @@ def install(source_root):
         sys.modules[f"nets.{name}"] = module
         setattr(nets, name, module)
     nets.resnet_v1 = sys.modules["nets.resnet_v1"] = resnet_v1_module()
+    nets.mobilenet_v1 = sys.modules["nets.mobilenet_v1"] = importlib.import_module("mobilenet_v1")
 
     sys.modules["tensorflow"] = tf1
     sys.path.insert(0, str(Path(source_root)))
