@@ -82,6 +82,20 @@ SCHEMA = load_schema()
          "config key benchmark.warmup_steps: 10 warm-up steps leave none of benchmark.number_of_steps (10) to time"),
         (lambda c: c["models"]["int8_inc"]["quantize"].update(calibration_dir="no/such/folder"),
          "config key models.int8_inc.quantize.calibration_dir: no such folder no/such/folder"),
+        (lambda c: c["models"]["int8"].update(architecture="yolo_v3"),
+         "config key models.int8.architecture: 'yolo_v3' has no entry under architectures (rfcn_resnet101): "
+         "give its parts and layer_drift units there"),
+        (lambda c: c["models"]["int8"].update(preprocess={"download": "missing.pb"}),
+         "config key models.int8.preprocess.download: 'missing.pb' is not an entry of downloads"),
+        (lambda c: c["models"]["bf16"].update(preprocess={"download": "val2017.zip"}),
+         "config key models.bf16.preprocess: only a downloaded graph takes a preprocessing graph"),
+        (lambda c: c["models"]["int8"].update(preprocess={"download": "val2017.zip", "timed": "yes"}),
+         "config key models.int8.preprocess.timed: 'yes' is not"),
+        (lambda c: c["architectures"]["rfcn_resnet101"]["layer_drift"].update(units="(block"),
+         "config key architectures.rfcn_resnet101.layer_drift.units: not a regular expression"),
+        (lambda c: c["architectures"]["rfcn_resnet101"].pop("parts"), "config key architectures.rfcn_resnet101.parts: missing"),
+        (lambda c: c["models"]["fp32"].update(legacy_images=0),
+         "config key models.fp32.legacy_images: 0 is too small: the least allowed is 1"),
     ],
 )
 def test_bad_value_is_named_in_words(demo_data, change, problem):
@@ -145,6 +159,24 @@ def test_shipped_config_is_valid_and_plans_the_real_run(tmp_path):
     assert config["downloads"]["val2017.zip"]["md5"] == "442b8da7639aecaf257c1dceb8ba8c80"
     jobs = Workflow(tmp_path, config).planned_jobs()
     assert jobs["download_file"] == 4 and jobs["convert_coco_to_tfrecord"] == 1
+
+
+def test_zoo_config_adds_the_family_to_the_recipe(tmp_path):
+    """`--configfile config/zoo.yaml` on top of config/config.yaml: R-FCN, Faster R-CNN and
+    SSD-MobileNet from Intel's bucket, one TFRecord for all (a model's BF16 needs a CPU with it)."""
+    from job_runtime import bf16_native
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    zoo = yaml.safe_load((REPO_ROOT / "config" / "zoo.yaml").read_text())
+    merged = {**config, **{key: {**config[key], **zoo[key]} for key in zoo}}  # as Snakemake merges them
+    assert config_problems(merged, SCHEMA) == []
+    assert all(entry["url"].startswith("https://") for entry in zoo["downloads"].values())
+    assert zoo["models"]["ssd_int8"]["preprocess"]["download"] == "ssdmobilenet_preprocess.pb"
+    jobs = Workflow(tmp_path, merged).planned_jobs()
+    bf16_models = 3 if bf16_native() else 0
+    assert jobs["download_file"] == 9 and jobs["convert_coco_to_tfrecord"] == 1
+    assert jobs["benchmark_graph"] == 9 + bf16_models and jobs["prepare_frozen_graph"] == 6
+    assert jobs["quantize_graph"] == 3
 
 
 def test_every_problem_is_one_line_at_once_with_no_trace_lines(tmp_path, demo_data):

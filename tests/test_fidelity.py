@@ -30,6 +30,8 @@ MIXED_DIGIT_IDS = [139, 285, 632, 724, 776, 1000, 1268, 9483, 11760, 22935, 8703
 
 SET_KINDS = ("random", "tied", "tied_coarse", "duplicates", "outside_label_map", "empty_image", "crowded",
              "mixed", "tied_mixed", "tiny", "many_images")  # fmt: skip
+# Intel's SSD-MobileNet loop stopped after 4,952 of 5,000 records: the evaluator saw the first ones.
+FIRST_RECORDS = 9
 
 
 def random_box(generator, size=None):
@@ -127,6 +129,9 @@ def upstream_scores(tmp_path_factory):
         path = folder / f"{kind}.record"
         write_record(path, records)
         sets[kind] = (path, records)
+    path = folder / "first_records.record"
+    write_record(path, sets["many_images"][1][:FIRST_RECORDS])
+    sets["first_records"] = (path, sets["many_images"][1][:FIRST_RECORDS])
     output = folder / "upstream.json"
     result = subprocess.run([sys.executable, str(UPSTREAM_EVAL), str(label_map), str(output), *(str(p) for p, _ in sets.values())],
                             capture_output=True, text=True, env=tool_environment())  # fmt: skip
@@ -141,6 +146,22 @@ def test_legacy_metrics_equal_the_recipes_evaluator(upstream_scores, kind):
     image_ids = sorted(int(record[0]) for record in records)
     ours, _ = legacy_metrics(read_examples([path]), workflow_detections(records), image_ids, CATEGORIES)
     assert [ours[name] for name in METRICS] == upstream  # exactly: 0 difference on all 12
+
+
+def test_legacy_metrics_of_the_first_records_equal_the_evaluator_stopped_there(upstream_scores):
+    """`legacy_images: N` (Intel's SSD-MobileNet: the first 4,952 records): the detections of
+    every image, scored as the evaluator scores a loop that stopped after N records."""
+    from coco_data import detection_columns
+    from evaluate_detections import first_records, legacy_columns_metrics
+
+    path, records, everything = upstream_scores["many_images"]
+    stopped = upstream_scores["first_records"][2]
+    image_ids = sorted(int(record[0]) for record in records)
+    scope = first_records(list(read_examples([path])), detection_columns(workflow_detections(records)), image_ids,
+                          FIRST_RECORDS)  # fmt: skip
+    ours, _ = legacy_columns_metrics(*scope, CATEGORIES)
+    assert len(scope[2]) == FIRST_RECORDS and [ours[name] for name in METRICS] == stopped
+    assert stopped != everything
 
 
 def test_the_sets_test_what_they_claim(upstream_scores):

@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import SCRIPTS
 
-from make_report import Results, column_order, make_report, table_rows
+from coco_data import METRICS
+from make_report import Results, column_order, make_report, matrix_rows, profile_rows, table_rows
 
 REGISTRY = {
     "rfcn_fp32": {"architecture": "rfcn", "precision": "fp32", "reference": None, "published": {"AP": "0.347"}},
@@ -53,9 +54,48 @@ def test_each_model_is_compared_with_its_own_reference():
     assert any("a CPU (avx512_bf16)" in line for line in details)
 
 
+def accuracy(ap, images=24, legacy_images=None):
+    """An accuracy result as evaluate_detections.py writes it, with what the report reads."""
+    return {"images": images, "detections": 10 * images, "legacy_images": legacy_images or images,
+            "standard": dict.fromkeys(METRICS, ap), "legacy": {**dict.fromkeys(METRICS, ap), "AP": ap - 0.01}}  # fmt: skip
+
+
+ACCURACIES = {"rfcn_fp32": accuracy(0.35), "rfcn_int8": accuracy(0.32), "ssd_fp32": accuracy(0.23, legacy_images=20),
+              "ssd_int8": accuracy(0.17, legacy_images=20)}  # fmt: skip
+
+
+def test_the_matrix_gives_each_model_its_speedup_and_ap_lost_against_its_reference():
+    rows = dict(matrix_rows(REGISTRY, RESULTS, ACCURACIES))
+    assert list(rows) == ["rfcn_fp32", "rfcn_int8", "ssd_fp32", "ssd_int8", "ssd_bf16"]
+    assert rows["rfcn_fp32"] == ["rfcn", "fp32", "1000.00", "1.00", "0.350", "0.340", "0.347", "reference", ""]
+    assert rows["rfcn_int8"][7:] == ["3.00x over rfcn_fp32", "0.030"]
+    assert rows["ssd_int8"][5] == "0.160 (first 20)" and rows["ssd_int8"][7:] == ["1.50x over ssd_fp32", "0.060"]
+    # No accuracy for ssd_bf16: its speed-up still, its AP not.
+    assert rows["ssd_bf16"][1] == "bf16 (emulated)" and rows["ssd_bf16"][4:] == ["n/a", "n/a", "n/a", "0.50x over ssd_fp32", "n/a"]
+
+
+def test_each_architecture_is_profiled_by_its_own_parts():
+    results = {name: dict(result) for name, result in RESULTS.items()}
+    rfcn_parts = {"first_stage_feature_extractor": 600.0, "second_stage_feature_extractor": 300.0, "other": 100.0}
+    ssd_parts = {"feature_extractor": 30.0, "postprocessing": 15.0, "other": 5.0}
+    for name, parts in (("rfcn_fp32", rfcn_parts), ("ssd_fp32", ssd_parts)):
+        results[name]["profile"] = {"by_part_ms": parts, "op_time_ms": sum(parts.values())}
+    ssd_int8 = {"feature_extractor": 10.0, "postprocessing": 15.0, "other": 5.0}
+    results["ssd_int8"]["profile"] = {"by_part_ms": ssd_int8, "op_time_ms": 30.0}
+    header, rows = profile_rows(REGISTRY, {name: results[name] for name in ("rfcn_fp32", "ssd_fp32", "ssd_int8")})
+    assert header == ["Model part (ms per image)", "rfcn_fp32", "ssd_int8", "ssd_fp32", "ssd_int8 over ssd_fp32"]
+    assert [label for label, _ in rows] == ["first_stage_feature_extractor", "second_stage_feature_extractor",
+                                            "feature_extractor", "postprocessing", "other", "total"]  # fmt: skip
+    table = dict(rows)
+    assert table["feature_extractor"] == ["", "10.0", "30.0", "3.00x"]
+    assert table["first_stage_feature_extractor"] == ["600.0", "", "", ""]
+    assert table["total"] == ["1000.0", "30.0", "50.0", "1.67x"]
+
+
 def test_plots_are_drawn_where_asked_and_linked_from_the_summary(tmp_path):
-    results = Results(REGISTRY, RESULTS)
-    plots = {"latency_per_step": tmp_path / "plots" / "steps.png", "average_precision": tmp_path / "ap.png"}
+    results = Results(REGISTRY, RESULTS, ACCURACIES)
+    plots = {"latency_per_step": tmp_path / "plots" / "steps.png", "average_precision": tmp_path / "ap.png",
+             "speedup_vs_accuracy": tmp_path / "speedup.png"}  # fmt: skip
     costs = {"download_file:all:a.zip": tmp_path / "a.tsv", "download_file:all:b.zip": tmp_path / "b.tsv",
              "benchmark_graph:ssd_int8": tmp_path / "c.tsv"}  # fmt: skip
     for index, path in enumerate(costs.values()):
@@ -67,6 +107,10 @@ def test_plots_are_drawn_where_asked_and_linked_from_the_summary(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![latency_per_step](plots/steps.png)" in summary and "![average_precision](ap.png)" in summary
     assert summary.startswith("# Object detection on COCO val2017: rfcn, ssd\n")
+    # The matrix and the speed-up plot open the report, before the full table.
+    lines = summary.splitlines()
+    assert lines[4].startswith("| Model | Architecture | Precision |") and lines[6].startswith("| rfcn_fp32 | rfcn |")
+    assert lines.index("![speedup_vs_accuracy](speedup.png)") < lines.index("## Every figure")
     assert "| download_file | all | 2 | 3.0 | 200 |\n| benchmark_graph | ssd_int8 | 1 | 3.0 | 300 |" in summary
     with pytest.raises(Exception, match="no such plot: roc_curve"):
         make_report(results, tmp_path / "s.md", tmp_path / "s.html", {"roc_curve": tmp_path / "r.png"})
