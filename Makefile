@@ -15,8 +15,8 @@ help:
 	@echo "make test-slow - the slow tier: SLURM, SIGKILL resumes, tuning loops, instances"
 	@echo "make test-all  - both tiers in one session, sharing their workflow runs (what CI runs)"
 	@echo "make demo      - the whole workflow offline on generated data (demo/)"
-	@echo "make twin      - build the full-size R-FCN twin graphs (.cache/twin/), if their inputs changed"
-	@echo "make twin-demo - the whole workflow offline on the twin (twin-demo/)"
+	@echo "make twin      - build the full-size twins of the family (.cache/twin/), each only if its inputs changed"
+	@echo "make twin-demo - the whole workflow offline on the twins, all three architectures (twin-demo/)"
 	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
 	@echo "make lint      - snakemake --lint and snakefmt --check"
 

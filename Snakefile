@@ -1,5 +1,5 @@
-# R-FCN ResNet101 on COCO val2017, every model of the registry (FP32, INT8, BF16): from nothing to
-# benchmark, accuracy, diagnostics and report.
+# R-FCN ResNet101 on COCO val2017 (and with config/zoo.yaml Intel's detection family), every model
+# of the registry (FP32, INT8, BF16): from nothing to benchmark, accuracy, diagnostics and report.
 import sys
 
 from snakemake.utils import min_version

@@ -100,7 +100,8 @@ def ap_lost(accuracies, models, name):
 
 def matrix_order(models):
     """Rows of the matrix: by architecture (registry order), each reference first."""
-    return [name for group in group_by_architecture(models).values() for name in reversed(group)]
+    groups = group_by_architecture(models).values()
+    return [name for group in groups for name in sorted(group, key=lambda name: models[name]["reference"] is not None)]
 
 
 def group_by_architecture(models):
@@ -130,7 +131,7 @@ def matrix_rows(models, benchmarks, accuracies):
             number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
             models[name]["published"].get("AP", "n/a"),
             "reference" if reference is None else (f"{ratio:.2f}x over {reference}" if ratio else "n/a"),
-            "" if reference is None else number(lost),
+            "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
         ]))  # fmt: skip
     return rows
 

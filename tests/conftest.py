@@ -35,11 +35,17 @@ def run_script(name, *arguments, environment=None, onednn=False):
     )
 
 
+def rfcn_drift_arguments():
+    """--units and --heads of R-FCN, as config/config.yaml gives them."""
+    drift = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["architectures"]["rfcn_resnet101"]["layer_drift"]
+    return ["--units", drift["units"], "--heads", json.dumps(drift["heads"])]
+
+
 def layer_drift(workdir, candidate, output):
     """measure_layer_drift.py of `candidate` against a finished run's FP32 graph, on 2 images."""
     run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
                      "--candidate", candidate, "--images", workdir / "resources/coco/val2017", "--count", 2,
-                     "--output", output, onednn=True)  # fmt: skip
+                     "--output", output, *rfcn_drift_arguments(), onednn=True)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(output.read_text())
 

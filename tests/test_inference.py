@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import agreement_with_fp32, error_lines, layer_drift, run_script, scale_weight_range
+from conftest import agreement_with_fp32, error_lines, layer_drift, rfcn_drift_arguments, run_script, scale_weight_range
 
 from benchmark_graph import summarize
 from common import StageError
@@ -520,12 +520,17 @@ def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, 
 
 def test_layer_drift_bad_inputs_are_one_line(finished_run, tmp_path):
     models = finished_run.workdir / "resources/models"
-    arguments = ["--reference", models / "fp32/frozen_inference_graph.pb", "--output", tmp_path / "drift.json"]
+    arguments = ["--reference", models / "fp32/frozen_inference_graph.pb", "--output", tmp_path / "drift.json",
+                 *rfcn_drift_arguments()]  # fmt: skip
     run = run_script("measure_layer_drift.py", *arguments, "--candidate", tmp_path / "none.pb", "--images", tmp_path)
     assert error_lines(run) == [f"error: measure_layer_drift: no such graph: {tmp_path / 'none.pb'}"]
     run = run_script("measure_layer_drift.py", *arguments, "--candidate", models / "int8/frozen_inference_graph.pb",
                      "--images", tmp_path)  # fmt: skip
     assert error_lines(run) == [f"error: {tmp_path}: no .jpg or .jpeg images in it"]
+    run = run_script("measure_layer_drift.py", *arguments, "--candidate", models / "int8/frozen_inference_graph.pb",
+                     "--images", tmp_path, "--units", "(block")  # fmt: skip
+    assert error_lines(run) == ["error: measure_layer_drift: --units '(block' is not a regular expression "
+                                "(missing ), unterminated subpattern at position 0)"]  # fmt: skip
     assert not (tmp_path / "drift.json").exists()
 
 
