@@ -120,7 +120,7 @@ def matrix_rows(models, benchmarks, accuracies):
     rows = []
     for name in matrix_order(models):
         benchmark, accuracy = benchmarks.get(name), accuracies.get(name)
-        ratio, lost = throughput_ratio(benchmarks, models, name), ap_lost(accuracies, models, name)
+        lost = ap_lost(accuracies, models, name)
         reference = models[name]["reference"]
         rows.append((name, [
             models[name]["architecture"],
@@ -130,25 +130,26 @@ def matrix_rows(models, benchmarks, accuracies):
             number(accuracy["standard"]["AP"]) if accuracy else "n/a",
             number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
             models[name]["published"].get("AP", "n/a"),
-            "reference" if reference is None else (f"{ratio:.2f}x over {reference}" if ratio else "n/a"),
+            "reference" if reference is None else speedup(benchmarks, models, name, "n/a"),
             "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
         ]))  # fmt: skip
     return rows
 
 
 def legacy_scope(accuracy):
-    """" (first 4952)" where the legacy metrics scored fewer images than were detected."""
+    """A mark, e.g. " (first 4952)", where the legacy metrics scored fewer images than were detected."""
     scored = accuracy.get("legacy_images", accuracy["images"])
     return f" (first {scored})" if scored < accuracy["images"] else ""
 
 
-def speedup(benchmarks, models, name):
-    """Throughput over the model's reference's, e.g. "3.21x over fp32"; "" without one."""
+def speedup(benchmarks, models, name, missing=""):
+    """Throughput over the model's reference's, e.g. "3.21x over fp32"; "" for a reference,
+    `missing` where either was not benchmarked."""
     reference = models[name]["reference"]
-    if reference is None or name not in benchmarks or reference not in benchmarks:
+    if reference is None:
         return ""
-    ratio = benchmarks[name]["throughput_images_per_second"] / benchmarks[reference]["throughput_images_per_second"]
-    return f"{ratio:.2f}x over {reference}"
+    ratio = throughput_ratio(benchmarks, models, name)
+    return missing if ratio is None else f"{ratio:.2f}x over {reference}"
 
 
 def precision_label(models, benchmarks, name):
@@ -434,8 +435,8 @@ PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by t
 INSTANCES_NOTE = ("N copies of the graph on disjoint core sets of the node, each over its own images, started "
                   "together; throughput summed over the window in which all ran, warm-up excluded in each.")  # fmt: skip
 DRIFT_NOTE = ("Cosine similarity of each model's activations with its reference's on the same images, at the end of "
-              "each ResNet block and at the heads (the JSON and the plot have every unit). It accumulates: the "
-              "largest drop from the layer upstream is where the error comes in.")  # fmt: skip
+              "each ResNet block (each MobileNet layer) and at the heads (the JSON and the plot have every unit). It "
+              "accumulates: the largest drop from the layer upstream is where the error comes in.")  # fmt: skip
 TUNING_NOTE = ("Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
                "convolutions it kept in FP32.")  # fmt: skip
 COST_NOTE = ("From Snakemake's benchmark files (benchmarks/): wall time summed over a stage's jobs, "

@@ -113,7 +113,10 @@ def test_the_joined_ssd_graph_detects_what_intels_two_sessions_do(twin_run):
     INT8 graph in another; the workflow's graph is the two joined: the same detections."""
     import numpy as np
 
-    from detection_graph import decode_image, default_interface, detect, list_images, load_graph_def, open_session
+    from detection_graph import (
+        OUTPUT_KEYS, OUTPUT_ROLES, Interface, decode_image, default_interface, detect, list_images, load_graph_def,
+        open_session,
+    )  # fmt: skip
 
     files, workdir = TWIN / "files", twin_run.workdir
     preprocess = open_session(load_graph_def(files / "ssdmobilenet_preprocess.pb"))
@@ -127,6 +130,13 @@ def test_the_joined_ssd_graph_detects_what_intels_two_sessions_do(twin_run):
         together = detect(joined, interface, image)
         for key in interface.outputs:
             np.testing.assert_array_equal(separate[key], together[key])
+    # preprocess.timed: false: the benchmark feeds the timed run what the preprocessing gave.
+    untimed = Interface.of_model({"input": {"tensor": "Preprocessor/subpart2"}, "outputs": dict(zip(OUTPUT_ROLES, OUTPUT_KEYS)),
+                                  "preprocess": {"input": "image_tensor", "output": "Preprocessor/sub", "timed": False}})  # fmt: skip
+    assert untimed.arguments()[0] == "--input-tensor=image_tensor" and untimed.arguments()[-1] == "--timed-from=Preprocessor/sub"
+    feed = untimed.timed_feed(joined, image)
+    assert list(feed) == ["Preprocessor/sub:0"] and feed["Preprocessor/sub:0"].shape == (1, 300, 300, 3)
+    np.testing.assert_array_equal(joined.run(untimed.fetches(), feed)[0], together["detection_boxes"])
 
 
 def test_benchmark_runs_every_twin_graph(twin_run):
