@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Latency of the twin's graphs, through the workflow itself (a benchmark, not a test).
 
-Runs the workflow on the full-size twin (`make twin`) up to its benchmarks: quantize_graph
-makes the self-made INT8 from the FP32 twin, benchmark_graph times every model of the twin's
-registry (Intel-style INT8, self-made INT8, BF16 of the FP32 graph, FP32) on all cores,
+Runs the workflow on the full-size twins (`make twin`) up to its benchmarks: quantize_graph
+makes the self-made INT8 from each FP32 twin, benchmark_graph times every model of the twin's
+registry (per architecture Intel-style INT8, self-made INT8, BF16 of the FP32 graph, FP32) on all cores,
 benchmark_instances runs one pinned instance per core. Then prints, from the jobs' own JSON
 and Snakemake's cost files: quantize_graph's time and peak memory; per model the latency
-p50/p90/p99, throughput, peak memory and speed-up over FP32, and for BF16 the share of op time
+p50/p90/p99, throughput, peak memory and speed-up over its reference (its architecture's FP32),
+and for BF16 the share of op time
 in bfloat16 and whether oneDNN emulated it; the time by model part; GFLOPs per image and the
 share of the matmul probe reached; the CPU and its vector flags; and throughput as one instance
 against one instance per core.
@@ -25,11 +26,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "generators"))
 
+import yaml  # noqa: E402
 from common import StageError, run_main  # noqa: E402
 from run_demo import run_demo  # noqa: E402
+from workflow_config import reference_model  # noqa: E402
 
 TWIN = REPO_ROOT / ".cache" / "twin"
-REFERENCE = "fp32"
 
 
 def cost(workdir, job):
@@ -53,32 +55,38 @@ def run_benchmarks(workdir, steps, cores, rerun):
 
 def print_figures(workdir, cores):
     results = {path.stem: json.loads(path.read_text()) for path in sorted((workdir / "results/benchmark").glob("*.json"))}
-    if REFERENCE not in results:
-        raise StageError(f"{workdir}: no {REFERENCE} benchmark to compare with")
+    if not results:
+        raise StageError(f"{workdir}: no benchmark results")
+    # The registry run_demo wrote: each model against its own architecture's FP32.
+    models = yaml.safe_load((workdir / "config.yaml").read_text())["models"]
+    references = {model: reference_model(models, model) or model for model in results}
     first = next(iter(results.values()))
     flags = ", ".join(first["probe"]["cpu_flags"]) if first.get("probe") else "not probed"
     print(f"CPU: {first['cpu_model']} ({flags}); {first['usable_cores']} cores; TensorFlow {first['tensorflow_version']}")
     for quantized in sorted((workdir / "benchmarks/quantize_graph").glob("*.tsv")):
         seconds, peak = cost(workdir, f"quantize_graph/{quantized.stem}")
         print(f"quantize_graph {quantized.stem}: {seconds:.0f} s, {peak / 1024:.1f} GB peak")
-    reference_p50 = results[REFERENCE]["latency_ms"]["p50"]
-    print("\nmodel      p50 ms   p90 ms   p99 ms  images/s  peak GB  speed-up  GFLOPs/img  share of probe   bfloat16")
+    print("\nmodel           p50 ms   p90 ms   p99 ms  images/s  peak GB  speed-up  GFLOPs/img  share of probe   bfloat16")
     for model, result in results.items():
         latency, roofline = result["latency_ms"], result.get("roofline") or {}
+        reference_p50 = results[references[model]]["latency_ms"]["p50"]
         _, peak = cost(workdir, f"benchmark_graph/{model}")
         print(
-            f"{model:<9} {latency['p50']:>7.0f}  {latency['p90']:>7.0f}  {latency['p99']:>7.0f}"
+            f"{model:<14} {latency['p50']:>7.0f}  {latency['p90']:>7.0f}  {latency['p99']:>7.0f}"
             f"  {result['throughput_images_per_second']:>8.2f}  {peak / 1024:>7.1f}"
             f"  {reference_p50 / latency['p50']:>7.2f}x  {roofline.get('gflops_per_image', 0):>10.0f}"
             f"  {100 * roofline.get('fraction_of_probe', 0):>5.0f}% of {roofline.get('probe_gflops_per_second', 0):.0f}"
             f" ({roofline.get('probe_precision', '-')})"
             f"  {100 * result['bfloat16']['op_time_fraction']:>4.0f}%{' emulated' if result['emulated'] else ''}"
         )
-    print("\nms per image by model part:")
-    parts = list(first["profile"]["by_part_ms"]) if first.get("profile") else []
-    print(f"{'part':<36}" + "".join(f"{model:>10}" for model in results))
-    for part in parts:
-        print(f"{part:<36}" + "".join(f"{r['profile']['by_part_ms'][part]:>10.0f}" for r in results.values()))
+    for reference in dict.fromkeys(references.values()):
+        group = {model: result for model, result in results.items() if references[model] == reference}
+        if not results[reference].get("profile"):
+            continue
+        print(f"\nms per image by model part, the models compared with {reference}:")
+        print(f"{'part':<36}" + "".join(f"{model:>14}" for model in group))
+        for part in results[reference]["profile"]["by_part_ms"]:
+            print(f"{part:<36}" + "".join(f"{r['profile']['by_part_ms'][part]:>14.0f}" for r in group.values()))
     if cores > 1:
         print(f"\nimages/s, 1 instance x {cores} cores against {cores} instances x 1 core:")
         for model, result in results.items():
