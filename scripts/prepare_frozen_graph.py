@@ -30,6 +30,7 @@ from detection_graph import (
     op_counts,
 )
 from extract_archive import extract, is_archive
+from workflow_config import schema_defaults
 
 log = logging.getLogger("prepare_frozen_graph")
 
@@ -78,10 +79,13 @@ def main():
     parser.add_argument("--member", help="path of the graph inside the archive")
     group = parser.add_argument_group("a graph that starts after preprocessing")
     group.add_argument("--preprocess-graph", type=Path, help="the preprocessing graph to join in front")
-    group.add_argument("--preprocess-output", default="Preprocessor/sub", help="its output tensor")
-    group.add_argument("--detector-input", default="Preprocessor/subpart2", help="the graph's own input, fed by it")
+    group.add_argument("--preprocess-output", default=schema_defaults("models.*.preprocess")["output"],
+                       help="its output tensor (models.<name>.preprocess.output)")  # fmt: skip
+    group.add_argument("--detector-input", help="the graph's own input, fed by it (models.<name>.input.tensor)")
     add_interface_arguments(parser)
     args = parser.parse_args()
+    if args.preprocess_graph and not args.detector_input:
+        raise StageError("--preprocess-graph needs --detector-input: the graph's own input node, which it feeds")
     for path in (args.source, args.preprocess_graph):
         if path is not None and not path.is_file():
             raise StageError(f"no such file: {path}")

@@ -110,3 +110,49 @@ def test_member_of_a_graph_that_is_no_archive_is_one_line(demo_data, tmp_path):
         "is the graph itself, drop --member (models.<name>.member in the config); if not, download it again"
     ]
     assert len(result.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def small_graphs(tmp_path):
+    """A preprocessing graph (uint8 images to float pixels at 8x8) and a detector that starts
+    after it, at a placeholder, as Intel's INT8 SSD-MobileNet and its preprocess.pb."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    preprocess, detector = tf.Graph(), tf.Graph()
+    with preprocess.as_default():
+        images = tf1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
+        resized = tf1.image.resize_bilinear(tf.cast(images, tf.float32), [8, 8])
+        tf.subtract(resized / 127.5, 1.0, name="Preprocessor/sub")
+    with detector.as_default():
+        pixels = tf1.placeholder(tf.float32, [None, 8, 8, 3], name="Preprocessor/subpart2")
+        score = tf.reduce_mean(pixels, axis=[1, 2, 3])
+        tf.identity(tf.tile(tf.reshape(score, [-1, 1, 1]), [1, 1, 4]), name=OUTPUT_KEYS[0])
+        tf.identity(tf.reshape(score, [-1, 1]), name=OUTPUT_KEYS[1])
+        tf.ones_like(tf.reshape(score, [-1, 1]), name=OUTPUT_KEYS[2])
+        tf.ones_like(score, name=OUTPUT_KEYS[3])
+    paths = tmp_path / "preprocess.pb", tmp_path / "detector.pb"
+    for graph, path in zip((preprocess, detector), paths):
+        path.write_bytes(graph.as_graph_def().SerializeToString())
+    return paths
+
+
+def test_a_graph_after_preprocessing_is_joined_to_its_preprocessing_graph(tmp_path):
+    import numpy as np
+
+    from detection_graph import default_interface, detect, load_graph_def, open_session
+
+    preprocess, detector = small_graphs(tmp_path)
+    output = tmp_path / "joined.pb"
+    prepare_graph(detector, output, preprocess=(preprocess, "Preprocessor/sub", "Preprocessor/subpart2"))
+    names = {node.name for node in load_graph_def(output).node}
+    assert "image_tensor" in names and "Preprocessor/subpart2" not in names
+    image = np.full((1, 5, 7, 3), 255, np.uint8)
+    assert detect(open_session(load_graph_def(output)), default_interface(), image)["detection_scores"][0, 0] == 1.0
+    with pytest.raises(StageError, match=r"the preprocessing graph has no Preprocessor/mul node \(models.<name>.preprocess.output\)$"):
+        prepare_graph(detector, tmp_path / "other.pb", preprocess=(preprocess, "Preprocessor/mul", "Preprocessor/subpart2"))
+    with pytest.raises(StageError, match=r"the graph has no image_tensor2 node \(models.<name>.input.tensor\)$"):
+        prepare_graph(detector, tmp_path / "other.pb", preprocess=(preprocess, "Preprocessor/sub", "image_tensor2"))
+    # Joining a graph to itself: every name clashes.
+    with pytest.raises(StageError, match=r"both have nodes named .* \.\.\.$"):
+        prepare_graph(preprocess, tmp_path / "other.pb", preprocess=(preprocess, "Preprocessor/sub", "image_tensor"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["detector.pb", "joined.pb", "preprocess.pb"]
