@@ -180,6 +180,13 @@ MOVED_KEYS = {
 }
 
 
+# Sections a config of an earlier version lacks, and where to find them.
+MISSING_HINTS = {
+    "architectures": ": copy the architectures section of the project's config/config.yaml (each architecture's "
+    "model parts and layer-drift units)",
+}
+
+
 def schema_problems(config, schema):
     """Every way `config` breaks `schema`, one line each, naming the key."""
     problems = []
@@ -200,7 +207,7 @@ def schema_problems(config, schema):
         elif error.validator == "required":
             for name in error.validator_value:
                 if name not in error.instance:
-                    problems.append(f"config key {prefix}{name}: missing")
+                    problems.append(f"config key {prefix}{name}: missing{MISSING_HINTS.get(f'{prefix}{name}', '')}")
         elif error.validator == "propertyNames":
             problems.append(f"config key {prefix}{error.instance}: {describe_schema_error(error)}")
         else:

@@ -94,6 +94,8 @@ SCHEMA = load_schema()
         (lambda c: c["architectures"]["rfcn_resnet101"]["layer_drift"].update(units="(block"),
          "config key architectures.rfcn_resnet101.layer_drift.units: not a regular expression"),
         (lambda c: c["architectures"]["rfcn_resnet101"].pop("parts"), "config key architectures.rfcn_resnet101.parts: missing"),
+        (lambda c: c.pop("architectures"),
+         "config key architectures: missing: copy the architectures section of the project's config/config.yaml"),
         (lambda c: c["models"]["fp32"].update(legacy_images=0),
          "config key models.fp32.legacy_images: 0 is too small: the least allowed is 1"),
     ],
