@@ -42,6 +42,7 @@ from detection_graph import (
     load_graph_def,
     open_session,
 )
+from residual_bias import split_residual_biases
 from workflow_config import schema_defaults
 
 log = logging.getLogger("quantize_graph")
@@ -227,7 +228,9 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
     from neural_compressor.tensorflow import quantize_model
     from neural_compressor.tensorflow.utils import Model
 
-    graph_def = load_graph_def(graph_path)
+    graph_def, split_sums = split_residual_biases(load_graph_def(graph_path))
+    if split_sums:
+        log.info("%d residual sums reordered so that their convolutions keep a bias (residual_bias.py)", len(split_sums))
     quantizable = Counter(node.op for node in graph_def.node if node.op in QUANTIZABLE_OPS)
     if not quantizable.get("Conv2D") and not quantizable.get("MatMul"):
         raise StageError(f"quantize_graph: {graph_path} has no Conv2D or MatMul: nothing to quantize")
@@ -239,9 +242,10 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
     history, tuned_fp32 = None, []
     # Neural Compressor makes ./nc_workspace in the current directory (and resets any other
     # choice after each quantization): run it in a temporary one.
-    absolute_graph_path = Path(graph_path).resolve()
     with tempfile.TemporaryDirectory(prefix="nc_workspace.") as workspace, contextlib.chdir(workspace):
-        model = Model(str(absolute_graph_path))
+        prepared_path = Path(workspace) / "prepared_fp32.pb"
+        prepared_path.write_bytes(graph_def.SerializeToString())
+        model = Model(str(prepared_path))
         interface = interface or default_interface()
         model.input_tensor_names = [interface.input]
         model.output_tensor_names = list(interface.outputs.values())
@@ -271,14 +275,16 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
         raise StageError(f"quantize_graph: Neural Compressor quantized nothing in {graph_path}")
     with atomic_file(output) as temporary:
         temporary.write_bytes(result.SerializeToString())
-    log.info("%d of %d convolutions quantized in %.0f s", quantized_convolutions, quantizable["Conv2D"], seconds)
+    convolutions = quantizable["Conv2D"] + quantizable["DepthwiseConv2dNative"]
+    log.info("%d of %d convolutions quantized in %.0f s", quantized_convolutions, convolutions, seconds)
     return {
         "source_graph": str(graph_path),
         "weight_granularity": weight_granularity,
         "calibration_images": [path.name for path in image_paths],
         "kept_in_fp32": [*fp32_nodes, *tuned_fp32],
         "tuning": history,
-        "convolutions": quantizable["Conv2D"],
+        "residual_sums_reordered": split_sums,
+        "convolutions": convolutions,
         "quantized_convolutions": quantized_convolutions,
         "quantized_ops": {op: count for op, count in sorted(ops.items()) if "Quantize" in op or op == "Dequantize"},
         "seconds": round(seconds, 1),
