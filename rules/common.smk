@@ -195,10 +195,15 @@ def get_quantize_options(wildcards):
     if not settings["calibration_dir"]:
         options.append("--from-evaluation-set")
     if settings["accuracy_tolerance"] is not None:
+        drift = architecture_of(wildcards)["layer_drift"]
         options += [
             f"--accuracy-tolerance {settings['accuracy_tolerance']}",
             f"--tuning-images {settings['tuning_images']}",
             f"--max-trials {settings['max_trials']}",
+            f"--fallback-order {settings['fallback_order']}",
+            f"--on-tolerance-miss {settings['on_tolerance_miss']}",
+            f"--units {shlex.quote(drift['units'])}",
+            f"--heads {shlex.quote(json.dumps(drift['heads']))}",
         ]
     return " ".join(options)
 
@@ -411,7 +416,33 @@ def stage_costs():
     for name in COMPARED_MODELS:
         for stage in ("compare_with_reference", "measure_layer_drift"):
             costs[f"{stage}:{name}"] = f"benchmarks/{stage}/{name}.tsv"
+    costs["draw_gallery:all"] = "benchmarks/draw_gallery.tsv"
     return costs
+
+
+def gallery_detections():
+    """Each model's detections for the gallery's columns: architecture by architecture, in
+    the registry's order, each reference first."""
+    architectures = {
+        config["models"][name]["architecture"]: [] for name in DEFAULT_MODELS
+    }
+    for name in DEFAULT_MODELS:
+        column = architectures[config["models"][name]["architecture"]]
+        reference = reference_model(config["models"], name)
+        column.insert(0 if reference is None else len(column), name)
+    return {
+        name: f"results/accuracy/{name}_detections.json"
+        for names in architectures.values()
+        for name in names
+    }
+
+
+def get_gallery_options(wildcards):
+    settings = config["diagnostics"]
+    return (
+        f"--detections {keyed(gallery_detections())}"
+        f" --count {settings['gallery_images']} --min-score {settings['gallery_min_score']}"
+    )
 
 
 def keyed(paths):

@@ -9,6 +9,7 @@ rule make_report:
         stage_costs().values(),
         # its summary.json: how many annotations the conversion dropped
         records="resources/coco_tfrecord",
+        gallery="results/report/gallery.png",
     output:
         summary=report(
             "results/report/summary.md",
@@ -78,5 +79,36 @@ rule make_report:
     shell:
         "python {params.script} --models {params.models:q} {params.inputs}"
         " --conversion {input.records:q}/summary.json"
-        " --summary {output.summary:q} --html {output.html:q} --plot {params.plots}"
+        " --gallery {input.gallery:q} --summary {output.summary:q} --html {output.html:q}"
+        " --plot {params.plots}"
         " > {log:q} 2>&1"
+
+
+rule draw_gallery:
+    input:
+        images="resources/coco/val2017",
+        annotations="resources/coco/annotations/instances_val2017.json",
+        detections=gallery_detections().values(),
+    output:
+        report(
+            "results/report/gallery.png",
+            caption="captions/gallery.rst",
+            category="Accuracy",
+        ),
+    log:
+        "logs/draw_gallery.log",
+    benchmark:
+        "benchmarks/draw_gallery.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        # every model's detections at once: 236 MB of JSON each on val2017
+        mem_mb=6000,
+        runtime="10m",
+    params:
+        script=script("draw_gallery.py"),
+        options=get_gallery_options,
+    shell:
+        "python {params.script} --images {input.images:q} --annotations {input.annotations:q}"
+        " {params.options} --output {output:q} > {log:q} 2>&1"

@@ -84,6 +84,9 @@ def compare(reference_path, candidate_path, min_score=0.5, top_k=100, iou_thresh
             per_class[detection["category_id"]][1] += 1
             drifts.append(match["score"] - detection["score"])
     drifts = np.array(drifts)
+    # Images without a confident reference detection fall back to the top ones, noise on a
+    # model that sees: the confident ones alone are what a user of a real model compares.
+    confident = [match for detection, match in pairs if detection["score"] >= min_score]
     return {
         "reference": str(reference_path),
         "candidate": str(candidate_path),
@@ -94,6 +97,8 @@ def compare(reference_path, candidate_path, min_score=0.5, top_k=100, iou_thresh
         "reference_detections": len(pairs),
         "reproduced": int(len(drifts)),
         "agreement": len(drifts) / len(pairs),
+        "confident_detections": len(confident),
+        "confident_agreement": sum(match is not None for match in confident) / len(confident) if confident else None,
         "mean_score_drift": float(drifts.mean()) if drifts.size else None,
         "mean_absolute_score_drift": float(np.abs(drifts).mean()) if drifts.size else None,
         "agreement_by_class": {str(k): found / total for k, (total, found) in sorted(per_class.items())},

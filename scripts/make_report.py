@@ -115,7 +115,7 @@ MATRIX_HEADER = ["Model", "Architecture", "Precision", "Latency p50 (ms)", "Thro
                  "Published AP", "Speed-up over reference", "AP lost"]  # fmt: skip
 
 
-def matrix_rows(models, benchmarks, accuracies):
+def matrix_rows(models, benchmarks, accuracies, quantizations=None):
     """One row per model: what a user chooses between (MATRIX_HEADER)."""
     rows = []
     for name in matrix_order(models):
@@ -124,7 +124,7 @@ def matrix_rows(models, benchmarks, accuracies):
         reference = models[name]["reference"]
         rows.append((name, [
             models[name]["architecture"],
-            precision_label(models, benchmarks, name),
+            precision_label(models, benchmarks, name) + tolerance_mark((quantizations or {}).get(name)),
             number(benchmark["latency_ms"]["p50"], 2) if benchmark else "n/a",
             number(benchmark["throughput_images_per_second"], 2) if benchmark else "n/a",
             number(accuracy["standard"]["AP"]) if accuracy else "n/a",
@@ -134,6 +134,16 @@ def matrix_rows(models, benchmarks, accuracies):
             "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
         ]))  # fmt: skip
     return rows
+
+
+def tolerance_mark(quantization):
+    """Where accuracy-aware tuning kept a trial that missed its tolerance, a mark saying so."""
+    tuning = (quantization or {}).get("tuning")
+    if not tuning or tuning["met_tolerance"]:
+        return ""
+    chosen = next(trial for trial in tuning["trials"] if trial["trial"] == tuning["chosen_trial"])
+    return (f" (MISSED its accuracy tolerance {tuning['tolerance']}: best of {len(tuning['trials'])} trials AP "
+            f"{number(chosen['ap'], 4)} vs FP32 {number(tuning['fp32_ap'], 4)} on {tuning['tuning_images']} images)")
 
 
 def legacy_scope(accuracy):
@@ -203,6 +213,7 @@ def table_rows(models, benchmarks, accuracies, quantizations=None, agreements=No
     rows.append(("Legacy AP50", [number(metric(name, "legacy", "AP50")) for name in names]))
     if agreements:
         rows.append(("Reference detections reproduced", [number(agreements[name]["agreement"]) if name in agreements else "" for name in names]))  # fmt: skip
+        rows.append(("Confident ones reproduced (score >= 0.5)", [number(agreements[name].get("confident_agreement")) if name in agreements else "" for name in names]))  # fmt: skip
         rows.append(("Mean score drift vs reference", [number(agreements[name]["mean_score_drift"], 4) if name in agreements else "" for name in names]))  # fmt: skip
     rows.append(
         ("Published (Intel)", [", ".join(f"{k} {v}" for k, v in models[name]["published"].items()) or "n/a" for name in names])
@@ -355,7 +366,10 @@ def tuning_rows(quantizations):
         for trial in tuning["trials"]:
             drop = number((baseline - trial["ap"]) / baseline, 4) if baseline else "n/a"
             chosen = " (kept)" if trial["trial"] == tuning["chosen_trial"] else ""
-            rows.append((f"{trial['trial']}{chosen}", [model, number(trial["ap"], 4), drop, ", ".join(trial["kept_in_fp32"]) or "none"]))  # fmt: skip
+            kept = ", ".join(trial["kept_in_fp32"]) or "none"
+            if trial.get("units_in_fp32"):  # layer drift's order: whole units, largest drift first
+                kept = f"units {', '.join(trial['units_in_fp32'])} ({len(trial['kept_in_fp32'])} convolutions)"
+            rows.append((f"{trial['trial']}{chosen}", [model, number(trial["ap"], 4), drop, kept]))
     return rows
 
 
@@ -410,6 +424,8 @@ def markdown(heading, matrix, header, rows, details, sections, plots):
     lines = [f"# {heading}", "", MATRIX_NOTE, "", *markdown_table(MATRIX_HEADER, matrix)]
     if "speedup_vs_accuracy" in plots:
         lines += ["", f"![speedup_vs_accuracy]({plots['speedup_vs_accuracy']})"]
+    if GALLERY in plots:
+        lines += ["", "## Detections by model", "", GALLERY_NOTE, "", f"![{GALLERY}]({plots[GALLERY]})"]
     lines += ["", "## Every figure", "", *markdown_table(header, rows)]
     lines += ["", *[f"- {detail}" for detail in details], ""]
     for title, note, section_header, section_rows in sections:
@@ -420,12 +436,15 @@ def markdown(heading, matrix, header, rows, details, sections, plots):
         "reproduce how the published numbers were computed: ground truth from the TFRecord, crowd",
         "boxes scored as ordinary objects, areas from normalized boxes (every object 'small').",
         "",
-        *[f"![{name}]({path})" for name, path in plots.items()],
+        *[f"![{name}]({path})" for name, path in plots.items() if name != GALLERY],
         "",
     ]
     return "\n".join(lines)
 
 
+GALLERY = "gallery"
+GALLERY_NOTE = ("The first scored images with ground truth, in image id order: the ground truth, then each model's "
+                "detections at score 0.5 or more, with class and score.")  # fmt: skip
 MATRIX_NOTE = ("Each model beside its reference (its architecture's FP32): speed-up is throughput over the "
                "reference's, AP lost the reference's standard AP minus the model's. Legacy AP is the recipe's "
                "evaluator; published AP is Intel's, from its zoo's sample logs.")  # fmt: skip
@@ -438,7 +457,9 @@ DRIFT_NOTE = ("Cosine similarity of each model's activations with its reference'
               "each ResNet block (each MobileNet layer) and at the heads (the JSON and the plot have every unit). It "
               "accumulates: the largest drop from the layer upstream is where the error comes in.")  # fmt: skip
 TUNING_NOTE = ("Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
-               "convolutions it kept in FP32.")  # fmt: skip
+               "convolutions it kept in FP32. In layer drift's order (fallback_order: largest_drift), trial 1 "
+               "quantizes everything, and each next trial keeps one more unit in FP32, the one whose cosine with "
+               "FP32 fell most in trial 1.")  # fmt: skip
 COST_NOTE = ("From Snakemake's benchmark files (benchmarks/): wall time summed over a stage's jobs, "
              "peak resident memory the largest of them.")  # fmt: skip
 
@@ -458,13 +479,16 @@ def html_page(heading, matrix, header, rows, details, sections, plots):
         for title, note, section_header, section_rows in sections
         if section_rows
     )
-    images = "".join(f'<p><img src="{html.escape(path)}" alt="{html.escape(name)}"></p>' for name, path in plots.items())
+    images = "".join(f'<p><img src="{html.escape(path)}" alt="{html.escape(name)}"></p>'
+                     for name, path in plots.items() if name != GALLERY)  # fmt: skip
+    gallery = (f"<h2>Detections by model</h2><p>{html.escape(GALLERY_NOTE)}</p>"
+               f'<p><img src="{html.escape(plots[GALLERY])}" alt="{GALLERY}"></p>' if GALLERY in plots else "")  # fmt: skip
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>{html.escape(heading)}</h1><p>{html.escape(MATRIX_NOTE)}</p>"
-        f"{html_table(MATRIX_HEADER, matrix)}<h2>Every figure</h2>{html_table(header, rows)}"
+        f"{html_table(MATRIX_HEADER, matrix)}{gallery}<h2>Every figure</h2>{html_table(header, rows)}"
         f"<ul>{items}</ul>{tables}{images}</body></html>\n"
     )
 
@@ -648,8 +672,9 @@ def conversion_detail(summary):
             f"has {summary['objects']} objects")  # fmt: skip
 
 
-def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, conversion_path=None):
-    """Write the summary (Markdown and HTML) and the plots; returns the main table."""
+def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, conversion_path=None, gallery=None):
+    """Write the summary (Markdown and HTML) and the plots; returns the main table. `gallery`:
+    draw_gallery's picture, shown after the matrix."""
     unknown = sorted(set(plot_paths) - set(PLOTS))
     if unknown:
         raise StageError(f"no such plot: {', '.join(unknown)} (known: {', '.join(PLOTS)})")
@@ -663,7 +688,7 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
     ]  # fmt: skip
     header, rows, details = table_rows(results.models, results.benchmarks, results.accuracies, results.quantizations,
                                        results.agreements)  # fmt: skip
-    matrix = matrix_rows(results.models, results.benchmarks, results.accuracies)
+    matrix = matrix_rows(results.models, results.benchmarks, results.accuracies, results.quantizations)
     if conversion_path is not None and (detail := conversion_detail(load_json(conversion_path))):
         details.append(detail)
     for name, path in plot_paths.items():
@@ -671,6 +696,8 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
             PLOTS[name](results, temporary)
     # Plots are linked from the summary by their path relative to it.
     links = {name: os.path.relpath(path, Path(summary_path).parent) for name, path in plot_paths.items()}
+    if gallery is not None:
+        links = {GALLERY: os.path.relpath(gallery, Path(summary_path).parent), **links}
     heading = title(results.models)
     with atomic_file(html_path) as temporary:
         temporary.write_text(html_page(heading, matrix, header, rows, details, sections, links))
@@ -695,6 +722,7 @@ def main():
     parser.add_argument("--summary", type=Path, required=True, help="summary.md to write")
     parser.add_argument("--html", type=Path, required=True, help="summary.html to write")
     parser.add_argument("--plot", nargs="*", default=[], metavar="NAME=PATH", help=f"plots: {', '.join(PLOTS)}")
+    parser.add_argument("--gallery", type=Path, help="draw_gallery's PNG, shown after the matrix")
     args = parser.parse_args()
     try:
         models = json.loads(args.models)
@@ -713,7 +741,7 @@ def main():
     if unknown:
         raise StageError(f"results of models not in --models: {', '.join(unknown)}")
     make_report(results, args.summary, args.html, keyed_paths(args.plot, "plot"), keyed_paths(args.cost, "cost"),
-                args.conversion)  # fmt: skip
+                args.conversion, args.gallery)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ from job_runtime import PRECISIONS, check_precision
 log = logging.getLogger("measure_layer_drift")
 
 # Ops a quantized convolution's fused pattern runs through, up to the tensor it ends at.
-FUSED_INTO_CONVOLUTION = {"BiasAdd", "Add", "AddV2", "Relu", "Relu6", "FusedBatchNorm", "FusedBatchNormV3", "Identity"}
+# A BatchNorm scale the exporter left unfolded (MobileNetV2's depthwise convolutions) is a Mul.
+FUSED_INTO_CONVOLUTION = {"BiasAdd", "Add", "AddV2", "Mul", "Relu", "Relu6", "FusedBatchNorm", "FusedBatchNormV3",
+                          "Identity"}  # fmt: skip
 # How quantization tools name the fused op that replaces a convolution.
 FUSED_SUFFIXES = ("_eightbit_requantize", "_eightbit_quantized_conv")
 QUANTIZED_TYPE_ATTRS = ("out_type", "T")
@@ -189,23 +191,32 @@ def plan(reference_graph_def, candidate_graph_def, units, heads):
 
 def measure_drift(reference_path, candidate_path, image_paths, interface, units, heads, threads=0,
                   candidate_precision="fp32"):  # fmt: skip
-    reference_graph_def, candidate_graph_def = load_graph_def(reference_path), load_graph_def(candidate_path)
+    images = [(path.name, decode_image(path.read_bytes(), path.name)[None]) for path in image_paths]
+    result = drift_of_graphs(load_graph_def(reference_path), load_graph_def(candidate_path), images, interface,
+                             units, heads, threads, candidate_precision)  # fmt: skip
+    return {"reference": str(reference_path), "candidate": str(candidate_path), **result}
+
+
+def drift_of_graphs(reference_graph_def, candidate_graph_def, images, interface, units, heads, threads=0,
+                    candidate_precision="fp32"):  # fmt: skip
+    """Layer drift of two graphs on `images`, [(name, decoded image batch)]."""
     matched, unmatched = plan(reference_graph_def, candidate_graph_def, units, heads)
     if not matched:
-        log.warning("no named tensor of %s has a counterpart in %s", reference_path, candidate_path)
+        log.warning("no named tensor of the reference has a counterpart in the candidate")
     tapped, taps = add_taps(candidate_graph_def, [node for _, _, node, quantized, *_ in matched if quantized])
     candidate_tensors = [f"{taps[node]}:0" if quantized else f"{node}:0" for _, _, node, quantized, *_ in matched]
     reference_session = open_session(reference_graph_def, threads, 1)
     candidate_session = open_session(tapped, threads, 1, candidate_precision)
     similarities = defaultdict(list)
-    for path in image_paths:
-        image = decode_image(path.read_bytes(), path.name)[None]
-        reference = reference_session.run([f"{name}:0" for _, name, *_ in matched], interface.feed(image))
+    for name, image in images:
+        reference = reference_session.run([f"{node}:0" for _, node, *_ in matched], interface.feed(image))
         candidate = candidate_session.run(candidate_tensors, interface.feed(image))
         for (label, *_), a, b in zip(matched, reference, candidate):
             if a.shape == b.shape:
                 similarities[label].append(cosine(a, b))
-        log.info("%s: %d tensors compared", path.name, len(matched))
+        log.info("%s: %d tensors compared", name, len(matched))
+    reference_session.close()
+    candidate_session.close()
     means = {label: float(np.mean(values)) for label, values in similarities.items()}
     layers = []
     for label, name, node, quantized, block_end, upstream in matched:
@@ -219,10 +230,8 @@ def measure_drift(reference_path, candidate_path, image_paths, interface, units,
     measured = [layer for layer in layers if layer["cosine"] is not None]
     dropped = [layer for layer in layers if layer["cosine_drop"] is not None]
     return {
-        "reference": str(reference_path),
-        "candidate": str(candidate_path),
         "candidate_precision": candidate_precision,
-        "images": [path.name for path in image_paths],
+        "images": [name for name, _ in images],
         "layers": layers,
         "unmatched": unmatched,
         "lowest_cosine": min(measured, key=lambda layer: layer["cosine"])["layer"] if measured else None,

@@ -41,12 +41,16 @@ from detection_graph import (
     list_images,
     load_graph_def,
     open_session,
+    source_node,
 )
 from residual_bias import split_residual_biases
 from workflow_config import schema_defaults
 
 log = logging.getLogger("quantize_graph")
 
+# Layer drift that orders the tuning's fallbacks runs on at most this many tuning images.
+DRIFT_IMAGES = 8
+FALLBACK_ORDERS = ("largest_drift", "nearest_outputs")
 # Ops Neural Compressor quantizes in a detection graph; the rest stays FP32 anyway.
 QUANTIZABLE_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "MaxPool", "AvgPool", "ConcatV2")
 
@@ -150,13 +154,13 @@ class TuningRun:
     def within_tolerance(self, ap):
         return ap >= self.baseline * (1 - self.tolerance)
 
-    def run(self, fallbacks):
+    def run(self, fallbacks, units=None):
         """One autotune pass over trials that each keep `fallbacks[i]` (and the configured
-        nodes) in FP32; returns (best quantized model, its trial) of this pass."""
+        nodes) in FP32, `units[i]` naming why; returns (best quantized model, its trial) of this pass."""
         from neural_compressor.common.base_tuning import TuningConfig
         from neural_compressor.tensorflow.quantization import autotune
 
-        pending = list(fallbacks)
+        pending = list(zip(fallbacks, units or [None] * len(fallbacks)))
         first = len(self.trials) + 1
         baseline_done = []  # autotune evaluates the FP32 model first in every pass
 
@@ -168,9 +172,11 @@ class TuningRun:
                     self.baseline = ap
                     log.info("tuning baseline: FP32 AP %.4f on %d images", ap, len(self.subset.images))
             elif pending:
-                kept = pending.pop(0)
+                kept, kept_units = pending.pop(0)
                 self.trials.append({"trial": len(self.trials) + 1, "kept_in_fp32": kept, "ap": ap,
                                     "within_tolerance": self.within_tolerance(ap)})  # fmt: skip
+                if kept_units is not None:
+                    self.trials[-1]["units_in_fp32"] = kept_units
                 log.info("trial %d: AP %.4f with %d convolutions in FP32: %s", len(self.trials), ap, len(kept), ", ".join(kept) or "none")  # fmt: skip
             return ap
 
@@ -183,21 +189,14 @@ class TuningRun:
         return quantized, best
 
 
-def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, tolerance, max_trials):
-    """Accuracy-aware quantization; returns (quantized model, nodes it kept in FP32, tuning history)."""
-    baseline = subset.average_precision(graph_def)
-    if baseline == 0:
-        # A relative drop from zero means nothing (and Neural Compressor divides by it).
-        raise StageError(f"quantize_graph: FP32's COCO AP on the {len(subset.images)} tuning images is 0: nothing for "
-                         "the tolerance to hold; use more tuning_images, or no accuracy_tolerance")  # fmt: skip
-    run = TuningRun(model, calibration, subset, weight_granularity, fp32_nodes, tolerance)
+def nearest_outputs_first(run, graph_def, fp32_nodes, max_trials):
+    """Neural Compressor's own order: each convolution alone in FP32, nearest the outputs first
+    (up to half the trials), then the ones whose fallback helped most, together."""
     candidates = fallback_candidates(graph_def, set(fp32_nodes))
-    # Up to half the trials try one convolution in FP32 each; the rest combine the best of them.
     singles = candidates[: (max_trials - 1) // 2 if max_trials > 2 else max_trials - 1]
     quantized, best = run.run([[], *[[name] for name in singles]])
     remaining = max_trials - len(run.trials)
     if not best["within_tolerance"] and remaining > 0 and singles:
-        # The convolutions whose fallback alone helped most, back to FP32 together.
         single_ap = {trial["kept_in_fp32"][0]: trial["ap"] for trial in run.trials[1:]}
         ranked = sorted(single_ap, key=lambda name: -single_ap[name])
         growing = [ranked[:count] for count in range(2, min(len(ranked), remaining + 1) + 1)]
@@ -205,17 +204,99 @@ def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, 
             cumulative, cumulative_best = run.run(growing)
             if cumulative_best is not None and cumulative_best["ap"] > best["ap"]:
                 quantized, best = cumulative, cumulative_best
+    return quantized, best, None
+
+
+def unit_convolutions(graph_def, tensor, stops):
+    """The convolutions and matrix products computing `tensor` since the nearest `stops` upstream."""
+    nodes = {node.name: node for node in graph_def.node}
+    found, queue, seen = [], [tensor], set()
+    while queue:
+        name = queue.pop(0)
+        node = nodes.get(name)
+        if node is None or name in seen or (name in stops and name != tensor):
+            continue
+        seen.add(name)
+        if node.op in ("Conv2D", "DepthwiseConv2dNative", "MatMul"):
+            found.append(name)
+        queue += [source_node(i) for i in node.input if not i.startswith("^")]
+    return found
+
+
+def largest_drift_first(run, graph_def, fp32_nodes, max_trials, units, heads):
+    """Layer drift's order: trial 1 quantizes everything; its drift from FP32 on the tuning
+    images ranks the units (and heads) by how much cosine each loses over its upstream one;
+    each next trial keeps one more of them in FP32, with every convolution inside it."""
+    from measure_layer_drift import drift_of_graphs
+
+    quantized, best = run.run([[]])
+    if best["within_tolerance"] or max_trials < 2:
+        return quantized, best, None
+    images = [(str(image_id), image) for image_id, image in run.subset.images[:DRIFT_IMAGES]]
+    drift = drift_of_graphs(graph_def, quantized.graph_def, images, run.subset.interface, units, heads)
+    layers = [layer for layer in drift["layers"] if layer["cosine"] is not None]
+    for layer in layers:
+        layer["loss"] = layer["cosine_drop"] if layer["cosine_drop"] is not None else 1 - layer["cosine"]
+    ranked = sorted(layers, key=lambda layer: -layer["loss"])
+    stops = {layer["reference_tensor"].split(":")[0] for layer in layers}
+    fallbacks, labels, kept = [], [], []
+    for layer in ranked:
+        if len(fallbacks) >= max_trials - 1:
+            break
+        added = [name for name in unit_convolutions(graph_def, layer["reference_tensor"].split(":")[0], stops)
+                 if name not in fp32_nodes and name not in kept]  # fmt: skip
+        if not added:
+            continue
+        kept = kept + added
+        fallbacks.append(kept)
+        labels.append((labels[-1] if labels else []) + [layer["layer"]])
+    log.info("layer drift of trial 1, largest loss first: %s",
+             ", ".join(f"{layer['layer']} {layer['loss']:.4f}" for layer in ranked[:8]))  # fmt: skip
+    if fallbacks:
+        guided, guided_best = run.run(fallbacks, labels)
+        if guided_best is not None and guided_best["ap"] > best["ap"]:
+            quantized, best = guided, guided_best
+    ranking = [{"unit": layer["layer"], "cosine": layer["cosine"], "loss": layer["loss"]} for layer in ranked]
+    return quantized, best, ranking
+
+
+def tune(model, graph_def, calibration, subset, weight_granularity, fp32_nodes, tolerance, max_trials,
+         order="nearest_outputs", units=None, heads=None, on_miss="fail"):  # fmt: skip
+    """Accuracy-aware quantization; returns (quantized model, nodes it kept in FP32, tuning history).
+
+    `order`: which convolutions go back to FP32 first, layer drift's (`largest_drift`, needs
+    the architecture's `units` and `heads`) or Neural Compressor's (`nearest_outputs`).
+    `on_miss`: `fail` when no trial is within the tolerance, or `keep` the best one.
+    """
+    baseline = subset.average_precision(graph_def)
+    if baseline == 0:
+        # A relative drop from zero means nothing (and Neural Compressor divides by it).
+        raise StageError(f"quantize_graph: FP32's COCO AP on the {len(subset.images)} tuning images is 0: nothing for "
+                         "the tolerance to hold; use more tuning_images, or no accuracy_tolerance")  # fmt: skip
+    run = TuningRun(model, calibration, subset, weight_granularity, fp32_nodes, tolerance)
+    if order == "largest_drift":
+        quantized, best, ranking = largest_drift_first(run, graph_def, fp32_nodes, max_trials, units, heads or {})
+    else:
+        quantized, best, ranking = nearest_outputs_first(run, graph_def, fp32_nodes, max_trials)
     history = {
         "tolerance": tolerance,
         "max_trials": max_trials,
         "tuning_images": len(subset.images),
         "fp32_ap": run.baseline,
+        "fallback_order": order,
+        "drift_ranking": ranking,
         "trials": run.trials,
         "chosen_trial": best["trial"],
         "met_tolerance": best["within_tolerance"],
+        "on_miss": on_miss,
     }
     if not best["within_tolerance"]:
-        log.warning("no trial within %.3f of FP32's AP %.4f; keeping trial %d (AP %.4f)", tolerance, run.baseline, best["trial"], best["ap"])  # fmt: skip
+        missed = (f"quantize_graph: no trial within {tolerance} of FP32's AP {run.baseline:.4f}: the best of "
+                  f"{len(run.trials)}, trial {best['trial']}, reached AP {best['ap']:.4f}")  # fmt: skip
+        if on_miss == "fail":
+            raise StageError(f"{missed}; allow more max_trials or a larger accuracy_tolerance, "
+                             "or set on_tolerance_miss: keep to keep it (marked in the report)")  # fmt: skip
+        log.warning("%s; kept, as on_tolerance_miss: keep asks (the report marks it)", missed)
     return quantized, best["kept_in_fp32"], history
 
 
@@ -223,7 +304,8 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
              interface=None):  # fmt: skip
     """Quantize `graph_path` into `output`; returns what was done (for the report).
 
-    `tuning`: None, or {"subset": TuningSubset, "tolerance": float, "max_trials": int}.
+    `tuning`: None, or {"subset": TuningSubset, "tolerance": float, "max_trials": int, and
+    optionally "order", "units", "heads", "on_miss" (tune's arguments)}.
     """
     from neural_compressor.tensorflow import quantize_model
     from neural_compressor.tensorflow.utils import Model
@@ -258,7 +340,8 @@ def quantize(graph_path, image_paths, output, weight_granularity="per_tensor", k
             else:
                 quantized, tuned_fp32, history = tune(
                     model, graph_def, calibration, tuning["subset"], weight_granularity, fp32_nodes,
-                    tuning["tolerance"], tuning["max_trials"],
+                    tuning["tolerance"], tuning["max_trials"], tuning.get("order", "nearest_outputs"),
+                    tuning.get("units"), tuning.get("heads"), tuning.get("on_miss", "fail"),
                 )  # fmt: skip
         except StageError:
             raise
@@ -313,6 +396,13 @@ def main():
     group.add_argument("--tuning-images", type=int, default=defaults["tuning_images"],
                        help="the first N images of the TFRecord")  # fmt: skip
     group.add_argument("--max-trials", type=int, default=defaults["max_trials"], help="quantizations at most")
+    group.add_argument("--fallback-order", choices=FALLBACK_ORDERS, default=defaults["fallback_order"],
+                       help="what goes back to FP32 first: the units layer drift finds losing most "
+                            "(needs --units), or the convolutions nearest the outputs")  # fmt: skip
+    group.add_argument("--on-tolerance-miss", choices=("fail", "keep"), default=defaults["on_tolerance_miss"],
+                       help="no trial within the tolerance: fail, or keep the best trial")  # fmt: skip
+    group.add_argument("--units", help="layer drift's units regex (architectures.<name>.layer_drift.units)")
+    group.add_argument("--heads", type=json.loads, default={}, help="layer drift's heads as JSON")
     add_interface_arguments(parser)
     args = parser.parse_args()
     interface = interface_of(args)
@@ -329,7 +419,11 @@ def main():
         if args.tuning_images < 1 or args.max_trials < 1:
             raise StageError("quantize_graph: --tuning-images and --max-trials must be at least 1")
         subset = TuningSubset(args.tuning_records, args.tuning_annotations, args.tuning_images, interface)
-        tuning = {"subset": subset, "tolerance": args.accuracy_tolerance, "max_trials": args.max_trials}
+        if args.fallback_order == "largest_drift" and not args.units:
+            raise StageError("quantize_graph: --fallback-order largest_drift needs --units (the architecture's layer_drift)")
+        tuning = {"subset": subset, "tolerance": args.accuracy_tolerance, "max_trials": args.max_trials,
+                  "order": args.fallback_order, "units": args.units, "heads": args.heads,
+                  "on_miss": args.on_tolerance_miss}  # fmt: skip
     images = calibration_images(args.images, args.calibration_images, args.seed)
     report = quantize(args.graph, images, args.output, args.weight_granularity, args.keep_fp32, tuning, interface)
     report.update(calibration_dir=str(args.images), seed=args.seed, from_evaluation_set=args.from_evaluation_set)

@@ -545,13 +545,14 @@ def dark_images(folder, count=2):
     return folder
 
 
-def tune_quantization(finished_run, tmp_path, max_trials):
-    """Accuracy-aware quantization of a detector with two convolutions beside its scoring one."""
+def tune_quantization(finished_run, tmp_path, max_trials, on_miss="keep"):
+    """Accuracy-aware quantization of a detector with two convolutions beside its scoring one,
+    in Neural Compressor's fallback order."""
     from make_demo_data import build_detector
 
     graph = tmp_path / "fp32.pb"
     graph.write_bytes(build_detector("fp32", extra_conv_layers=2, extra_channels=4).SerializeToString())
-    output = tmp_path / f"tuned-{max_trials}"
+    output = tmp_path / f"tuned-{max_trials}-{on_miss}"
     output.mkdir()
     workdir = finished_run.workdir
     images = tmp_path / "dark" if (tmp_path / "dark").is_dir() else dark_images(tmp_path / "dark")
@@ -559,8 +560,11 @@ def tune_quantization(finished_run, tmp_path, max_trials):
         "quantize_graph.py", "--graph", graph, "--images", images, "--output", output / "int8.pb",
         "--report", output / "quantization.json", "--accuracy-tolerance", 0.01, "--max-trials", max_trials,
         "--tuning-records", workdir / "resources/coco_tfrecord", "--tuning-images", 8,
-        "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json", onednn=True,
+        "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json",
+        "--fallback-order", "nearest_outputs", "--on-tolerance-miss", on_miss, onednn=True,
     )  # fmt: skip
+    if on_miss == "fail":
+        return run, output
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads((output / "quantization.json").read_text()), run.stderr
 
@@ -586,7 +590,16 @@ def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_los
     trials = report["tuning"]["trials"]
     assert [t["kept_in_fp32"] for t in trials] == [[], [f"{tower}_1"], [tower], [f"{tower}_1", tower]]
     assert report["tuning"]["met_tolerance"] is False and report["tuning"]["chosen_trial"] == 1
-    assert "no trial within 0.010 of FP32's AP 0.8750; keeping trial 1 (AP 0.0000)" in log
+    assert ("no trial within 0.01 of FP32's AP 0.8750: the best of 4, trial 1, reached AP 0.0000; kept, as "
+            "on_tolerance_miss: keep asks") in log  # fmt: skip
+    # By default a miss fails the stage in one line, and writes nothing.
+    run, output = tune_quantization(finished_run, tmp_path, max_trials=5, on_miss="fail")
+    assert error_lines(run) == [
+        "error: quantize_graph: no trial within 0.01 of FP32's AP 0.8750: the best of 4, trial 1, reached AP 0.0000;"
+        " allow more max_trials or a larger accuracy_tolerance, or set on_tolerance_miss: keep to keep it (marked in"
+        " the report)"
+    ]
+    assert list(output.iterdir()) == []
 
 
 def test_report_shows_the_tuning_history():

@@ -51,6 +51,43 @@ def demo_models(image_size):
     }  # fmt: skip
 
 
+# The real-weights data (make_real_data.py): the COCO SSDLite-MobileNetV2 of a TF.js package.
+REAL_GRAPH = "ssdlite_mobilenet_v2_coco.pb"
+REAL_ARCHITECTURES = {
+    "ssdlite_mobilenet_v2": {
+        "parts": {
+            "preprocessing": ["Preprocessor/", "ToFloat"],
+            "feature_extractor": ["FeatureExtractor/"],
+            "box_predictor": ["BoxPredictor_"],
+            "postprocessing": ["Postprocessor/", "MultipleGridAnchorGenerator/", "concat", "Squeeze"],
+        },
+        "layer_drift": {
+            # Each of MobileNetV2's 17 inverted-residual blocks ends at its projection's BatchNorm
+            # offset, or at the residual sum the exporter merged that offset into.
+            "units": "MobilenetV2/(expanded_conv(?:_\\d+)?)/(?:project/BatchNorm/batchnorm/add_1|ArithmeticOptimizer/AddOpsRewrite_add)$",
+            "heads": {
+                "box_encodings_0": "BoxPredictor_0/BoxEncodingPredictor/BiasAdd",
+                "class_logits_0": "BoxPredictor_0/ClassPredictor/BiasAdd",
+                "box_encodings_5": "BoxPredictor_5/BoxEncodingPredictor/BiasAdd",
+                "class_logits_5": "BoxPredictor_5/ClassPredictor/BiasAdd",
+            },
+        },
+    }
+}
+
+
+def real_models():
+    """FP32 as converted, INT8 quantized here on the photos (the evaluation set, as most
+    published INT8 results are calibrated), and BF16 from the FP32 graph."""
+    ssdlite = {"architecture": "ssdlite_mobilenet_v2", "input": {"image_size": [300, 300]}, "mem_mb": 2000}
+    return {
+        "ssdlite_fp32": {**ssdlite, "precision": "fp32", "download": REAL_GRAPH},
+        "ssdlite_int8": {**ssdlite, "precision": "int8",
+                         "quantize": {"from": "ssdlite_fp32", "calibration_images": 15, "seed": 0}},
+        "ssdlite_bf16": {**ssdlite, "precision": "bf16", "graph_of": "ssdlite_fp32", "allow_emulation": True},
+    }  # fmt: skip
+
+
 def demo_config(data_dir, base_url, layout="single_file"):
     """A workflow config that takes every input from the demo data, served at `base_url`.
 
@@ -70,6 +107,9 @@ def demo_config(data_dir, base_url, layout="single_file"):
         zoo = read_config("zoo.yaml")
         models = {**demo_models(recipe["models"]["fp32"]["input"]["image_size"]), **family_models(zoo["models"])}
         architectures = {**architectures, **zoo["architectures"]}
+    drift_images = 2
+    if manifest.get("registry") == "real":
+        architectures, models, drift_images = REAL_ARCHITECTURES, real_models(), 4
     return {
         "downloads": downloads,
         "download_settings": {"retries": 2, "backoff_seconds": 0.2, "connect_timeout": 5, "read_timeout": 30},
@@ -87,5 +127,5 @@ def demo_config(data_dir, base_url, layout="single_file"):
         "models": models,
         "benchmark": benchmark,
         "accuracy": {"max_images": 0, "shards": 1},
-        "diagnostics": {"layer_drift_images": 2},
+        "diagnostics": {"layer_drift_images": drift_images},
     }
