@@ -454,7 +454,7 @@ PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by t
 INSTANCES_NOTE = ("N copies of the graph on disjoint core sets of the node, each over its own images, started "
                   "together; throughput summed over the window in which all ran, warm-up excluded in each.")  # fmt: skip
 DRIFT_NOTE = ("Cosine similarity of each model's activations with its reference's on the same images, at the end of "
-              "each ResNet block (each MobileNet layer) and at the heads (the JSON and the plot have every unit). It "
+              "each ResNet block (each MobileNet layer or MobileNetV2 block) and at the heads (the JSON and the plot have every unit). It "
               "accumulates: the largest drop from the layer upstream is where the error comes in.")  # fmt: skip
 TUNING_NOTE = ("Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
                "convolutions it kept in FP32. In layer drift's order (fallback_order: largest_drift), trial 1 "

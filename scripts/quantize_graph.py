@@ -9,13 +9,19 @@ AndRequantize and kin, Dequantize), as Intel's own INT8 R-FCN does. Ops can be k
 FP32 by name or name scope (regular expressions), the second-stage box predictor say.
 A JSON report says what was quantized, on which images, and what stayed in FP32.
 
+Before quantizing, residual sums the exporter merged with a BatchNorm offset are reordered
+(residual_bias.py), so that every convolution gets Neural Compressor's fused bias kernel.
+
 With --accuracy-tolerance, Neural Compressor's tuning loop picks what stays in FP32: its
 metric is COCO AP on the first --tuning-images images of the TFRecord. Trial 1 quantizes
-everything; then each convolution in turn (nearest the outputs first) is tried alone in
-FP32; if none of those is within the tolerance of FP32's AP, the convolutions whose
-fallback helped most go back to FP32 together, one more per trial. Tuning stops at the
-first trial within the tolerance (relative AP drop) or after --max-trials quantizations,
-keeping the best; the report gives every trial, its AP and what it kept in FP32.
+everything. In layer drift's order (--fallback-order largest_drift), the architecture's units
+(--units, --heads) are ranked by the cosine each loses over its upstream one in trial 1, and
+each next trial keeps one more unit in FP32, with its convolutions. In Neural Compressor's
+(nearest_outputs), each convolution in turn, nearest the outputs first, is tried alone in FP32,
+then the ones whose fallback helped most go back together. Tuning stops at the first trial
+within the tolerance (relative AP drop). After --max-trials quantizations without one, the
+stage fails in one line, or with --on-tolerance-miss keep keeps the best trial; the report
+gives every trial, its AP and what it kept in FP32.
 """
 
 import argparse

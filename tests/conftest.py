@@ -185,6 +185,14 @@ class Workflow:
         return jobs
 
 
+def require_built(folder, target):
+    """A data folder `make <target>` builds: under CI it must be there, elsewhere its tests skip."""
+    if not (folder / "manifest.json").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no data in {folder}: CI must build it (make test runs make {target})")
+        pytest.skip(f"no data in {folder}: run `make {target}`")
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, demo_data):
     """One complete run of the default target on the demo data, shared by read-only tests."""

@@ -9,11 +9,19 @@ graph that starts after a separate preprocessing graph.
 
 import csv
 import json
-import os
 import re
 
 import pytest
-from conftest import REPO_ROOT, Workflow, agreement_with_fp32, error_lines, layer_drift, run_script, scale_weight_range
+from conftest import (
+    REPO_ROOT,
+    Workflow,
+    agreement_with_fp32,
+    error_lines,
+    layer_drift,
+    require_built,
+    run_script,
+    scale_weight_range,
+)
 
 from demo_config import demo_config
 from serve_files import FileServer
@@ -43,10 +51,7 @@ CONTROL_FLOW_OPS = {"Enter", "Exit", "Merge", "Switch", "NextIteration", "LoopCo
 
 @pytest.fixture(scope="module")
 def twin_run(tmp_path_factory):
-    if not (TWIN / "manifest.json").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no twin in {TWIN}: CI must build it (make test runs make twin)")
-        pytest.skip(f"no twin in {TWIN}: run `make twin`")
+    require_built(TWIN, "twin")
     server = FileServer(TWIN / "files").start()
     config = demo_config(TWIN, server.url)
     config["models"] = {name: config["models"][name] for name in MODELS}

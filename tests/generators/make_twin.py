@@ -71,7 +71,7 @@ QUANTIZE_REQUIREMENTS = REPO_ROOT / "requirements-quantize.txt"
 # What a change to should rebuild every architecture's twin.
 INPUT_FILES = (Path(__file__), GENERATORS / "odapi_compat.py", GENERATORS / "make_demo_data.py",
                REQUIREMENTS, QUANTIZE_REQUIREMENTS, REPO_ROOT / "requirements.txt",
-               REPO_ROOT / "scripts" / "quantize_graph.py")  # fmt: skip
+               REPO_ROOT / "scripts" / "quantize_graph.py", REPO_ROOT / "scripts" / "residual_bias.py")  # fmt: skip
 REQUIRED_MODULES = {"tf_slim": "tf-slim", "tf_keras": "tf-keras", "neural_compressor": "neural-compressor-tf"}
 # Intel's INT8 graphs carry these (and fused quantized convolutions); a quantizer that gives
 # anything else is not a twin of them.
