@@ -368,7 +368,9 @@ def tuning_rows(quantizations):
             chosen = " (kept)" if trial["trial"] == tuning["chosen_trial"] else ""
             kept = ", ".join(trial["kept_in_fp32"]) or "none"
             if trial.get("units_in_fp32"):  # layer drift's order: whole units, largest drift first
-                kept = f"units {', '.join(trial['units_in_fp32'])} ({len(trial['kept_in_fp32'])} convolutions)"
+                loss = {entry["unit"]: entry["loss"] for entry in tuning.get("drift_ranking") or []}
+                units = ", ".join(f"{unit} (cosine loss {number(loss.get(unit), 4)})" for unit in trial["units_in_fp32"])
+                kept = f"units {units}: {len(trial['kept_in_fp32'])} convolutions"
             rows.append((f"{trial['trial']}{chosen}", [model, number(trial["ap"], 4), drop, kept]))
     return rows
 

@@ -129,3 +129,20 @@ def test_the_script_takes_keyed_inputs_and_names_bad_ones(tmp_path):
     assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == f"error: --benchmark {str(path)!r}: give KEY=PATH"
     run = subprocess.run([*map(str, common), "--benchmark", f"other={path}"], capture_output=True, text=True)
     assert run.stderr.strip().splitlines()[-1] == "error: results of models not in --models: other"
+
+
+def test_a_tuning_that_missed_its_tolerance_is_marked_in_the_matrix_and_its_units_named():
+    from make_report import matrix_rows, tuning_rows
+
+    tuning = {"tolerance": 0.05, "fp32_ap": 1.0, "chosen_trial": 2, "tuning_images": 15, "met_tolerance": False,
+              "drift_ranking": [{"unit": "expanded_conv_2", "cosine": 0.53, "loss": 0.46}],
+              "trials": [{"trial": 1, "ap": 0.0002, "kept_in_fp32": []},
+                         {"trial": 2, "ap": 0.0004, "kept_in_fp32": ["a", "b", "c"], "units_in_fp32": ["expanded_conv_2"]}]}  # fmt: skip
+    rows = dict(matrix_rows(REGISTRY, {}, {}, {"ssd_int8": {"tuning": tuning}}))
+    assert rows["ssd_int8"][1] == ("int8 (MISSED its accuracy tolerance 0.05: best of 2 trials AP 0.0004 vs FP32 "
+                                   "1.0000 on 15 images)")  # fmt: skip
+    assert rows["rfcn_int8"][1] == "int8"
+    assert tuning_rows({"ssd_int8": {"tuning": tuning}})[-1] == (
+        "2 (kept)", ["ssd_int8", "0.0004", "0.9996", "units expanded_conv_2 (cosine loss 0.4600): 3 convolutions"])
+    tuning["met_tolerance"] = True
+    assert dict(matrix_rows(REGISTRY, {}, {}, {"ssd_int8": {"tuning": tuning}}))["ssd_int8"][1] == "int8"

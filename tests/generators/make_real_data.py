@@ -117,6 +117,8 @@ def photo_jpegs(annotations, work):
     roots = {name: package_root(*PACKAGES[name], work) for name in PACKAGES}
     jpegs = {}
     for image in annotations["images"]:
+        if Path(image["path"]).is_absolute() or ".." in Path(image["path"]).parts:
+            raise StageError(f"{ANNOTATIONS.name}: image {image['id']}: path {image['path']!r} leads outside its package")
         source = (roots[image["package"]] / image["path"]).read_bytes()
         if sha256_of(source) != image["sha256"]:
             raise StageError(f"{image['package']}: {image['path']} differs from the photo annotated "
