@@ -91,7 +91,7 @@ def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
         "download_file": 4, "extract_coco_images": 1, "extract_coco_annotations": 1, "write_empty_annotations": 1,
         "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "prepare_frozen_graph": 2, "quantize_graph": 1,
         "benchmark_graph": 4, "detect_objects": 4, "evaluate_accuracy": 4, "compare_with_reference": 3,
-        "measure_layer_drift": 3, "make_report": 1, "all": 1,
+        "measure_layer_drift": 3, "draw_gallery": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -127,8 +127,8 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
 
     # Every job that is not a local rule went through SLURM.
     submitted = [line for line in output.splitlines() if "has been submitted with SLURM jobid" in line]
-    # 2 benchmarks, 4 shards, 2 scores, 1 comparison with FP32, 1 layer drift, report
-    assert len(submitted) == 11
+    # 2 benchmarks, 4 shards, 2 scores, 1 comparison with FP32, 1 layer drift, gallery, report
+    assert len(submitted) == 12
     queue = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True,
                            env=slurm.environment).stdout  # fmt: skip
     job_ids = [line.rsplit("SLURM jobid ", 1)[1].split()[0] for line in submitted]

@@ -30,6 +30,7 @@ RULES_RUN_ONCE = {
     "evaluate_accuracy": 4,
     "compare_with_reference": 3,
     "measure_layer_drift": 3,
+    "draw_gallery": 1,
     "make_report": 1,
     "all": 1,
 }
@@ -121,7 +122,7 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     shutil.copytree(finished_run.workdir, tmp_path / "run", symlinks=True)
     config["models"] = {name: config["models"][name] for name in ("int8", "fp32")}
     workflow = Workflow(tmp_path / "run", config)
-    assert workflow.planned_jobs() == {"make_report": 1, "all": 1}
+    assert workflow.planned_jobs() == {"draw_gallery": 1, "make_report": 1, "all": 1}
     workflow.run()
     assert workflow.planned_jobs() == {}
 
@@ -129,7 +130,7 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"]["sharded"]
     assert workflow.planned_jobs() == {
         "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 2,
-        "evaluate_accuracy": 2, "compare_with_reference": 1, "make_report": 1, "all": 1,
+        "evaluate_accuracy": 2, "compare_with_reference": 1, "draw_gallery": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
     requests_before = len(server.requests)
     workflow.run()
@@ -150,7 +151,8 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     int8_download["sha256"] = file_digests(mirror / "rfcn_resnet101_int8_coco_pretrained_model.pb")["sha256"]
     assert workflow.planned_jobs() == {
         "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
-        "evaluate_accuracy": 1, "compare_with_reference": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+        "evaluate_accuracy": 1, "compare_with_reference": 1, "measure_layer_drift": 1, "draw_gallery": 1,
+        "make_report": 1, "all": 1,
     }  # fmt: skip
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
@@ -173,7 +175,7 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     workflow.config["models"]["int8_inc"] = int8_inc
     assert workflow.planned_jobs() == {
         "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
-        "compare_with_reference": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+        "compare_with_reference": 1, "measure_layer_drift": 1, "draw_gallery": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -189,13 +191,13 @@ def test_a_model_is_one_registry_entry(finished_run, tmp_path):
     }  # fmt: skip
     assert workflow.planned_jobs() == {
         "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
-        "compare_with_reference": 1, "measure_layer_drift": 1, "make_report": 1, "all": 1,
+        "compare_with_reference": 1, "measure_layer_drift": 1, "draw_gallery": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
     del config["models"]["int8_per_channel"]
     config["models"]["bf16"]["runtime"] = {"kmp_blocktime": 0}
     assert workflow.planned_jobs() == {
         "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1, "compare_with_reference": 1,
-        "make_report": 1, "all": 1,
+        "draw_gallery": 1, "make_report": 1, "all": 1,
     }  # fmt: skip
     assert "--kmp-blocktime=0" in workflow.run("-n", "-p", "results/benchmark/bf16.json").stdout
 
