@@ -26,7 +26,7 @@ EXPECTED_LEGACY = {"AP": (6 + PERSON_LEGACY_AP) / 8, "AP_small": (6 + PERSON_LEG
                    "AP_medium": -1.0, "AP_large": -1.0, "AR100": (6 + 3 / 4) / 8}  # fmt: skip
 INT8_KERNEL = "_MklQuantizedConv2DWithBiasAndReluAndRequantize"
 REPORT_PLOTS = ("speedup_vs_accuracy.png", "latency_per_step.png", "latency_histogram.png", "time_by_model_part.png",
-                "average_precision.png", "detection_agreement.png", "layer_drift.png")  # fmt: skip
+                "average_precision.png", "detection_agreement.png", "layer_drift.png", "gallery.png")  # fmt: skip
 
 
 def result(workflow, kind, model):
@@ -151,7 +151,7 @@ def test_snakemake_report_shows_the_results_with_captions(finished_run, tmp_path
     for name in ("summary.md", "summary.html", *REPORT_PLOTS):
         assert name in text, name
     captions = sorted((Path(__file__).parents[1] / "rules" / "captions").glob("*.rst"))
-    assert len(captions) == 10
+    assert len(captions) == 11
     for caption in captions:
         first_words = " ".join(caption.read_text().split()[:6]).replace("``", "")
         assert first_words in text, caption.name

@@ -91,6 +91,7 @@ def test_every_rule_wrote_its_log(finished_run):
         "download_file/rfcn_resnet101_fp32_coco_pretrained_model.tar.gz.log",
         "download_file/rfcn_resnet101_int8_coco_pretrained_model.pb.log",
         "download_file/val2017.zip.log",
+        "draw_gallery.log",
         "evaluate_accuracy/bf16.log",
         "evaluate_accuracy/fp32.log",
         "evaluate_accuracy/int8.log",
