@@ -152,6 +152,7 @@ def test_the_gallery_shows_each_model_on_the_first_photos(real_run):
     width, height = Image.open(gallery).size
     assert width > height  # four rows of ground truth and three models
     annotations = read_json(real_run, "resources/coco/annotations/instances_val2017.json")
+    assert len(annotations["categories"]) == 80  # as val2017's: every class a model finds has its name
     detections = {model: {1: [], 2: [], 3: [], 4: [], 15: []} for model in ("a", "b")}
     assert [image["file_name"] for image in chosen_images(annotations, detections, 4)] == [
         "dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg"]  # fmt: skip

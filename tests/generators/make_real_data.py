@@ -33,7 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from common import StageError, atomic_directory, run_main  # noqa: E402
-from make_demo_data import DEFAULT_WHEEL, write_coco_archives, write_manifest  # noqa: E402
+from make_demo_data import COCO_CATEGORIES, DEFAULT_WHEEL, write_coco_archives, write_manifest  # noqa: E402
 
 log = logging.getLogger("make_real_data")
 
@@ -177,14 +177,18 @@ def check_conversion(raw_graph_def, graph_def, jpeg):
 
 
 def coco_instances(annotations):
-    """The annotations as COCO's instances file: only COCO's own keys, each box its own polygon."""
+    """The annotations as COCO's instances file: only COCO's own keys, each box its own polygon,
+    and all 80 categories, as val2017's (a model finds classes the photos do not hold)."""
+    for category in annotations["categories"]:
+        if COCO_CATEGORIES.get(category["id"]) != category["name"]:
+            raise StageError(f"{ANNOTATIONS.name}: category {category['id']} {category['name']!r} is not COCO's")
     images = [{key: image[key] for key in ("id", "file_name", "width", "height")} for image in annotations["images"]]
     boxes = []
     for box in annotations["annotations"]:
         x, y, w, h = box["bbox"]
         boxes.append({**box, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
-    return {"info": annotations["info"], "images": images, "annotations": boxes,
-            "categories": annotations["categories"]}  # fmt: skip
+    categories = [{"id": key, "name": name} for key, name in COCO_CATEGORIES.items()]
+    return {"info": annotations["info"], "images": images, "annotations": boxes, "categories": categories}
 
 
 def make_real_data(output=DEFAULT_OUTPUT, wheel=DEFAULT_WHEEL, force=False):
