@@ -116,3 +116,14 @@ def file_digests(path, algorithms=("md5", "sha256"), chunk_size=1 << 20):
             for hasher in hashers.values():
                 hasher.update(chunk)
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def keyed_paths(items, what):
+    """{key: path} of KEY=PATH command-line arguments, in the order given."""
+    paths = {}
+    for item in items:
+        key, separator, path = item.partition("=")
+        if not separator or not key or not path:
+            raise StageError(f"--{what} {item!r}: give KEY=PATH")
+        paths[key] = Path(path)
+    return paths

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, run_main
+from common import StageError, atomic_file, keyed_paths, run_main
 
 log = logging.getLogger("draw_gallery")
 
@@ -30,17 +30,6 @@ def read_json(path, what):
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise StageError(f"cannot read {what} {path}: {error}") from None
-
-
-def parse_keyed(values, flag):
-    """["model=path", ...] -> {model: Path}, in the order given."""
-    keyed = {}
-    for value in values:
-        name, separator, path = value.partition("=")
-        if not separator or not name or not path:
-            raise StageError(f"{flag} {value}: give MODEL=PATH")
-        keyed[name] = Path(path)
-    return keyed
 
 
 def by_image(detections):
@@ -121,7 +110,7 @@ def main():
     args = parser.parse_args()
     if args.count < 1:
         raise StageError("draw_gallery: --count must be at least 1")
-    draw_gallery(args.images, args.annotations, parse_keyed(args.detections, "--detections"), args.output,
+    draw_gallery(args.images, args.annotations, keyed_paths(args.detections, "detections"), args.output,
                  args.count, args.min_score)  # fmt: skip
 
 

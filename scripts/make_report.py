@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import StageError, atomic_file, run_main  # noqa: E402
+from common import StageError, atomic_file, keyed_paths, run_main  # noqa: E402
 from performance import OTHER_PART  # noqa: E402
 
 log = logging.getLogger("make_report")
@@ -41,17 +41,6 @@ def load_json(path):
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise StageError(f"cannot read {path}: {error}") from None
-
-
-def keyed_paths(items, what):
-    """{key: path} of KEY=PATH arguments."""
-    paths = {}
-    for item in items:
-        key, separator, path = item.partition("=")
-        if not separator or not key or not path:
-            raise StageError(f"--{what} {item!r}: give KEY=PATH")
-        paths[key] = Path(path)
-    return paths
 
 
 def load_keyed(items, what):

@@ -15,7 +15,6 @@
 import json
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
