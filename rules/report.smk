@@ -103,8 +103,8 @@ rule draw_gallery:
         "../envs/report.yaml"
     threads: 1
     resources:
-        # every model's detections at once: 236 MB of JSON each on val2017
-        mem_mb=6000,
+        # one model's detections at a time: 236 MB of JSON on val2017, as evaluate_accuracy reads
+        mem_mb=3000,
         runtime="10m",
     params:
         script=script("draw_gallery.py"),

@@ -39,10 +39,11 @@ def by_image(detections):
     return grouped
 
 
-def chosen_images(ground_truth, detections, count):
-    """The first `count` image ids scored by every model that have ground truth boxes."""
+def chosen_images(ground_truth, scored, count):
+    """The first `count` images scored by every model ({model: its image ids}) that have
+    ground truth boxes."""
     annotated = {annotation["image_id"] for annotation in ground_truth["annotations"]}
-    scored = set.intersection(*(set(found) for found in detections.values())) if detections else set()
+    scored = set.intersection(*(set(ids) for ids in scored.values())) if scored else set()
     images = {image["id"]: image for image in ground_truth["images"]}
     return [images[image_id] for image_id in sorted(scored & annotated & images.keys())][:count]
 
@@ -72,10 +73,17 @@ def draw_gallery(image_dir, annotations_path, detection_paths, output, count=4, 
 
     ground_truth = read_json(annotations_path, "annotations")
     names = {category["id"]: category["name"] for category in ground_truth["categories"]}
-    detections = {model: by_image(read_json(path, "detections")) for model, path in detection_paths.items()}
-    images = chosen_images(ground_truth, detections, count)
+    # Two passes, one file at a time: a model's detections on val2017 are 1.5 M objects, and a
+    # run may have a dozen models. First which images each scored, then those drawn.
+    scored = {model: {d["image_id"] for d in read_json(path, "detections")} for model, path in detection_paths.items()}
+    images = chosen_images(ground_truth, scored, count)
     if not images:
         raise StageError(f"no image of {annotations_path} with ground truth was scored by every model")
+    drawn = {image["id"] for image in images}
+    detections = {
+        model: by_image(d for d in read_json(path, "detections") if d["image_id"] in drawn)
+        for model, path in detection_paths.items()
+    }
     truth = by_image(ground_truth["annotations"])
     columns = 1 + len(detections)
     figure, axes = plt.subplots(len(images), columns, figsize=(2.6 * columns, 2.3 * len(images)), squeeze=False)
