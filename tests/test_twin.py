@@ -507,9 +507,11 @@ def test_each_architecture_is_profiled_by_its_own_parts(twin_run, model):
     assert list(profile) == [*parts, "other"]
     assert all(profile[part] > 0 for part in parts), profile
     assert profile["other"] < 0.2 * result["profile"]["op_time_ms"], profile
-    if result["precision"] != "bf16":
-        assert max(profile, key=profile.get) == largest, profile
     flops = result["flops"]
+    if result["precision"] != "bf16":
+        # Among the parts that compute (NMS on random weights can outlast an INT8 backbone).
+        computing = {part: ms for part, ms in profile.items() if flops["by_part"].get(part, 0) > 0.05 * flops["total"]}
+        assert max(computing, key=computing.get) == largest, profile
     if family(model) == "frcnn":
         assert flops["total"] > 300e9 and flops["by_part"]["second_stage_feature_extractor"] > 0.7 * flops["total"]
     else:
