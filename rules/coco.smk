@@ -4,9 +4,9 @@ rule extract_coco_images:
     output:
         directory("resources/coco/val2017"),
     log:
-        "logs/extract_coco_images.log",
+        log_file("extract_coco_images"),
     benchmark:
-        "benchmarks/extract_coco_images.tsv"
+        benchmark_file("extract_coco_images")
     conda:
         "../envs/download.yaml"
     threads: 1
@@ -26,9 +26,9 @@ rule extract_coco_annotations:
     output:
         "resources/coco/annotations/instances_val2017.json",
     log:
-        "logs/extract_coco_annotations.log",
+        log_file("extract_coco_annotations"),
     benchmark:
-        "benchmarks/extract_coco_annotations.tsv"
+        benchmark_file("extract_coco_annotations")
     conda:
         "../envs/download.yaml"
     threads: 1
@@ -47,9 +47,9 @@ rule write_empty_annotations:
         annotations="resources/coco/empty/empty.json",
         images=directory("resources/coco/empty/images"),
     log:
-        "logs/write_empty_annotations.log",
+        log_file("write_empty_annotations"),
     benchmark:
-        "benchmarks/write_empty_annotations.tsv"
+        benchmark_file("write_empty_annotations")
     localrule: True
     conda:
         "../envs/download.yaml"

@@ -8,11 +8,11 @@ rule compare_with_reference:
     output:
         "results/diagnostics/{model}_agreement.json",
     log:
-        "logs/compare_with_reference/{model}.log",
+        log_file("compare_with_reference"),
     benchmark:
-        "benchmarks/compare_with_reference/{model}.tsv"
+        benchmark_file("compare_with_reference")
     wildcard_constraints:
-        model=one_of(COMPARED_MODELS),
+        model=one_of(PLAN.compared_models),
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -34,11 +34,11 @@ rule measure_layer_drift:
     output:
         "results/diagnostics/{model}_layer_drift.json",
     log:
-        "logs/measure_layer_drift/{model}.log",
+        log_file("measure_layer_drift"),
     benchmark:
-        "benchmarks/measure_layer_drift/{model}.tsv"
+        benchmark_file("measure_layer_drift")
     wildcard_constraints:
-        model=one_of(COMPARED_MODELS),
+        model=one_of(PLAN.compared_models),
     conda:
         "../envs/tensorflow.yaml"
     threads: get_inference_threads()

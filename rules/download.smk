@@ -2,9 +2,9 @@ rule download_file:
     output:
         f"{DOWNLOADS}/{{filename}}",
     log:
-        "logs/download_file/{filename}.log",
+        log_file("download_file"),
     benchmark:
-        "benchmarks/download_file/{filename}.tsv"
+        benchmark_file("download_file")
     localrule: True
     conda:
         "../envs/download.yaml"
@@ -24,4 +24,4 @@ rule download_file:
 
 rule download_inputs:
     input:
-        get_download_targets(),
+        PLAN.download_targets(),

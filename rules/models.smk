@@ -4,11 +4,11 @@ rule prepare_frozen_graph:
     output:
         "resources/models/{model}/frozen_inference_graph.pb",
     log:
-        "logs/prepare_frozen_graph/{model}.log",
+        log_file("prepare_frozen_graph"),
     benchmark:
-        "benchmarks/prepare_frozen_graph/{model}.tsv"
+        benchmark_file("prepare_frozen_graph")
     wildcard_constraints:
-        model=one_of(DOWNLOADED_MODELS),
+        model=one_of(PLAN.downloaded_models),
     conda:
         "../envs/tensorflow.yaml"
     threads: 1
@@ -33,11 +33,11 @@ rule quantize_graph:
         graph="resources/models/{model}/frozen_inference_graph.pb",
         report="resources/models/{model}/quantization.json",
     log:
-        "logs/quantize_graph/{model}.log",
+        log_file("quantize_graph"),
     benchmark:
-        "benchmarks/quantize_graph/{model}.tsv"
+        benchmark_file("quantize_graph")
     wildcard_constraints:
-        model=one_of(QUANTIZED_MODELS),
+        model=one_of(PLAN.quantized_models),
     conda:
         "../envs/quantize.yaml"
     threads: get_inference_threads()
@@ -58,4 +58,4 @@ rule quantize_graph:
 
 rule prepare_models:
     input:
-        get_graph_targets(),
+        PLAN.graph_targets(),

@@ -1,12 +1,6 @@
 rule make_report:
     input:
-        benchmark_results().values(),
-        instance_results().values(),
-        accuracy_results().values(),
-        agreement_results().values(),
-        layer_drift_results().values(),
-        quantization_reports().values(),
-        stage_costs().values(),
+        [path for paths in PLAN.report_inputs().values() for path in paths.values()],
         # its summary.json: how many annotations the conversion dropped
         records="resources/coco_tfrecord",
         gallery="results/report/gallery.png",
@@ -62,9 +56,9 @@ rule make_report:
             category="Diagnostics",
         ),
     log:
-        "logs/make_report.log",
+        log_file("make_report"),
     benchmark:
-        "benchmarks/make_report.tsv"
+        benchmark_file("make_report")
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -73,8 +67,8 @@ rule make_report:
         runtime="10m",
     params:
         script=script("make_report.py"),
-        models=get_report_models(),
-        inputs=get_report_inputs,
+        models=json.dumps(PLAN.report_models()),
+        inputs=PLAN.report_arguments(),
         plots=get_plot_outputs,
     shell:
         "python {params.script} --models {params.models:q} {params.inputs}"
@@ -88,7 +82,7 @@ rule draw_gallery:
     input:
         images="resources/coco/val2017",
         annotations="resources/coco/annotations/instances_val2017.json",
-        detections=gallery_detections().values(),
+        detections=PLAN.gallery_detections().values(),
     output:
         report(
             "results/report/gallery.png",
@@ -96,9 +90,9 @@ rule draw_gallery:
             category="Accuracy",
         ),
     log:
-        "logs/draw_gallery.log",
+        log_file("draw_gallery"),
     benchmark:
-        "benchmarks/draw_gallery.tsv"
+        benchmark_file("draw_gallery")
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -108,7 +102,7 @@ rule draw_gallery:
         runtime="10m",
     params:
         script=script("draw_gallery.py"),
-        options=get_gallery_options,
+        options=PLAN.gallery_options(),
     shell:
         "python {params.script} --images {input.images:q} --annotations {input.annotations:q}"
         " {params.options} --output {output:q} > {log:q} 2>&1"

@@ -2,9 +2,9 @@ rule checkout_tensorflow_models:
     output:
         directory("resources/tensorflow_models"),
     log:
-        "logs/checkout_tensorflow_models.log",
+        log_file("checkout_tensorflow_models"),
     benchmark:
-        "benchmarks/checkout_tensorflow_models.tsv"
+        benchmark_file("checkout_tensorflow_models")
     localrule: True
     conda:
         "../envs/tensorflow.yaml"
@@ -31,9 +31,9 @@ rule convert_coco_to_tfrecord:
     output:
         directory("resources/coco_tfrecord"),
     log:
-        "logs/convert_coco_to_tfrecord.log",
+        log_file("convert_coco_to_tfrecord"),
     benchmark:
-        "benchmarks/convert_coco_to_tfrecord.tsv"
+        benchmark_file("convert_coco_to_tfrecord")
     conda:
         "../envs/tensorflow.yaml"
     threads: 1

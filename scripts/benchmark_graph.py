@@ -16,162 +16,25 @@ image, and the rate a matmul reaches on the same threads (see performance.py).
 import argparse
 import json
 import logging
-import queue
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-from common import StageError, atomic_file, run_main
-from detection_graph import (
+from detbench.common import StageError, atomic_file, run_main
+from detbench.config_schema import schema_defaults
+from detbench.detection_graph import (
     add_interface_arguments,
     bfloat16_share,
-    decode_image,
     interface_of,
     kernels_in,
     list_images,
     open_checked_session,
     traced_node_times,
 )
-from job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
-from performance import add_parts_argument, count_flops, probe_rates, profile, roofline
-from workflow_config import schema_defaults
+from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
+from detbench.performance import add_parts_argument, count_flops, probe_rates, profile, roofline
+from detbench.timing import BatchPrefetcher, summarize, time_steps
 
 log = logging.getLogger("benchmark_graph")
-
-LOG_EVERY = 10
-PERCENTILES = (50, 90, 99)
-
-
-def load_image(path, image_size):
-    from PIL import Image
-
-    array = decode_image(path.read_bytes(), path.name)
-    if image_size is not None:
-        height, width = image_size
-        array = np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
-    return array
-
-
-def load_batch(paths, image_size):
-    return np.stack([load_image(path, image_size) for path in paths])
-
-
-class ImageCycle:
-    """Decoded images in file order, round and round, as the recipe's benchmark reads them.
-
-    An unreadable image stops the run (`on_bad_image` "stop"), or is left out with a
-    warning and listed in `skipped` ("skip").
-    """
-
-    def __init__(self, paths, image_size, on_bad_image="stop"):
-        self.paths = list(paths)
-        self.image_size = image_size
-        self.on_bad_image = on_bad_image
-        self.skipped = []
-
-    def __iter__(self):
-        while self.paths:
-            for path in list(self.paths):
-                try:
-                    yield load_image(path, self.image_size)
-                except StageError as error:
-                    if self.on_bad_image == "stop":
-                        raise StageError(f"{error} (benchmark.on_bad_image: skip leaves it out)") from None
-                    log.warning("skipping %s", error)
-                    self.skipped.append(path.name)
-                    self.paths.remove(path)
-        raise StageError("no readable image left to benchmark")
-
-    def batches(self, batch_size):
-        images = iter(self)
-        while True:
-            yield np.stack([next(images) for _ in range(batch_size)])
-
-
-class BatchPrefetcher:
-    """Decodes batches on a background thread, ahead of the timed loop.
-
-    The queue holds as many batches as fit in `memory_budget` bytes (all of them, for
-    the recipe's 500 single images); `wait_until_full` lets decoding finish before
-    timing starts, so that it does not compete with the model for the cores. Runs too
-    large for memory keep decoding during the run, `depth` batches ahead.
-    """
-
-    def __init__(self, images, batch_size, image_size, steps, memory_budget=2 << 30, on_bad_image="stop"):
-        self.steps = steps
-        self.error = None
-        self.finished = threading.Event()
-        self.images = ImageCycle(images, image_size, on_bad_image)
-        batches = self.images.batches(batch_size)
-        first = next(batches)
-        self.depth = int(max(2, min(steps, memory_budget // max(first.nbytes, 1))))
-        self.queue = queue.Queue(maxsize=self.depth)
-        self.queue.put(first)
-        self.thread = threading.Thread(target=self.produce, args=(batches,), daemon=True)
-        self.thread.start()
-
-    def produce(self, batches):
-        try:
-            for _ in range(1, self.steps):
-                self.queue.put(next(batches))
-        except Exception as error:  # handed to the consumer, which reports it
-            self.error = error
-            self.queue.put(None)
-        finally:
-            self.finished.set()
-
-    def wait_until_full(self):
-        while not self.finished.is_set() and self.queue.qsize() < self.depth:
-            time.sleep(0.01)
-        return self.queue.qsize()
-
-    def __iter__(self):
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                if isinstance(self.error, StageError):
-                    raise self.error
-                raise StageError(f"reading images failed: {self.error}")
-            yield batch
-
-
-def time_steps(session, interface, batches, steps, ends=None):
-    """Seconds per step, timing `session.run` alone; logs as the recipe's benchmark does.
-    `ends` (a list) receives each step's end on the machine-wide monotonic clock."""
-    seconds = []
-    for step, batch in zip(range(steps), batches):
-        feed = interface.timed_feed(session, batch)
-        start = time.perf_counter()
-        session.run(interface.fetches(), feed)
-        seconds.append(time.perf_counter() - start)
-        if ends is not None:
-            ends.append(time.monotonic())
-        if step % LOG_EVERY == 0:
-            log.info("Step %d: %s seconds", step, seconds[-1])
-    return seconds
-
-
-def summarize(seconds, warmup_steps, batch_size):
-    """Latency and throughput over the steps after warm-up."""
-    measured = np.array(seconds[warmup_steps:])
-    if measured.size == 0:
-        raise StageError(f"warmup_steps ({warmup_steps}) leaves no step to measure")
-    latency_ms = measured * 1000.0
-    summary = {
-        "latency_ms": {
-            "mean": float(latency_ms.mean()),
-            **{f"p{q}": float(np.percentile(latency_ms, q)) for q in PERCENTILES},
-            "min": float(latency_ms.min()),
-            "max": float(latency_ms.max()),
-        },
-        "throughput_images_per_second": float(batch_size * measured.size / measured.sum()),
-        "measured_steps": int(measured.size),
-        # Intel's figure: the mean over every step, the first (graph set-up) included.
-        "intel_avg_duration_per_step_seconds": float(np.mean(seconds)),
-    }
-    return summary
 
 
 def wait_for_instances(barrier, instance, instances, timeout=900):
@@ -185,9 +48,23 @@ def wait_for_instances(barrier, instance, instances, timeout=900):
 
 
 def benchmark(
-    graph_path, interface, image_dir, steps, warmup_steps, batch_size, image_size, applied, output, on_bad_image="stop",
-    profile_steps=3, instance=0, instances=1, barrier=None, with_roofline=True, parts=None,
-):  # fmt: skip
+    graph_path,
+    interface,
+    image_dir,
+    steps,
+    warmup_steps,
+    batch_size,
+    image_size,
+    applied,
+    output,
+    on_bad_image="stop",
+    profile_steps=3,
+    instance=0,
+    instances=1,
+    barrier=None,
+    with_roofline=True,
+    parts=None,
+):
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
@@ -213,9 +90,14 @@ def benchmark(
     kernels = kernels_in(node_times)
     bfloat16 = bfloat16_share(node_times)
     if applied["precision"] == "bf16":
-        log.info("bfloat16: %d nodes (%.0f%% of op time) and %d casts (%.0f%%); kernels: %s", bfloat16["nodes"],
-                 100 * bfloat16["op_time_fraction"], bfloat16["casts"], 100 * bfloat16["cast_time_fraction"],
-                 ", ".join(bfloat16["kernels"]) or "none")  # fmt: skip
+        log.info(
+            "bfloat16: %d nodes (%.0f%% of op time) and %d casts (%.0f%%); kernels: %s",
+            bfloat16["nodes"],
+            100 * bfloat16["op_time_fraction"],
+            bfloat16["casts"],
+            100 * bfloat16["cast_time_fraction"],
+            ", ".join(bfloat16["kernels"]) or "none",
+        )
     flops = probe = achieved = None
     if with_roofline:
         flops = count_flops(session, interface.feed(batch), parts or {})
@@ -223,16 +105,25 @@ def benchmark(
         achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, applied["precision"])
         log.info(
             "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %.0f%% of a %s matmul's %.1f on these threads (%s)",
-            achieved["gflops_per_image"], achieved["achieved_gflops_per_second"], 100 * achieved["fraction_of_probe"],
-            achieved["probe_precision"], achieved["probe_gflops_per_second"], ", ".join(probe["cpu_flags"]) or "no flags",
-        )  # fmt: skip
-    log.info("Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
-             summary["intel_avg_duration_per_step_seconds"])  # fmt: skip
+            achieved["gflops_per_image"],
+            achieved["achieved_gflops_per_second"],
+            100 * achieved["fraction_of_probe"],
+            achieved["probe_precision"],
+            achieved["probe_gflops_per_second"],
+            ", ".join(probe["cpu_flags"]) or "no flags",
+        )
+    log.info(
+        "Avg. Duration per Step:%s (Intel's average: all steps, the first included)",
+        summary["intel_avg_duration_per_step_seconds"],
+    )
     log.info(
         "after %d warm-up steps: latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms; %.2f images/s",
-        warmup_steps, summary["latency_ms"]["p50"], summary["latency_ms"]["p90"],
-        summary["latency_ms"]["p99"], summary["throughput_images_per_second"],
-    )  # fmt: skip
+        warmup_steps,
+        summary["latency_ms"]["p50"],
+        summary["latency_ms"]["p90"],
+        summary["latency_ms"]["p99"],
+        summary["throughput_images_per_second"],
+    )
     log.info("Ran inference with batch size %d", batch_size)
     result = {
         "mode": "online" if batch_size == 1 else "batch",
@@ -279,10 +170,12 @@ def add_benchmark_arguments(parser):
     parser.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"])
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
     parser.add_argument("--image-size", type=parse_image_size, help="HEIGHTxWIDTH, for batch > 1")
-    parser.add_argument("--on-bad-image", choices=("stop", "skip"), default=defaults["on_bad_image"],
-                        help="an unreadable image")  # fmt: skip
-    parser.add_argument("--profile-steps", type=int, default=defaults["profile_steps"],
-                        help="traced steps after timing; 0: no profile")  # fmt: skip
+    parser.add_argument(
+        "--on-bad-image", choices=("stop", "skip"), default=defaults["on_bad_image"], help="an unreadable image"
+    )
+    parser.add_argument(
+        "--profile-steps", type=int, default=defaults["profile_steps"], help="traced steps after timing; 0: no profile"
+    )
 
 
 def main():
@@ -291,8 +184,12 @@ def main():
     parser.add_argument("--image-dir", type=Path, required=True, help="folder of val2017 JPEGs")
     parser.add_argument("--output", type=Path, required=True, help="results JSON")
     add_benchmark_arguments(parser)
-    parser.add_argument("--roofline", action=argparse.BooleanOptionalAction, default=True,
-                        help="count FLOPs and probe the threads' matmul rate after timing")  # fmt: skip
+    parser.add_argument(
+        "--roofline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count FLOPs and probe the threads' matmul rate after timing",
+    )
     group = parser.add_argument_group("one of several instances on a node (benchmark_instances.py starts them)")
     group.add_argument("--instance", type=int, default=0, help="this instance's index: it reads images[K::N]")
     group.add_argument("--instances", type=int, default=1, help="N, the instances sharing the node")
@@ -307,10 +204,23 @@ def main():
         raise StageError(f"--instance {args.instance} is not in 0..{args.instances - 1}")
     applied = apply_runtime(runtime_settings(args))
     benchmark(
-        args.graph, interface_of(args), args.image_dir, args.number_of_steps, args.warmup_steps,
-        args.batch_size, args.image_size, applied, args.output, args.on_bad_image, args.profile_steps,
-        args.instance, args.instances, args.start_barrier, args.roofline, args.parts,
-    )  # fmt: skip
+        args.graph,
+        interface_of(args),
+        args.image_dir,
+        args.number_of_steps,
+        args.warmup_steps,
+        args.batch_size,
+        args.image_size,
+        applied,
+        args.output,
+        args.on_bad_image,
+        args.profile_steps,
+        args.instance,
+        args.instances,
+        args.start_barrier,
+        args.roofline,
+        args.parts,
+    )
 
 
 if __name__ == "__main__":

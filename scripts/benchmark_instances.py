@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, run_main
-from job_runtime import core_sets, job_cores, run_pinned
+from detbench.common import StageError, atomic_file, run_main
+from detbench.job_runtime import core_sets, job_cores, run_pinned
 
 log = logging.getLogger("benchmark_instances")
 
@@ -51,14 +51,18 @@ def aggregate(results):
     for result, instance in zip(results, steps):
         inside = [duration for start, end, duration in instance if start >= window_start and end <= window_end]
         if not inside:
-            raise StageError(f"instance {result['instance']} finished no step inside the common window: raise number_of_steps")
+            raise StageError(
+                f"instance {result['instance']} finished no step inside the common window: raise number_of_steps"
+            )
         pooled += inside
-        per_instance.append({
-            "instance": result["instance"],
-            "steps_in_window": len(inside),
-            "throughput_images_per_second": result["batch_size"] * len(inside) / window,
-            "latency_ms": latency_summary(inside),
-        })  # fmt: skip
+        per_instance.append(
+            {
+                "instance": result["instance"],
+                "steps_in_window": len(inside),
+                "throughput_images_per_second": result["batch_size"] * len(inside) / window,
+                "latency_ms": latency_summary(inside),
+            }
+        )
     return {
         "window_seconds": window,
         "throughput_images_per_second": sum(item["throughput_images_per_second"] for item in per_instance),
@@ -76,14 +80,31 @@ def run_instances(graph, image_dir, instances, threads, forwarded, work):
     barrier.mkdir()
     commands = []
     for instance, cpus in enumerate(sets):
-        commands.append([
-            sys.executable, str(BENCHMARK_SCRIPT), "--graph", str(graph), "--image-dir", str(image_dir),
-            "--output", str(work / f"instance-{instance}.json"), "--instance", str(instance),
-            "--instances", str(instances), "--start-barrier", str(barrier), *forwarded,
-            f"--intra-op-threads={len(cpus)}", f"--omp-num-threads={len(cpus)}",
-            # Per-instance profiles and probes would run side by side and be thrown away.
-            "--profile-steps", "0", "--no-roofline",
-        ])  # fmt: skip
+        commands.append(
+            [
+                sys.executable,
+                str(BENCHMARK_SCRIPT),
+                "--graph",
+                str(graph),
+                "--image-dir",
+                str(image_dir),
+                "--output",
+                str(work / f"instance-{instance}.json"),
+                "--instance",
+                str(instance),
+                "--instances",
+                str(instances),
+                "--start-barrier",
+                str(barrier),
+                *forwarded,
+                f"--intra-op-threads={len(cpus)}",
+                f"--omp-num-threads={len(cpus)}",
+                # Per-instance profiles and probes would run side by side and be thrown away.
+                "--profile-steps",
+                "0",
+                "--no-roofline",
+            ]
+        )
     # The others would wait at the barrier for a failed instance.
     failures = run_pinned(commands, sets, stop_all_on_failure=True)
     failed = [(instance, failure) for instance, failure in enumerate(failures) if failure]
@@ -108,24 +129,46 @@ def main():
     args.output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".instances-", dir=args.output.parent))
     try:
-        results, sets = run_instances(args.graph, args.image_dir, args.instances, args.intra_op_threads, forwarded, work)
+        results, sets = run_instances(
+            args.graph, args.image_dir, args.instances, args.intra_op_threads, forwarded, work
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = aggregate(results)
     for item, cpus, result in zip(summary["per_instance"], sets, results):
         item.update(cores=cpus, alone_throughput_images_per_second=result["throughput_images_per_second"])
-    log.info("%d instances: %.2f images/s together over %.1f s; pooled p50 %.2f ms", args.instances,
-             summary["throughput_images_per_second"], summary["window_seconds"], summary["latency_ms"]["p50"])  # fmt: skip
+    log.info(
+        "%d instances: %.2f images/s together over %.1f s; pooled p50 %.2f ms",
+        args.instances,
+        summary["throughput_images_per_second"],
+        summary["window_seconds"],
+        summary["latency_ms"]["p50"],
+    )
     first = results[0]
-    facts = ("batch_size", "image_size", "number_of_steps", "warmup_steps", "tensorflow_version", "onednn", "cpu_model",
-             "cpu_flags", "graph", "graph_sha256", "precision", "emulated", "executed_kernels")  # fmt: skip
+    facts = (
+        "batch_size",
+        "image_size",
+        "number_of_steps",
+        "warmup_steps",
+        "tensorflow_version",
+        "onednn",
+        "cpu_model",
+        "cpu_flags",
+        "graph",
+        "graph_sha256",
+        "precision",
+        "emulated",
+        "executed_kernels",
+    )
     result = {
         "instances": args.instances,
         "cores_per_instance": len(sets[0]),
         **{key: first[key] for key in facts},
         **summary,
-        "instance_results": [{key: r[key] for key in ("runtime", "peak_rss_mb", "step_seconds", "step_end_monotonic")} for r in results],
-    }  # fmt: skip
+        "instance_results": [
+            {key: r[key] for key in ("runtime", "peak_rss_mb", "step_seconds", "step_end_monotonic")} for r in results
+        ],
+    }
     with atomic_file(args.output) as temporary:
         temporary.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import StageError, atomic_directory, run_main
+from detbench.common import StageError, atomic_directory, run_main
 
 log = logging.getLogger("checkout_tensorflow_models")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, run_main
+from detbench.common import StageError, atomic_file, run_main
 
 log = logging.getLogger("compare_detections")
 
@@ -117,9 +117,12 @@ def main():
     result = compare(args.reference, args.candidate, args.min_score, args.top_k, args.iou)
     log.info(
         "%s reproduces %d of %d FP32 detections (%.4f); mean score drift %s",
-        args.candidate, result["reproduced"], result["reference_detections"], result["agreement"],
+        args.candidate,
+        result["reproduced"],
+        result["reference_detections"],
+        result["agreement"],
         result["mean_score_drift"],
-    )  # fmt: skip
+    )
     with atomic_file(args.output) as temporary:
         temporary.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -20,8 +20,8 @@ import runpy
 import sys
 from pathlib import Path
 
-from coco_data import read_examples, val_record_files
-from common import StageError, atomic_directory, run_main
+from detbench.coco_data import read_examples, val_record_files
+from detbench.common import StageError, atomic_directory, run_main
 
 log = logging.getLogger("convert_coco_to_tfrecord")
 
@@ -41,8 +41,15 @@ REQUIRED_KEYS = (
 CLASS_KEYS = ("image/object/class/label", "image/object/class/text")
 # The tensorflow/models commit the recipe pins (config/config.yaml's default; a test keeps them equal).
 RECIPE_COMMIT = "7a9934df2afdf95be9405b4e9f1f2480d748dc40"
-RECIPE_FLAGS = ("train_image_dir", "val_image_dir", "test_image_dir", "train_annotations_file",
-                "val_annotations_file", "testdev_annotations_file", "output_dir")  # fmt: skip
+RECIPE_FLAGS = (
+    "train_image_dir",
+    "val_image_dir",
+    "test_image_dir",
+    "train_annotations_file",
+    "val_annotations_file",
+    "testdev_annotations_file",
+    "output_dir",
+)
 NEWER_FLAGS = ("image_dir", "object_annotations_file", "output_file_prefix", "num_shards")
 FLAG_DEFINITION = re.compile(r"""DEFINE_\w+\(\s*['"](\w+)['"]""")
 
@@ -157,8 +164,9 @@ def check_inputs(annotations_file, image_dir):
             with Image.open(path):
                 pass
         except (UnidentifiedImageError, OSError) as error:
-            raise StageError(f"{path} (image {image.get('id')}): not a readable image ({error}): "
-                             "download the images again") from None  # fmt: skip
+            raise StageError(
+                f"{path} (image {image.get('id')}): not a readable image ({error}): download the images again"
+            ) from None
     return len(images), len(annotations.get("annotations", []))
 
 
@@ -188,8 +196,15 @@ def convert(models_dir, image_dir, annotations_file, empty_annotations, empty_im
         # only in its log ("skipped N annotations"): the legacy ground truth lacks them.
         summary.update(annotations=annotation_count, annotations_dropped=annotation_count - summary["objects"])
         (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("%d records, %d objects, in %s; %d of %d annotations dropped by %s", summary["records"], summary["objects"],
-             output_dir, summary["annotations_dropped"], annotation_count, Path(UPSTREAM_SCRIPT).name)  # fmt: skip
+    log.info(
+        "%d records, %d objects, in %s; %d of %d annotations dropped by %s",
+        summary["records"],
+        summary["objects"],
+        output_dir,
+        summary["annotations_dropped"],
+        annotation_count,
+        Path(UPSTREAM_SCRIPT).name,
+    )
     return summary
 
 

@@ -34,9 +34,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import StageError, atomic_file, file_digests, run_main
-from coco_data import in_record_order, read_examples, to_coco_results, val_record_files
-from detection_graph import (
+from detbench.coco_data import in_record_order, read_examples, to_coco_results, val_record_files
+from detbench.common import StageError, atomic_file, file_digests, run_main
+from detbench.config_schema import schema_defaults
+from detbench.detection_graph import (
     add_interface_arguments,
     decode_image,
     detect,
@@ -44,7 +45,7 @@ from detection_graph import (
     interface_of,
     open_checked_session,
 )
-from job_runtime import (
+from detbench.job_runtime import (
     add_runtime_arguments,
     apply_runtime,
     core_sets,
@@ -54,7 +55,6 @@ from job_runtime import (
     runtime_arguments,
     runtime_settings,
 )
-from workflow_config import schema_defaults
 
 log = logging.getLogger("detect_objects")
 
@@ -84,7 +84,13 @@ def job_identity(graph_path, record_dir, max_images, shard, shards):
         for path in val_record_files(record_dir)
     ]
     graph_sha256 = file_digests(graph_path, ("sha256",))["sha256"]
-    return {"graph_sha256": graph_sha256, "records": records, "max_images": max_images, "shard": shard, "shards": shards}
+    return {
+        "graph_sha256": graph_sha256,
+        "records": records,
+        "max_images": max_images,
+        "shard": shard,
+        "shards": shards,
+    }
 
 
 def load_checkpoint(path, identity):
@@ -144,8 +150,9 @@ class Checkpoint:
         self.pending = []
 
 
-def detect_objects(graph_path, interface, record_dir, applied, output, max_images=0, shard=0, shards=1,
-                   checkpoint_every=50):  # fmt: skip
+def detect_objects(
+    graph_path, interface, record_dir, applied, output, max_images=0, shard=0, shards=1, checkpoint_every=50
+):
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
     session = open_checked_session(graph_path, applied, interface)
@@ -225,8 +232,18 @@ def finished_part(path, identity):
     return part if isinstance(part, dict) and part.get("identity") == identity else None
 
 
-def detect_with_instances(graph_path, interface_flags, record_dir, settings, output, instances, max_images=0, shard=0,
-                          shards=1, checkpoint_every=50):  # fmt: skip
+def detect_with_instances(
+    graph_path,
+    interface_flags,
+    record_dir,
+    settings,
+    output,
+    instances,
+    max_images=0,
+    shard=0,
+    shards=1,
+    checkpoint_every=50,
+):
     """Run `instances` pinned copies over the shard's images; merge their parts into `output`."""
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
@@ -244,12 +261,28 @@ def detect_with_instances(graph_path, interface_flags, record_dir, settings, out
             log.info("instance %d: its part was finished by an earlier run (%s)", instance, part.name)
             continue
         threads = len(cpus)
-        commands.append([
-            sys.executable, __file__, "--graph", str(graph_path), "--records", str(record_dir), "--output", str(part),
-            "--max-images", str(max_images), "--shard", str(part_shard), "--shards", str(part_shards),
-            "--checkpoint-every", str(checkpoint_every), *interface_flags,
-            *runtime_arguments({**settings, "intra_op_threads": threads, "omp_num_threads": threads}),
-        ])  # fmt: skip
+        commands.append(
+            [
+                sys.executable,
+                __file__,
+                "--graph",
+                str(graph_path),
+                "--records",
+                str(record_dir),
+                "--output",
+                str(part),
+                "--max-images",
+                str(max_images),
+                "--shard",
+                str(part_shard),
+                "--shards",
+                str(part_shards),
+                "--checkpoint-every",
+                str(checkpoint_every),
+                *interface_flags,
+                *runtime_arguments({**settings, "intra_op_threads": threads, "omp_num_threads": threads}),
+            ]
+        )
         pinned.append(cpus)
         started.append(instance)
         log.info("instance %d: %d threads, shard %d of %d", instance, threads, part_shard, part_shards)
@@ -257,21 +290,47 @@ def detect_with_instances(graph_path, interface_flags, record_dir, settings, out
     failed = zip(started, run_pinned(commands, pinned, instances=started))
     failures = [f"instance {instance}: {failure}" for instance, failure in failed if failure]
     if failures:
-        raise StageError(f"{len(failures)} of {instances} instances failed ({'; '.join(failures)}); "
-                         "a rerun keeps the parts that finished")  # fmt: skip
+        raise StageError(
+            f"{len(failures)} of {instances} instances failed ({'; '.join(failures)}); "
+            "a rerun keeps the parts that finished"
+        )
     results = [json.loads(part.read_text()) for part in parts]
     image_ids, record_indices, detections = in_record_order(results)
     first = results[0]
-    log.info("%d detections in %d images (shard %d of %d, %d instances)", len(detections), len(image_ids), shard,
-             shards, instances)  # fmt: skip
+    log.info(
+        "%d detections in %d images (shard %d of %d, %d instances)",
+        len(detections),
+        len(image_ids),
+        shard,
+        shards,
+        instances,
+    )
     facts = {
-        **{key: first[key] for key in ("graph", "graph_sha256", "precision", "emulated", "tensorflow_version", "onednn",
-                                       "cpu_model", "cpu_flags")},  # fmt: skip
+        **{
+            key: first[key]
+            for key in (
+                "graph",
+                "graph_sha256",
+                "precision",
+                "emulated",
+                "tensorflow_version",
+                "onednn",
+                "cpu_model",
+                "cpu_flags",
+            )
+        },
         "instances": [
-            {"cores": cpus, "shard": selection[0], "shards": selection[1],
-             **{key: part[key] for key in ("runtime", "usable_cores", "peak_rss_mb", "memory_policy", "tcmalloc_loaded")}}
+            {
+                "cores": cpus,
+                "shard": selection[0],
+                "shards": selection[1],
+                **{
+                    key: part[key]
+                    for key in ("runtime", "usable_cores", "peak_rss_mb", "memory_policy", "tcmalloc_loaded")
+                },
+            }
             for cpus, selection, part in zip(sets, selections, results)
-        ],  # fmt: skip
+        ],
     }
     kernels = next((part["executed_kernels"] for part in results if part["image_ids"]), None)  # known where images ran
     result = write_detections(output, identity, image_ids, record_indices, kernels, facts, detections)
@@ -290,10 +349,12 @@ def main():
     parser.add_argument("--shard", type=int, default=0, help="which of --shards this job is")
     parser.add_argument("--shards", type=int, default=1, help="jobs the images are split over")
     defaults = schema_defaults("accuracy")
-    parser.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
-                        help="save progress every N images")  # fmt: skip
-    parser.add_argument("--instances", type=int, default=defaults["instances_per_node"],
-                        help="pinned copies sharing this job's cores")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=defaults["checkpoint_every"], help="save progress every N images"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=defaults["instances_per_node"], help="pinned copies sharing this job's cores"
+    )
     add_interface_arguments(parser)
     add_runtime_arguments(parser)
     args = parser.parse_args()
@@ -303,16 +364,31 @@ def main():
         raise StageError("--instances must be at least 1")
     if args.instances > 1:
         detect_with_instances(
-            args.graph, interface_of(args).arguments(), args.records, runtime_settings(args), args.output, args.instances,
-            args.max_images, args.shard, args.shards, args.checkpoint_every,
-        )  # fmt: skip
+            args.graph,
+            interface_of(args).arguments(),
+            args.records,
+            runtime_settings(args),
+            args.output,
+            args.instances,
+            args.max_images,
+            args.shard,
+            args.shards,
+            args.checkpoint_every,
+        )
         return
     interface = interface_of(args)
     applied = apply_runtime(runtime_settings(args))
     detect_objects(
-        args.graph, interface, args.records, applied, args.output, args.max_images, args.shard, args.shards,
+        args.graph,
+        interface,
+        args.records,
+        applied,
+        args.output,
+        args.max_images,
+        args.shard,
+        args.shards,
         args.checkpoint_every,
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import requests
 from tqdm import tqdm
 
-from common import StageError, describe_os_error, file_digests, run_main
+from detbench.common import StageError, describe_os_error, file_digests, run_main
 
 log = logging.getLogger("download")
 
@@ -131,8 +131,10 @@ def fetch_once(session, url, part, timeouts, checksummed):
     if offset and not (validator or checksummed):
         log.warning(
             "not resuming %s at byte %d: the server sent no ETag or Last-Modified and no checksum is "
-            "configured, so a changed file could not be told apart; starting again from byte 0", url, offset
-        )  # fmt: skip
+            "configured, so a changed file could not be told apart; starting again from byte 0",
+            url,
+            offset,
+        )
         discard_part(part)
         offset = 0
     if offset:
@@ -149,8 +151,11 @@ def fetch_once(session, url, part, timeouts, checksummed):
                 return offset
             # A part longer than the file (it changed, or another was left here): not a failed
             # attempt, just nothing to resume; the whole file is asked for at once.
-            log.warning("server refused the resume range at byte %d (file is %s bytes); downloading from byte 0",
-                        offset, total or "of unknown size")  # fmt: skip
+            log.warning(
+                "server refused the resume range at byte %d (file is %s bytes); downloading from byte 0",
+                offset,
+                total or "of unknown size",
+            )
             discard_part(part)
             return fetch_once(session, url, part, timeouts, checksummed)
         if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
@@ -200,9 +205,7 @@ def fetch_http(url, part, retries, backoff_seconds, timeouts, checksummed=False)
             attempt += 1
             if attempt > retries:
                 host = urlparse(url).netloc
-                raise StageError(
-                    f"{url}: {cause} (host {host}, gave up after {attempt} attempts)"
-                ) from error
+                raise StageError(f"{url}: {cause} (host {host}, gave up after {attempt} attempts)") from error
             delay = backoff_seconds * 2 ** (attempt - 1)
             log.warning("attempt %d failed (%s); retrying in %.1f s", attempt, cause, delay)
             time.sleep(delay)

@@ -16,13 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, keyed_paths, run_main
+from detbench.common import StageError, atomic_file, keyed_paths, run_main
 
 log = logging.getLogger("draw_gallery")
 
 # Colours by category id, so that a class has one colour in every panel.
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
-           "#800000", "#469990", "#000075", "#808000")  # fmt: skip
+PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#9a6324",
+    "#800000",
+    "#469990",
+    "#000075",
+    "#808000",
+)
 
 
 def read_json(path, what):
@@ -58,8 +70,15 @@ def draw_panel(axis, pixels, boxes, names, title):
         colour = PALETTE[category % len(PALETTE)]
         axis.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, linewidth=1.8))
         label = names.get(category, str(category)) + ("" if score is None else f" {score:.2f}")
-        axis.text(x, y, label, fontsize=6, color="white", va="bottom",
-                  bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8, "alpha": 0.85})  # fmt: skip
+        axis.text(
+            x,
+            y,
+            label,
+            fontsize=6,
+            color="white",
+            va="bottom",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.8, "alpha": 0.85},
+        )
     axis.set_title(title, fontsize=8)
     axis.set_axis_off()
 
@@ -110,16 +129,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, required=True, help="folder of the scored images (val2017)")
     parser.add_argument("--annotations", type=Path, required=True, help="instances_val2017.json")
-    parser.add_argument("--detections", nargs="+", required=True, metavar="MODEL=PATH",
-                        help="each model's COCO detections JSON, in the order of the columns")  # fmt: skip
+    parser.add_argument(
+        "--detections",
+        nargs="+",
+        required=True,
+        metavar="MODEL=PATH",
+        help="each model's COCO detections JSON, in the order of the columns",
+    )
     parser.add_argument("--count", type=int, default=4, help="how many images (rows)")
     parser.add_argument("--min-score", type=float, default=0.5, help="draw detections at or above this score")
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
     args = parser.parse_args()
     if args.count < 1:
         raise StageError("draw_gallery: --count must be at least 1")
-    draw_gallery(args.images, args.annotations, keyed_paths(args.detections, "detections"), args.output,
-                 args.count, args.min_score)  # fmt: skip
+    draw_gallery(
+        args.images,
+        args.annotations,
+        keyed_paths(args.detections, "detections"),
+        args.output,
+        args.count,
+        args.min_score,
+    )
 
 
 if __name__ == "__main__":

@@ -18,12 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StageError, atomic_file, run_main
-from coco_data import (
-    detection_columns, in_record_order, quiet_coco, read_examples, score_columns, standard_metrics, val_record_files,
-)  # fmt: skip
+from detbench.coco_data import (
+    detection_columns,
+    in_record_order,
+    quiet_coco,
+    read_examples,
+    score_columns,
+    standard_metrics,
+    val_record_files,
+)
+from detbench.common import StageError, atomic_file, run_main
 
 log = logging.getLogger("evaluate_detections")
+
 
 def merge_shards(paths):
     """One detection list from the shard files, checking they form one complete set.
@@ -137,12 +144,21 @@ def evaluate(shard_paths, annotations_file, record_dir, detections_output, metri
         if legacy_images:
             legacy_scope = first_records(*legacy_scope, legacy_images)
         legacy, legacy_table = legacy_columns_metrics(*legacy_scope, ground_truth.dataset["categories"])
-        result = {"images": len(image_ids), "detections": count, "standard": standard, "legacy": legacy,
-                  "legacy_images": len(legacy_scope[2]), **facts}  # fmt: skip
+        result = {
+            "images": len(image_ids),
+            "detections": count,
+            "standard": standard,
+            "legacy": legacy,
+            "legacy_images": len(legacy_scope[2]),
+            **facts,
+        }
         with atomic_file(metrics_output) as temporary:
             temporary.write_text(json.dumps(result, indent=2) + "\n")
-    log.info("legacy metrics (TFRecord ground truth, crowds as objects, normalized areas), %d images:\n%s",
-             result["legacy_images"], legacy_table)  # fmt: skip
+    log.info(
+        "legacy metrics (TFRecord ground truth, crowds as objects, normalized areas), %d images:\n%s",
+        result["legacy_images"],
+        legacy_table,
+    )
     log.info("standard COCO metrics (pycocotools COCOeval numbers, bbox), %d images:", len(image_ids))
     print(table, flush=True)
     return result

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import StageError, atomic_directory, atomic_file, describe_os_error, run_main
+from detbench.common import StageError, atomic_directory, atomic_file, describe_os_error, run_main
 
 log = logging.getLogger("extract_archive")
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from common import StageError, atomic_file, keyed_paths, run_main  # noqa: E402
-from performance import OTHER_PART  # noqa: E402
+from detbench.common import StageError, atomic_file, keyed_paths, run_main
+from detbench.performance import OTHER_PART
 
 log = logging.getLogger("make_report")
 
@@ -100,8 +100,18 @@ def group_by_architecture(models):
     return groups
 
 
-MATRIX_HEADER = ["Model", "Architecture", "Precision", "Latency p50 (ms)", "Throughput (images/s)", "AP", "Legacy AP",
-                 "Published AP", "Speed-up over reference", "AP lost"]  # fmt: skip
+MATRIX_HEADER = [
+    "Model",
+    "Architecture",
+    "Precision",
+    "Latency p50 (ms)",
+    "Throughput (images/s)",
+    "AP",
+    "Legacy AP",
+    "Published AP",
+    "Speed-up over reference",
+    "AP lost",
+]
 
 
 def matrix_rows(models, benchmarks, accuracies, quantizations=None):
@@ -111,17 +121,22 @@ def matrix_rows(models, benchmarks, accuracies, quantizations=None):
         benchmark, accuracy = benchmarks.get(name), accuracies.get(name)
         lost = ap_lost(accuracies, models, name)
         reference = models[name]["reference"]
-        rows.append((name, [
-            models[name]["architecture"],
-            precision_label(models, benchmarks, name) + tolerance_mark((quantizations or {}).get(name)),
-            number(benchmark["latency_ms"]["p50"], 2) if benchmark else "n/a",
-            number(benchmark["throughput_images_per_second"], 2) if benchmark else "n/a",
-            number(accuracy["standard"]["AP"]) if accuracy else "n/a",
-            number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
-            models[name]["published"].get("AP", "n/a"),
-            "reference" if reference is None else speedup(benchmarks, models, name, "n/a"),
-            "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
-        ]))  # fmt: skip
+        rows.append(
+            (
+                name,
+                [
+                    models[name]["architecture"],
+                    precision_label(models, benchmarks, name) + tolerance_mark((quantizations or {}).get(name)),
+                    number(benchmark["latency_ms"]["p50"], 2) if benchmark else "n/a",
+                    number(benchmark["throughput_images_per_second"], 2) if benchmark else "n/a",
+                    number(accuracy["standard"]["AP"]) if accuracy else "n/a",
+                    number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
+                    models[name]["published"].get("AP", "n/a"),
+                    "reference" if reference is None else speedup(benchmarks, models, name, "n/a"),
+                    "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
+                ],
+            )
+        )
     return rows
 
 
@@ -131,8 +146,10 @@ def tolerance_mark(quantization):
     if not tuning or tuning["met_tolerance"]:
         return ""
     chosen = next(trial for trial in tuning["trials"] if trial["trial"] == tuning["chosen_trial"])
-    return (f" (MISSED its accuracy tolerance {tuning['tolerance']}: best of {len(tuning['trials'])} trials AP "
-            f"{number(chosen['ap'], 4)} vs FP32 {number(tuning['fp32_ap'], 4)} on {tuning['tuning_images']} images)")
+    return (
+        f" (MISSED its accuracy tolerance {tuning['tolerance']}: best of {len(tuning['trials'])} trials AP "
+        f"{number(chosen['ap'], 4)} vs FP32 {number(tuning['fp32_ap'], 4)} on {tuning['tuning_images']} images)"
+    )
 
 
 def legacy_scope(accuracy):
@@ -187,41 +204,78 @@ def table_rows(models, benchmarks, accuracies, quantizations=None, agreements=No
         ("Latency p99 (ms)", [number(bench(name, "p99"), 2) for name in names]),
         (
             "Throughput (images/s)",
-            [number(benchmarks[name]["throughput_images_per_second"], 2) if name in benchmarks else "n/a" for name in names],
+            [
+                number(benchmarks[name]["throughput_images_per_second"], 2) if name in benchmarks else "n/a"
+                for name in names
+            ],
         ),
         ("Speed-up over reference (throughput)", [speedup(benchmarks, models, name) for name in names]),
         ("Op time in bfloat16 (traced)", [bfloat16(name) for name in names]),
         ("GFLOPs per image (executed)", [significant(roof(name, "gflops_per_image")) for name in names]),
         ("Achieved GFLOP/s (INT8: GOP/s)", [significant(roof(name, "achieved_gflops_per_second")) for name in names]),
-        ("Share of a matmul's rate (same threads, precision)", [percent(roof(name, "fraction_of_probe")) for name in names]),
-    ]  # fmt: skip
-    for key, label in (("AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("AP_small", "AP small"),
-                       ("AP_medium", "AP medium"), ("AP_large", "AP large")):  # fmt: skip
+        (
+            "Share of a matmul's rate (same threads, precision)",
+            [percent(roof(name, "fraction_of_probe")) for name in names],
+        ),
+    ]
+    for key, label in (
+        ("AP", "AP"),
+        ("AP50", "AP50"),
+        ("AP75", "AP75"),
+        ("AP_small", "AP small"),
+        ("AP_medium", "AP medium"),
+        ("AP_large", "AP large"),
+    ):
         rows.append((label, [number(metric(name, "standard", key)) for name in names]))
     rows.append(("Legacy AP (recipe's evaluator)", [number(metric(name, "legacy", "AP")) for name in names]))
     rows.append(("Legacy AP50", [number(metric(name, "legacy", "AP50")) for name in names]))
     if agreements:
-        rows.append(("Reference detections reproduced", [number(agreements[name]["agreement"]) if name in agreements else "" for name in names]))  # fmt: skip
-        rows.append(("Confident ones reproduced (score >= 0.5)", [number(agreements[name].get("confident_agreement")) if name in agreements else "" for name in names]))  # fmt: skip
-        rows.append(("Mean score drift vs reference", [number(agreements[name]["mean_score_drift"], 4) if name in agreements else "" for name in names]))  # fmt: skip
+        rows.append(
+            (
+                "Reference detections reproduced",
+                [number(agreements[name]["agreement"]) if name in agreements else "" for name in names],
+            )
+        )
+        rows.append(
+            (
+                "Confident ones reproduced (score >= 0.5)",
+                [number(agreements[name].get("confident_agreement")) if name in agreements else "" for name in names],
+            )
+        )
+        rows.append(
+            (
+                "Mean score drift vs reference",
+                [number(agreements[name]["mean_score_drift"], 4) if name in agreements else "" for name in names],
+            )
+        )
     rows.append(
-        ("Published (Intel)", [", ".join(f"{k} {v}" for k, v in models[name]["published"].items()) or "n/a" for name in names])
-    )  # fmt: skip
+        (
+            "Published (Intel)",
+            [", ".join(f"{k} {v}" for k, v in models[name]["published"].items()) or "n/a" for name in names],
+        )
+    )
     details = []
     for name in names:
         result = benchmarks.get(name)
         if result:
-            size = f", images resized to {result['image_size'][0]}x{result['image_size'][1]}" if result["images_resized"] else ""
+            size = (
+                f", images resized to {result['image_size'][0]}x{result['image_size'][1]}"
+                if result["images_resized"]
+                else ""
+            )
             details.append(
                 f"{name}: batch {result['batch_size']}{size}, {result['measured_steps']} steps measured after "
                 f"{result['warmup_steps']} warm-up, {result['runtime']['intra_op_threads']} intra-op threads, "
-                f"oneDNN {'on' if result['onednn'] else 'off'}, TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
+                f"oneDNN {'on' if result['onednn'] else 'off'}, "
+                f"TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
                 f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']} "
                 f"({', '.join(result['cpu_flags']) or 'no listed vector flags'})"
-            )  # fmt: skip
+            )
             if result.get("emulated"):
-                details.append(f"{name}: BF16 emulated by oneDNN (this CPU has neither avx512_bf16 nor amx_bf16): "
-                               "its speed says nothing about BF16 hardware")  # fmt: skip
+                details.append(
+                    f"{name}: BF16 emulated by oneDNN (this CPU has neither avx512_bf16 nor amx_bf16): "
+                    "its speed says nothing about BF16 hardware"
+                )
             probe = result.get("probe")
             if probe:
                 rates = ", ".join(f"{k.upper()} {v:.1f}" for k, v in sorted(probe["gflops_per_second"].items()))
@@ -250,9 +304,11 @@ def quantization_detail(name, quantization):
     tuning = quantization.get("tuning")
     if tuning:
         outcome = "within" if tuning["met_tolerance"] else "NOT within"
-        kept += (f"; accuracy-aware: {len(tuning['trials'])} trials, trial {tuning['chosen_trial']} kept, "
-                 f"{outcome} {tuning['tolerance']} of FP32's AP {number(tuning['fp32_ap'], 4)} on "
-                 f"{tuning['tuning_images']} images (tuning history below)")  # fmt: skip
+        kept += (
+            f"; accuracy-aware: {len(tuning['trials'])} trials, trial {tuning['chosen_trial']} kept, "
+            f"{outcome} {tuning['tolerance']} of FP32's AP {number(tuning['fp32_ap'], 4)} on "
+            f"{tuning['tuning_images']} images (tuning history below)"
+        )
     return (
         f"{name}: quantized here with Intel Neural Compressor, {quantization['quantized_convolutions']} of "
         f"{quantization['convolutions']} convolutions in INT8, {quantization['weight_granularity']} weights, "
@@ -317,7 +373,9 @@ def layouts(benchmarks, instance_results):
         table.setdefault(name, {})[1] = (cores, result["throughput_images_per_second"], result["latency_ms"]["p50"])
     for (name, count), result in instance_results.items():
         table.setdefault(name, {})[count] = (
-            result["cores_per_instance"], result["throughput_images_per_second"], result["latency_ms"]["p50"]
+            result["cores_per_instance"],
+            result["throughput_images_per_second"],
+            result["latency_ms"]["p50"],
         )
     return table
 
@@ -358,7 +416,9 @@ def tuning_rows(quantizations):
             kept = ", ".join(trial["kept_in_fp32"]) or "none"
             if trial.get("units_in_fp32"):  # layer drift's order: whole units, largest drift first
                 loss = {entry["unit"]: entry["loss"] for entry in tuning.get("drift_ranking") or []}
-                units = ", ".join(f"{unit} (cosine loss {number(loss.get(unit), 4)})" for unit in trial["units_in_fp32"])
+                units = ", ".join(
+                    f"{unit} (cosine loss {number(loss.get(unit), 4)})" for unit in trial["units_in_fp32"]
+                )
                 kept = f"units {units}: {len(trial['kept_in_fp32'])} convolutions"
             rows.append((f"{trial['trial']}{chosen}", [model, number(trial["ap"], 4), drop, kept]))
     return rows
@@ -434,25 +494,40 @@ def markdown(heading, matrix, header, rows, details, sections, plots):
 
 
 GALLERY = "gallery"
-GALLERY_NOTE = ("The first scored images with ground truth, in image id order: the ground truth, then each model's "
-                "detections at score 0.5 or more, with class and score.")  # fmt: skip
-MATRIX_NOTE = ("Each model beside its reference (its architecture's FP32): speed-up is throughput over the "
-               "reference's, AP lost the reference's standard AP minus the model's. Legacy AP is the recipe's "
-               "evaluator; published AP is Intel's, from its zoo's sample logs.")  # fmt: skip
-PROFILE_NOTE = ("Op time summed over traced steps run after the timed ones, by the name scope of each node "
-                "(fused oneDNN kernels keep their scope), per image. Ops overlap little with one inter-op thread, "
-                "so the total is close to a step's latency.")  # fmt: skip
-INSTANCES_NOTE = ("N copies of the graph on disjoint core sets of the node, each over its own images, started "
-                  "together; throughput summed over the window in which all ran, warm-up excluded in each.")  # fmt: skip
-DRIFT_NOTE = ("Cosine similarity of each model's activations with its reference's on the same images, at the end of "
-              "each ResNet block (each MobileNet layer or MobileNetV2 block) and at the heads (the JSON and the plot have every unit). It "
-              "accumulates: the largest drop from the layer upstream is where the error comes in.")  # fmt: skip
-TUNING_NOTE = ("Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
-               "convolutions it kept in FP32. In layer drift's order (fallback_order: largest_drift), trial 1 "
-               "quantizes everything, and each next trial keeps one more unit in FP32, the one whose cosine with "
-               "FP32 fell most in trial 1.")  # fmt: skip
-COST_NOTE = ("From Snakemake's benchmark files (benchmarks/): wall time summed over a stage's jobs, "
-             "peak resident memory the largest of them.")  # fmt: skip
+GALLERY_NOTE = (
+    "The first scored images with ground truth, in image id order: the ground truth, then each model's "
+    "detections at score 0.5 or more, with class and score."
+)
+MATRIX_NOTE = (
+    "Each model beside its reference (its architecture's FP32): speed-up is throughput over the "
+    "reference's, AP lost the reference's standard AP minus the model's. Legacy AP is the recipe's "
+    "evaluator; published AP is Intel's, from its zoo's sample logs."
+)
+PROFILE_NOTE = (
+    "Op time summed over traced steps run after the timed ones, by the name scope of each node "
+    "(fused oneDNN kernels keep their scope), per image. Ops overlap little with one inter-op thread, "
+    "so the total is close to a step's latency."
+)
+INSTANCES_NOTE = (
+    "N copies of the graph on disjoint core sets of the node, each over its own images, started "
+    "together; throughput summed over the window in which all ran, warm-up excluded in each."
+)
+DRIFT_NOTE = (
+    "Cosine similarity of each model's activations with its reference's on the same images, at the end of "
+    "each ResNet block (each MobileNet layer or MobileNetV2 block) and at the heads (the JSON and the plot have "
+    "every unit). It "
+    "accumulates: the largest drop from the layer upstream is where the error comes in."
+)
+TUNING_NOTE = (
+    "Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
+    "convolutions it kept in FP32. In layer drift's order (fallback_order: largest_drift), trial 1 "
+    "quantizes everything, and each next trial keeps one more unit in FP32, the one whose cosine with "
+    "FP32 fell most in trial 1."
+)
+COST_NOTE = (
+    "From Snakemake's benchmark files (benchmarks/): wall time summed over a stage's jobs, "
+    "peak resident memory the largest of them."
+)
 
 
 def html_table(header, rows):
@@ -470,10 +545,17 @@ def html_page(heading, matrix, header, rows, details, sections, plots):
         for title, note, section_header, section_rows in sections
         if section_rows
     )
-    images = "".join(f'<p><img src="{html.escape(path)}" alt="{html.escape(name)}"></p>'
-                     for name, path in plots.items() if name != GALLERY)  # fmt: skip
-    gallery = (f"<h2>Detections by model</h2><p>{html.escape(GALLERY_NOTE)}</p>"
-               f'<p><img src="{html.escape(plots[GALLERY])}" alt="{GALLERY}"></p>' if GALLERY in plots else "")  # fmt: skip
+    images = "".join(
+        f'<p><img src="{html.escape(path)}" alt="{html.escape(name)}"></p>'
+        for name, path in plots.items()
+        if name != GALLERY
+    )
+    gallery = (
+        f"<h2>Detections by model</h2><p>{html.escape(GALLERY_NOTE)}</p>"
+        f'<p><img src="{html.escape(plots[GALLERY])}" alt="{GALLERY}"></p>'
+        if GALLERY in plots
+        else ""
+    )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
@@ -493,8 +575,9 @@ def save_figure(figure, path):
 class Results:
     """Everything the report shows: the registry's models and each kind of result by model."""
 
-    def __init__(self, models, benchmarks=None, accuracies=None, instances=None, agreements=None, drifts=None,
-                 quantizations=None):  # fmt: skip
+    def __init__(
+        self, models, benchmarks=None, accuracies=None, instances=None, agreements=None, drifts=None, quantizations=None
+    ):
         self.models, self.order = models, column_order(models)
         self.benchmarks, self.accuracies = benchmarks or {}, accuracies or {}
         self.instances, self.agreements = instances or {}, agreements or {}
@@ -550,7 +633,9 @@ def plot_time_by_model_part(results, path):
     bottoms = np.zeros(len(profiled))
     parts = part_order(result["profile"] for _, result in profiled)
     for part in parts:
-        values = np.array([result["profile"]["by_part_ms"].get(part, 0.0) / result["batch_size"] for _, result in profiled])
+        values = np.array(
+            [result["profile"]["by_part_ms"].get(part, 0.0) / result["batch_size"] for _, result in profiled]
+        )
         axis.bar([results.label(name) for name, _ in profiled], values, bottom=bottoms, label=part)
         bottoms += values
     if profiled:
@@ -571,7 +656,9 @@ def plot_throughput_by_instances(results, path):
         values = [runs[count][1] if count in runs else np.nan for count in counts]
         axis.bar(np.arange(len(counts)) + index * width, values, width, label=results.label(name))
     if table:
-        axis.set_xticks(np.arange(len(counts)) + width * (len(table) - 1) / 2, [f"{count} instance(s)" for count in counts])
+        axis.set_xticks(
+            np.arange(len(counts)) + width * (len(table) - 1) / 2, [f"{count} instance(s)" for count in counts]
+        )
         axis.legend()
     axis.set(ylabel="images/s (all instances)", title="Throughput by instances per node")
     save_figure(figure, path)
@@ -592,8 +679,12 @@ def plot_detection_agreement(results, path):
         axis.legend()
     else:
         axis.text(0.5, 0.5, "no model compared with a reference", ha="center", transform=axis.transAxes)
-    axis.set(ylim=(0, 1.05), xlabel="COCO category id", ylabel="reference detections reproduced",
-             title="Detection agreement with the reference (same class, IoU >= 0.5)")  # fmt: skip
+    axis.set(
+        ylim=(0, 1.05),
+        xlabel="COCO category id",
+        ylabel="reference detections reproduced",
+        title="Detection agreement with the reference (same class, IoU >= 0.5)",
+    )
     save_figure(figure, path)
 
 
@@ -605,13 +696,17 @@ def plot_layer_drift(results, path):
         layers = [layer for layer in result["layers"] if layer["cosine"] is not None]
         label = f"{name} vs {results.models[name]['reference']}"
         axis.plot(np.arange(len(layers)), [layer["cosine"] for layer in layers], marker=".", label=label)
-        ticks.update({index: layer["layer"] for index, layer in enumerate(layers) if layer["block_end"] or layer["head"]})
+        ticks.update(
+            {index: layer["layer"] for index, layer in enumerate(layers) if layer["block_end"] or layer["head"]}
+        )
     if results.drifts:
         axis.set_xticks(list(ticks), list(ticks.values()), rotation=45, ha="right", fontsize=8)
         axis.legend()
     else:
         axis.text(0.5, 0.5, "no model compared with a reference", ha="center", transform=axis.transAxes)
-    axis.set(ylabel="cosine similarity with the reference", title="Layer drift: activations vs the reference, same images")
+    axis.set(
+        ylabel="cosine similarity with the reference", title="Layer drift: activations vs the reference, same images"
+    )
     save_figure(figure, path)
 
 
@@ -621,8 +716,14 @@ def plot_speedup_vs_accuracy(results, path):
     figure, axis = plt.subplots(figsize=(8, 5))
     groups = group_by_architecture(results.models)
     for architecture, names in groups.items():
-        points = [(name, ap_lost(results.accuracies, results.models, name),
-                   throughput_ratio(results.benchmarks, results.models, name)) for name in names]  # fmt: skip
+        points = [
+            (
+                name,
+                ap_lost(results.accuracies, results.models, name),
+                throughput_ratio(results.benchmarks, results.models, name),
+            )
+            for name in names
+        ]
         points = [(name, lost, ratio) for name, lost, ratio in points if lost is not None and ratio is not None]
         if not points:
             continue
@@ -635,8 +736,11 @@ def plot_speedup_vs_accuracy(results, path):
         axis.text(0.5, 0.5, "no model with both a benchmark and an accuracy", ha="center", transform=axis.transAxes)
     axis.axhline(1.0, color="gray", linestyle=":", linewidth=0.8)
     axis.axvline(0.0, color="gray", linestyle=":", linewidth=0.8)
-    axis.set(xlabel="AP lost against the reference (COCO AP points)", ylabel="speed-up over the reference (throughput)",
-             title="Speed-up against accuracy lost, one point per model")  # fmt: skip
+    axis.set(
+        xlabel="AP lost against the reference (COCO AP points)",
+        ylabel="speed-up over the reference (throughput)",
+        title="Speed-up against accuracy lost, one point per model",
+    )
     save_figure(figure, path)
 
 
@@ -658,9 +762,11 @@ def conversion_detail(summary):
     dropped, total = summary.get("annotations_dropped"), summary.get("annotations")
     if dropped is None:
         return None
-    return (f"ground truth: {summary['records']} images; {dropped} of {total} annotations dropped by "
-            "create_coco_tf_record.py (boxes past the image's edge or of zero size), so the legacy ground truth "
-            f"has {summary['objects']} objects")  # fmt: skip
+    return (
+        f"ground truth: {summary['records']} images; {dropped} of {total} annotations dropped by "
+        "create_coco_tf_record.py (boxes past the image's edge or of zero size), so the legacy ground truth "
+        f"has {summary['objects']} objects"
+    )
 
 
 def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, conversion_path=None, gallery=None):
@@ -672,13 +778,18 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
     # (title, note, header, rows) of the tables below the main one; those without rows are left out.
     sections = [
         ("Where the time goes", PROFILE_NOTE, *profile_rows(results.models, results.benchmarks)),
-        ("Throughput by instances", INSTANCES_NOTE, *instance_rows(results.models, results.benchmarks, results.instances)),
+        (
+            "Throughput by instances",
+            INSTANCES_NOTE,
+            *instance_rows(results.models, results.benchmarks, results.instances),
+        ),
         ("Layer drift", DRIFT_NOTE, *drift_rows(results.models, results.drifts)),
         ("Tuning history", TUNING_NOTE, TUNING_HEADER, tuning_rows(results.quantizations)),
         ("Cost per stage", COST_NOTE, COST_HEADER, stage_costs(cost_paths or {})),
-    ]  # fmt: skip
-    header, rows, details = table_rows(results.models, results.benchmarks, results.accuracies, results.quantizations,
-                                       results.agreements)  # fmt: skip
+    ]
+    header, rows, details = table_rows(
+        results.models, results.benchmarks, results.accuracies, results.quantizations, results.agreements
+    )
     matrix = matrix_rows(results.models, results.benchmarks, results.accuracies, results.quantizations)
     if conversion_path is not None and (detail := conversion_detail(load_json(conversion_path))):
         details.append(detail)
@@ -700,14 +811,18 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", required=True,
-                        help="the registry as JSON: {model: {architecture, precision, reference, published}}")  # fmt: skip
-    for kind, example in (("benchmark", "results/benchmark/MODEL.json"), ("accuracy", "results/accuracy/MODEL.json"),
-                          ("instances", "MODEL:N=results/benchmark/instances/MODEL-N.json"),
-                          ("agreement", "results/diagnostics/MODEL_agreement.json"),
-                          ("layer-drift", "results/diagnostics/MODEL_layer_drift.json"),
-                          ("quantization", "resources/models/MODEL/quantization.json"),
-                          ("cost", "STAGE:MODEL=benchmarks/STAGE/....tsv")):  # fmt: skip
+    parser.add_argument(
+        "--models", required=True, help="the registry as JSON: {model: {architecture, precision, reference, published}}"
+    )
+    for kind, example in (
+        ("benchmark", "results/benchmark/MODEL.json"),
+        ("accuracy", "results/accuracy/MODEL.json"),
+        ("instances", "MODEL:N=results/benchmark/instances/MODEL-N.json"),
+        ("agreement", "results/diagnostics/MODEL_agreement.json"),
+        ("layer-drift", "results/diagnostics/MODEL_layer_drift.json"),
+        ("quantization", "resources/models/MODEL/quantization.json"),
+        ("cost", "STAGE:MODEL=benchmarks/STAGE/....tsv"),
+    ):
         parser.add_argument(f"--{kind}", nargs="*", default=[], metavar="KEY=PATH", help=example)
     parser.add_argument("--conversion", type=Path, help="the TFRecord's summary.json (annotations dropped)")
     parser.add_argument("--summary", type=Path, required=True, help="summary.md to write")
@@ -724,15 +839,26 @@ def main():
         name, _, count = key.partition(":")
         instances[(name, int(count))] = result
     results = Results(
-        models, load_keyed(args.benchmark, "benchmark"), load_keyed(args.accuracy, "accuracy"), instances,
-        load_keyed(args.agreement, "agreement"), load_keyed(args.layer_drift, "layer-drift"),
+        models,
+        load_keyed(args.benchmark, "benchmark"),
+        load_keyed(args.accuracy, "accuracy"),
+        instances,
+        load_keyed(args.agreement, "agreement"),
+        load_keyed(args.layer_drift, "layer-drift"),
         load_keyed(args.quantization, "quantization"),
-    )  # fmt: skip
+    )
     unknown = sorted({*results.benchmarks, *results.accuracies} - set(models))
     if unknown:
         raise StageError(f"results of models not in --models: {', '.join(unknown)}")
-    make_report(results, args.summary, args.html, keyed_paths(args.plot, "plot"), keyed_paths(args.cost, "cost"),
-                args.conversion, args.gallery)  # fmt: skip
+    make_report(
+        results,
+        args.summary,
+        args.html,
+        keyed_paths(args.plot, "plot"),
+        keyed_paths(args.cost, "cost"),
+        args.conversion,
+        args.gallery,
+    )
 
 
 if __name__ == "__main__":

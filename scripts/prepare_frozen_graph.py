@@ -18,8 +18,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from common import StageError, atomic_file, run_main
-from detection_graph import (
+from extract_archive import extract, is_archive
+
+from detbench.common import StageError, atomic_file, run_main
+from detbench.config_schema import schema_defaults
+from detbench.detection_graph import (
     add_interface_arguments,
     check_interface,
     check_ops_run_on_cpu,
@@ -29,8 +32,6 @@ from detection_graph import (
     load_graph_def,
     op_counts,
 )
-from extract_archive import extract, is_archive
-from workflow_config import schema_defaults
 
 log = logging.getLogger("prepare_frozen_graph")
 
@@ -49,8 +50,7 @@ def prepare_graph(source, output, member=None, interface=None, preprocess=None):
     """`preprocess`: (preprocessing graph path, its output tensor, this graph's input tensor)."""
     if not member and is_archive(source):
         raise StageError(
-            f"{source} is an archive: name the graph inside it with --member "
-            "(models.<name>.member in the config)"
+            f"{source} is an archive: name the graph inside it with --member (models.<name>.member in the config)"
         )
     if member and not is_archive(source):
         raise StageError(
@@ -64,8 +64,13 @@ def prepare_graph(source, output, member=None, interface=None, preprocess=None):
             shutil.copyfile(source, temporary)
         if preprocess:
             preprocess_graph, preprocess_output, detector_input = preprocess
-            joined = join_preprocessing(load_graph_def(preprocess_graph), load_graph_def(temporary, source),
-                                        preprocess_output, detector_input, source)  # fmt: skip
+            joined = join_preprocessing(
+                load_graph_def(preprocess_graph),
+                load_graph_def(temporary, source),
+                preprocess_output,
+                detector_input,
+                source,
+            )
             temporary.write_bytes(joined.SerializeToString())
         counts = check_detection_graph(temporary, f"{source}:{member}" if member else source, interface)
     log.info("%s: %d nodes; ops: %s", output, sum(counts.values()), dict(counts.most_common()))
@@ -79,8 +84,11 @@ def main():
     parser.add_argument("--member", help="path of the graph inside the archive")
     group = parser.add_argument_group("a graph that starts after preprocessing")
     group.add_argument("--preprocess-graph", type=Path, help="the preprocessing graph to join in front")
-    group.add_argument("--preprocess-output", default=schema_defaults("models.*.preprocess")["output"],
-                       help="its output tensor (models.<name>.preprocess.output)")  # fmt: skip
+    group.add_argument(
+        "--preprocess-output",
+        default=schema_defaults("models.*.preprocess")["output"],
+        help="its output tensor (models.<name>.preprocess.output)",
+    )
     group.add_argument("--detector-input", help="the graph's own input, fed by it (models.<name>.input.tensor)")
     add_interface_arguments(parser)
     args = parser.parse_args()

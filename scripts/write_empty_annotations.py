@@ -8,7 +8,7 @@ feeds it these empty inputs for train and test-dev so that only val is converted
 import argparse
 from pathlib import Path
 
-from common import atomic_file, run_main
+from detbench.common import atomic_file, run_main
 
 # Byte for byte what the recipe's `echo` writes.
 EMPTY_ANNOTATIONS = '{ "images": {}, "categories": {}}\n'

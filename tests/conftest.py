@@ -13,15 +13,14 @@ import yaml
 # Intel's INT8 kernels need oneDNN, which is read once, when TensorFlow loads.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+
+from tools.demo.demo_config import demo_config
+from tools.demo.make_demo_data import DEFAULT_WHEEL, make_demo_data
+from tools.demo.run_demo import local_run_environment
+from tools.demo.serve_files import FileServer
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-sys.path.insert(0, str(REPO_ROOT / "tests" / "generators"))
-
-from demo_config import demo_config  # noqa: E402
-from make_demo_data import DEFAULT_WHEEL, make_demo_data  # noqa: E402
-from run_demo import local_run_environment  # noqa: E402
-from serve_files import FileServer  # noqa: E402
 
 
 def run_script(name, *arguments, environment=None, onednn=False):
@@ -37,15 +36,29 @@ def run_script(name, *arguments, environment=None, onednn=False):
 
 def rfcn_drift_arguments():
     """--units and --heads of R-FCN, as config/config.yaml gives them."""
-    drift = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["architectures"]["rfcn_resnet101"]["layer_drift"]
+    drift = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["architectures"]["rfcn_resnet101"][
+        "layer_drift"
+    ]
     return ["--units", drift["units"], "--heads", json.dumps(drift["heads"])]
 
 
 def layer_drift(workdir, candidate, output):
     """measure_layer_drift.py of `candidate` against a finished run's FP32 graph, on 2 images."""
-    run = run_script("measure_layer_drift.py", "--reference", workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--candidate", candidate, "--images", workdir / "resources/coco/val2017", "--count", 2,
-                     "--output", output, *rfcn_drift_arguments(), onednn=True)  # fmt: skip
+    run = run_script(
+        "measure_layer_drift.py",
+        "--reference",
+        workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--candidate",
+        candidate,
+        "--images",
+        workdir / "resources/coco/val2017",
+        "--count",
+        2,
+        "--output",
+        output,
+        *rfcn_drift_arguments(),
+        onednn=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(output.read_text())
 
@@ -54,8 +67,16 @@ def agreement_with_fp32(workdir, graph, folder):
     """compare_detections of `graph`'s detections on a finished run's TFRecord with its FP32 ones."""
     from compare_detections import compare
 
-    run = run_script("detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
-                     "--output", folder / "shard.json", onednn=True)  # fmt: skip
+    run = run_script(
+        "detect_objects.py",
+        "--graph",
+        graph,
+        "--records",
+        workdir / "resources/coco_tfrecord",
+        "--output",
+        folder / "shard.json",
+        onednn=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     detections = folder / "detections.json"
     detections.write_text(json.dumps(json.loads((folder / "shard.json").read_text())["detections"]))
@@ -71,7 +92,7 @@ def scale_weight_range(graph_path, output, convolution, factor):
     wrong scale in one layer, as a broken quantization would leave it."""
     import numpy as np
 
-    from detection_graph import load_graph_def
+    from detbench.detection_graph import load_graph_def
 
     graph_def = load_graph_def(graph_path)
     nodes = {node.name: node for node in graph_def.node}
@@ -115,7 +136,9 @@ def small_tmpfs(tmp_path):
         target = tmp_path / f"tmpfs{len(mounted)}"
         target.mkdir()
         options = f"size={size}" + (",ro" if readonly else "")
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True
+        )
         if result.returncode != 0:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"CI runs as root and must mount a tmpfs: {result.stderr.strip()}")
@@ -151,17 +174,30 @@ class Workflow:
 
     def command(self, *arguments):
         return [
-            sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
-            "--directory", str(self.workdir), "--configfile", str(self.write_config()),
-            "--cores", "2", *arguments,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO_ROOT / "Snakefile"),
+            "--directory",
+            str(self.workdir),
+            "--configfile",
+            str(self.write_config()),
+            "--cores",
+            "2",
+            *arguments,
+        ]
 
     def start(self, *arguments):
         """Snakemake in the background: the Popen, its output to pipes."""
         return subprocess.Popen(
-            self.command(*arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=tool_environment(), cwd=REPO_ROOT,
-        )  # fmt: skip
+            self.command(*arguments),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=tool_environment(),
+            cwd=REPO_ROOT,
+        )
 
     def run(self, *arguments, check=True, environment=None):
         result = subprocess.run(
@@ -207,30 +243,42 @@ def finished_run(tmp_path_factory, demo_data):
 
 def upstream_inference_differences(workdir, precision, folder):
     """A finished run's detections of one model against the recipe's own infer_detections on
-    the same TFRecord and graph (tests/generators/upstream_infer.py): images compared, class
+    the same TFRecord and graph (tools/upstream/upstream_infer.py): images compared, class
     mismatches, and the largest score and normalized box differences, position by position."""
     import numpy as np
 
-    from coco_data import read_examples
+    from detbench.coco_data import read_examples
 
     output = folder / f"upstream-{precision}.record"
     run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests/generators/upstream_infer.py"),
-         workdir / f"resources/models/{precision}/frozen_inference_graph.pb", output,
-         *sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*"))],
-        capture_output=True, text=True, env=dict(tool_environment(), TF_ENABLE_ONEDNN_OPTS="1"),
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools/upstream/upstream_infer.py"),
+            workdir / f"resources/models/{precision}/frozen_inference_graph.pb",
+            output,
+            *sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*")),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(tool_environment(), TF_ENABLE_ONEDNN_OPTS="1"),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ours = {}
     for detection in json.loads((workdir / f"results/accuracy/{precision}_detections.json").read_text()):
         ours.setdefault(detection["image_id"], []).append(detection)
     mismatches, worst_score, worst_box, images = 0, 0.0, 0.0, 0
     for features in read_examples([output]):
-        image_id, height, width = int(features["image/source_id"][0]), features["image/height"][0], features["image/width"][0]
+        image_id, height, width = (
+            int(features["image/source_id"][0]),
+            features["image/height"][0],
+            features["image/width"][0],
+        )
         corners = np.array([features[f"image/detection/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")]).T
         mine = ours.get(image_id, [])
         assert len(mine) == len(features["image/detection/label"]), image_id
-        for detection, box, score, label in zip(mine, corners, features["image/detection/score"], features["image/detection/label"]):
+        for detection, box, score, label in zip(
+            mine, corners, features["image/detection/score"], features["image/detection/label"]
+        ):
             x, y, w, h = detection["bbox"]
             normalized = np.array([y / height, x / width, (y + h) / height, (x + w) / width])
             mismatches += detection["category_id"] != label

@@ -111,8 +111,9 @@ def start_munge(folder):
         os.chown(directory, munge_user.pw_uid, munge_user.pw_gid)
     process = subprocess.Popen(
         ["runuser", "-u", "munge", "--", tool("munged"), "--foreground"],
-        stdout=open(folder / "munged.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=open(folder / "munged.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: subprocess.run([tool("munge"), "-n"], capture_output=True).returncode == 0, "munged", 20)
     return process
 
@@ -158,16 +159,23 @@ class SlurmCluster:
         }
         for daemon, arguments in daemons.items():
             self.processes.append(
-                subprocess.Popen(arguments, stdout=open(self.folder / f"{daemon}.out", "w"),
-                                 stderr=subprocess.STDOUT, env=self.environment)
-            )  # fmt: skip
+                subprocess.Popen(
+                    arguments,
+                    stdout=open(self.folder / f"{daemon}.out", "w"),
+                    stderr=subprocess.STDOUT,
+                    env=self.environment,
+                )
+            )
             if daemon == "slurmctld":
                 wait_for(lambda: controller_answers(self.environment), "slurmctld", 30)
         try:
             wait_for(lambda: node_state(self.environment) == "idle", "the SLURM node (idle)", 60)
         except SlurmUnavailable:
-            logs = "".join((self.folder / f"{d}.log").read_text()[-1500:] for d in ("slurmctld", "slurmd")
-                           if (self.folder / f"{d}.log").exists())  # fmt: skip
+            logs = "".join(
+                (self.folder / f"{d}.log").read_text()[-1500:]
+                for d in ("slurmctld", "slurmd")
+                if (self.folder / f"{d}.log").exists()
+            )
             self.stop()
             raise SlurmUnavailable(f"the SLURM node did not become idle; logs:\n{logs}") from None
         (self.folder / "pids").write_text("".join(f"{p.pid}\n" for p in self.processes))

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
-
 from checkout_tensorflow_models import checkout
-from common import StageError
+
+from detbench.common import StageError
 
 
 def test_checkout_is_at_the_pin_with_compiled_protos(demo_data, tmp_path):

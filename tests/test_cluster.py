@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, SCRIPTS, Workflow, tool_environment
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
-from demo_config import demo_config
+from tools.demo.demo_config import demo_config
 
 # Two models with graphs of their own: a third (int8_inc) would run the same stages again.
 PRECISIONS = ("int8", "fp32")
@@ -37,25 +37,43 @@ def load(path):
 def run_stage(script, *arguments):
     run = subprocess.run(
         [sys.executable, str(SCRIPTS / script), *map(str, arguments)],
-        capture_output=True, text=True, env=tool_environment(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=tool_environment(),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
 
 
 def detect_shard(workdir, precision, output, shard, shards, *extra):
     run_stage(
-        "detect_objects.py", "--graph", workdir / f"resources/models/{precision}/frozen_inference_graph.pb",
-        "--records", workdir / "resources/coco_tfrecord", "--output", output,
-        "--shard", shard, "--shards", shards, *extra,
-    )  # fmt: skip
+        "detect_objects.py",
+        "--graph",
+        workdir / f"resources/models/{precision}/frozen_inference_graph.pb",
+        "--records",
+        workdir / "resources/coco_tfrecord",
+        "--output",
+        output,
+        "--shard",
+        shard,
+        "--shards",
+        shards,
+        *extra,
+    )
 
 
 def evaluate_shards(workdir, shards, detections, metrics):
     run_stage(
-        "evaluate_detections.py", *shards,
-        "--annotations", workdir / "resources/coco/annotations/instances_val2017.json",
-        "--records", workdir / "resources/coco_tfrecord", "--detections", detections, "--metrics", metrics,
-    )  # fmt: skip
+        "evaluate_detections.py",
+        *shards,
+        "--annotations",
+        workdir / "resources/coco/annotations/instances_val2017.json",
+        "--records",
+        workdir / "resources/coco_tfrecord",
+        "--detections",
+        detections,
+        "--metrics",
+        metrics,
+    )
 
 
 @pytest.mark.slow
@@ -78,8 +96,9 @@ def test_sharded_accuracy_equals_unsharded(finished_run, tmp_path):
 def test_incomplete_shard_set_is_refused(finished_run, tmp_path):
     shard = tmp_path / "int8-0.json"
     detect_shard(finished_run.workdir, "int8", shard, 0, 2)
-    from common import StageError
     from evaluate_detections import merge_shards
+
+    from detbench.common import StageError
 
     with pytest.raises(StageError, match=r"do not form a complete set: \[0\]"):
         merge_shards([shard])
@@ -89,11 +108,23 @@ def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
     workflow = Workflow(tmp_path, demo_config(demo_data, "http://127.0.0.1:9"))
     jobs = workflow.planned_jobs("--profile", str(REPO_ROOT / "profiles" / "cluster-generic"))
     assert jobs == {
-        "download_file": 4, "extract_coco_images": 1, "extract_coco_annotations": 1, "write_empty_annotations": 1,
-        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "prepare_frozen_graph": 2, "quantize_graph": 1,
-        "benchmark_graph": 4, "detect_objects": 4, "evaluate_accuracy": 4, "compare_with_reference": 3,
-        "measure_layer_drift": 3, "draw_gallery": 1, "make_report": 1, "all": 1,
-    }  # fmt: skip
+        "download_file": 4,
+        "extract_coco_images": 1,
+        "extract_coco_annotations": 1,
+        "write_empty_annotations": 1,
+        "checkout_tensorflow_models": 1,
+        "convert_coco_to_tfrecord": 1,
+        "prepare_frozen_graph": 2,
+        "quantize_graph": 1,
+        "benchmark_graph": 4,
+        "detect_objects": 4,
+        "evaluate_accuracy": 4,
+        "compare_with_reference": 3,
+        "measure_layer_drift": 3,
+        "draw_gallery": 1,
+        "make_report": 1,
+        "all": 1,
+    }
 
 
 def test_every_rule_declares_cluster_resources():
@@ -131,8 +162,9 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     submitted = [line for line in output.splitlines() if "has been submitted with SLURM jobid" in line]
     # 1 benchmark, 2 shards, 1 score, gallery, report
     assert len(submitted) == 6
-    queue = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True,
-                           env=slurm.environment).stdout  # fmt: skip
+    queue = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, env=slurm.environment
+    ).stdout
     job_ids = [line.rsplit("SLURM jobid ", 1)[1].split()[0] for line in submitted]
     states = dict(line.split() for line in queue.splitlines())
     assert all(states[job_id] == "COMPLETED" for job_id in job_ids)
@@ -153,9 +185,12 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     # Its commands are relative to the project folder, which the working directory stands for.
     (workflow.workdir / "profiles").symlink_to(REPO_ROOT / "profiles")
     generic = workflow.run(
-        "--profile", str(REPO_ROOT / "profiles" / "cluster-generic"), "--forcerun", "make_report",
+        "--profile",
+        str(REPO_ROOT / "profiles" / "cluster-generic"),
+        "--forcerun",
+        "make_report",
         environment=slurm.environment,
-    )  # fmt: skip
+    )
     output = generic.stdout + generic.stderr
     external = [line for line in output.splitlines() if "with external jobid" in line]
     assert len(external) == 1 and "make_report" in output
@@ -167,8 +202,9 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     times = graph.stat()
     graph.write_bytes(graph.read_bytes()[:1000])
     os.utime(graph, ns=(times.st_atime_ns, times.st_mtime_ns))
-    failed = workflow.run(*profile, "--retries", "0", "--forcerun", "benchmark_graph", check=False,
-                          environment=slurm.environment)  # fmt: skip
+    failed = workflow.run(
+        *profile, "--retries", "0", "--forcerun", "benchmark_graph", check=False, environment=slurm.environment
+    )
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "Error in rule benchmark_graph" in output

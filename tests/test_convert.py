@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
-from common import StageError
-from coco_data import val_record_files
 from convert_coco_to_tfrecord import check_records
+
+from detbench.coco_data import val_record_files
+from detbench.common import StageError
 
 
 def test_both_output_layouts_are_recognised(tmp_path):
@@ -40,11 +40,17 @@ def test_records_must_cover_every_image(tmp_path):
             }
             | {
                 key: tf.train.Feature(float_list=tf.train.FloatList(value=[0.5]))
-                for key in ("image/height", "image/width", "image/object/bbox/xmin", "image/object/bbox/xmax",
-                            "image/object/bbox/ymin", "image/object/bbox/ymax")
+                for key in (
+                    "image/height",
+                    "image/width",
+                    "image/object/bbox/xmin",
+                    "image/object/bbox/xmax",
+                    "image/object/bbox/ymin",
+                    "image/object/bbox/ymax",
+                )
             }
         )
-    )  # fmt: skip
+    )
     with tf.io.TFRecordWriter(str(record)) as writer:
         writer.write(example.SerializeToString())
     annotations = tmp_path / "instances.json"
@@ -62,14 +68,20 @@ def test_image_file_name_leading_out_of_the_image_folder_is_refused(tmp_path, na
     annotations = tmp_path / "instances_val2017.json"
     annotations.write_text(json.dumps({"images": [{"id": 7, "file_name": name}]}))
     with pytest.raises(StageError, match=r"image 7 has file_name .*, which is not a file of the image folder"):
-        convert(tmp_path / "models", tmp_path / "val2017", annotations, tmp_path / "e.json", tmp_path / "e", tmp_path / "out")
+        convert(
+            tmp_path / "models",
+            tmp_path / "val2017",
+            annotations,
+            tmp_path / "e.json",
+            tmp_path / "e",
+            tmp_path / "out",
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["instances_val2017.json"]
 
 
 def test_missing_or_corrupt_image_is_named_before_the_converter_runs(tmp_path):
-    from PIL import Image
-
     from convert_coco_to_tfrecord import check_inputs
+    from PIL import Image
 
     images = tmp_path / "val2017"
     images.mkdir()
@@ -77,8 +89,11 @@ def test_missing_or_corrupt_image_is_named_before_the_converter_runs(tmp_path):
     annotations = tmp_path / "instances_val2017.json"
     listed = [{"id": 139, "file_name": "000000000139.jpg"}, {"id": 285, "file_name": "000000000285.jpg"}]
     annotations.write_text(json.dumps({"images": listed, "annotations": [{"id": 1}, {"id": 2}, {"id": 3}]}))
-    with pytest.raises(StageError, match=rf"^image 285 \(000000000285.jpg\) of {annotations} is not in {images}: the "
-                                         "images and the annotations do not match"):  # fmt: skip
+    with pytest.raises(
+        StageError,
+        match=rf"^image 285 \(000000000285.jpg\) of {annotations} is not in {images}: the "
+        "images and the annotations do not match",
+    ):
         check_inputs(annotations, images)
     (images / "000000000285.jpg").write_bytes(b"<html>not an image</html>")
     with pytest.raises(StageError, match=rf"^{images}/000000000285.jpg \(image 285\): not a readable image"):
@@ -101,10 +116,21 @@ def test_annotations_the_converter_drops_are_counted_and_reported(finished_run, 
     changed.write_text(json.dumps(annotations))
     output = tmp_path / "coco_tfrecord"
     empty = workdir / "resources/coco/empty"
-    run = run_script("convert_coco_to_tfrecord.py", "--models-dir", workdir / "resources/tensorflow_models",
-                     "--image-dir", workdir / "resources/coco/val2017", "--annotations", changed,
-                     "--empty-annotations", empty / "empty.json", "--empty-image-dir", empty / "images",
-                     "--output-dir", output)  # fmt: skip
+    run = run_script(
+        "convert_coco_to_tfrecord.py",
+        "--models-dir",
+        workdir / "resources/tensorflow_models",
+        "--image-dir",
+        workdir / "resources/coco/val2017",
+        "--annotations",
+        changed,
+        "--empty-annotations",
+        empty / "empty.json",
+        "--empty-image-dir",
+        empty / "images",
+        "--output-dir",
+        output,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((output / "summary.json").read_text())
     total = len(annotations["annotations"])
@@ -124,28 +150,45 @@ def test_a_converter_with_the_newer_interface_is_refused_in_one_line(finished_ru
     import sys
 
     from conftest import REPO_ROOT, error_lines, run_script, tool_environment
-
     from convert_coco_to_tfrecord import RECIPE_COMMIT, UPSTREAM_SCRIPT
-    from make_demo_data import git
-    from newer_converter import commit_newer_converter
+
+    from tools.demo.make_demo_data import git
+    from tools.upstream.newer_converter import commit_newer_converter
 
     workdir = finished_run.workdir
     checkout = tmp_path / "tensorflow_models"
     git("clone", "--quiet", str(workdir / "resources/tensorflow_models"), str(checkout), cwd=tmp_path)
     commit_newer_converter(checkout)
     empty = workdir / "resources/coco/empty"
-    recipe_flags = [f"--train_image_dir={empty / 'images'}", f"--val_image_dir={workdir / 'resources/coco/val2017'}",
-                    f"--output_dir={tmp_path / 'direct'}"]  # fmt: skip
+    recipe_flags = [
+        f"--train_image_dir={empty / 'images'}",
+        f"--val_image_dir={workdir / 'resources/coco/val2017'}",
+        f"--output_dir={tmp_path / 'direct'}",
+    ]
     # The stand-in is what the issue met: absl refuses the recipe's flags.
-    direct = subprocess.run([sys.executable, str(checkout / UPSTREAM_SCRIPT), *recipe_flags], capture_output=True,
-                            text=True, env=tool_environment())  # fmt: skip
+    direct = subprocess.run(
+        [sys.executable, str(checkout / UPSTREAM_SCRIPT), *recipe_flags],
+        capture_output=True,
+        text=True,
+        env=tool_environment(),
+    )
     assert direct.returncode != 0 and "Unknown command line flag 'train_image_dir'" in direct.stderr
     output = tmp_path / "coco_tfrecord"
-    run = run_script("convert_coco_to_tfrecord.py", "--models-dir", checkout,
-                     "--image-dir", workdir / "resources/coco/val2017",
-                     "--annotations", workdir / "resources/coco/annotations/instances_val2017.json",
-                     "--empty-annotations", empty / "empty.json", "--empty-image-dir", empty / "images",
-                     "--output-dir", output)  # fmt: skip
+    run = run_script(
+        "convert_coco_to_tfrecord.py",
+        "--models-dir",
+        checkout,
+        "--image-dir",
+        workdir / "resources/coco/val2017",
+        "--annotations",
+        workdir / "resources/coco/annotations/instances_val2017.json",
+        "--empty-annotations",
+        empty / "empty.json",
+        "--empty-image-dir",
+        empty / "images",
+        "--output-dir",
+        output,
+    )
     assert run.returncode == 1
     assert error_lines(run) == [
         f"error: {checkout / UPSTREAM_SCRIPT} has the newer interface (--image_dir, --object_annotations_file, "

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from make_demo_data import COCO_CATEGORIES
+from tools.demo.make_demo_data import COCO_CATEGORIES
 
 
 def load(demo_data):

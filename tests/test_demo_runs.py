@@ -10,16 +10,21 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO_ROOT, tool_environment
 
-RUN_DEMO = REPO_ROOT / "tests" / "generators" / "run_demo.py"
+RUN_DEMO = REPO_ROOT / "tools" / "demo" / "run_demo.py"
 
 
 def start_demo(workdir, *snakemake_arguments, cores="2"):
     command = [sys.executable, str(RUN_DEMO), "--workdir", str(workdir), "--cores", cores, *snakemake_arguments]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_environment(),
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=tool_environment(),
+        start_new_session=True,
+    )
 
 
 TARGET = "resources/coco_tfrecord"

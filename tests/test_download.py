@@ -7,10 +7,10 @@ import sys
 
 import pytest
 from conftest import SCRIPTS, tool_environment
-
-from common import StageError
 from download import download, part_path
-from serve_files import FileServer
+
+from detbench.common import StageError
+from tools.demo.serve_files import FileServer
 
 PAYLOAD_SIZE = 3 * 1024 * 1024 + 17
 
@@ -50,7 +50,9 @@ def test_cut_connection_is_resumed_with_a_range_request(payload_server, tmp_path
     server, payload = payload_server
     server.cut_once("payload.bin", after_bytes=1_000_000)
     output = tmp_path / "payload.bin"
-    download(f"{server.url}/payload.bin", output, sha256=hashlib.sha256(payload).hexdigest(), retries=2, backoff_seconds=0)
+    download(
+        f"{server.url}/payload.bin", output, sha256=hashlib.sha256(payload).hexdigest(), retries=2, backoff_seconds=0
+    )
     assert output.read_bytes() == payload
     gets = [request for request in server.requests if request["method"] == "GET"]
     assert len(gets) == 2
@@ -137,8 +139,10 @@ def test_command_line_error_is_one_line_and_nonzero(payload_server, tmp_path):
     output = tmp_path / "payload.bin"
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "download.py"), f"{server.url}/payload.bin", str(output), "--md5", "1" * 32],
-        capture_output=True, text=True, env=tool_environment(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=tool_environment(),
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "checksum mismatch" in errors[0]
@@ -201,8 +205,10 @@ def test_mismatch_after_fetching_again_says_so(bare_server, tmp_path):
 def run_download(*arguments):
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "download.py"), *map(str, arguments)],
-        capture_output=True, text=True, env=tool_environment(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=tool_environment(),
+    )
     return result.returncode, [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 

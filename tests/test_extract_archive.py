@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 from conftest import error_lines, run_script
-
-from common import StageError
 from extract_archive import extract
+
+from detbench.common import StageError
 
 
 def make_zip(path, members):
@@ -69,7 +69,7 @@ def test_zip_symlink_out_of_the_folder_is_refused(tmp_path):
     with zipfile.ZipFile(archive_path, "w") as archive:
         archive.writestr("val2017/a.jpg", b"a")
         link = zipfile.ZipInfo("val2017/passwd")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         archive.writestr(link, "../../../etc/passwd")
     with pytest.raises(StageError, match="points outside"):
         extract(archive_path, "val2017", tmp_path / "out")
@@ -109,7 +109,10 @@ def test_zip_with_a_bad_crc_is_named(tmp_path):
     data[data.index(b"pixels") + 10] ^= 0xFF
     archive.write_bytes(bytes(data))
     output = tmp_path / "out"
-    with pytest.raises(StageError, match=r"val2017.zip: corrupt or truncated archive \(Bad CRC-32 for file 'val2017/a.jpg'\): download it again$"):  # fmt: skip
+    with pytest.raises(
+        StageError,
+        match=r"val2017.zip: corrupt or truncated archive \(Bad CRC-32 for file 'val2017/a.jpg'\): download it again$",
+    ):
         extract(archive, "val2017", output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val2017.zip"]
 
@@ -189,7 +192,9 @@ def test_destination_is_checked_inside_the_output_folder(tmp_path):
 
 
 def test_links_inside_the_archive_are_allowed_and_not_extracted(tmp_path):
-    archive = make_tar(tmp_path / "m.tar.gz", [("rfcn/a.pb", b"graph")], [("rfcn/latest", "../rfcn/a.pb", tarfile.SYMTYPE)])
+    archive = make_tar(
+        tmp_path / "m.tar.gz", [("rfcn/a.pb", b"graph")], [("rfcn/latest", "../rfcn/a.pb", tarfile.SYMTYPE)]
+    )
     assert extract(archive, "rfcn", tmp_path / "out") == 1
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.pb"]
 

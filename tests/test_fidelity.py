@@ -2,7 +2,7 @@
 
 The legacy metrics are what Intel's published AP came from: the Object Detection API's
 offline_eval_map_corloc with coco_detection_metrics over infer_detections' TFRecord. Here
-that upstream code itself (object-detection 0.0.3, tests/generators/upstream_eval.py)
+that upstream code itself (object-detection 0.0.3, tools/upstream/upstream_eval.py)
 scores generated detection sets, and the workflow's evaluate_detections must give the same
 12 numbers exactly, on sets built to catch what differs: tied scores across images whose
 ids sort differently as text and as numbers, duplicates, classes outside the label map,
@@ -16,20 +16,33 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, tool_environment
-
-from coco_data import METRICS, read_examples, to_coco_results
 from evaluate_detections import legacy_metrics
 
-UPSTREAM_EVAL = REPO_ROOT / "tests" / "generators" / "upstream_eval.py"
+from detbench.coco_data import METRICS, read_examples, to_coco_results
+
+UPSTREAM_EVAL = REPO_ROOT / "tools" / "upstream" / "upstream_eval.py"
 # A few COCO categories, with a gap in the ids as COCO has.
-CATEGORIES = [{"id": i, "name": name} for i, name in ((1, "person"), (2, "bicycle"), (3, "car"), (5, "airplane"),
-                                                      (13, "stop sign"), (18, "dog"))]  # fmt: skip
+CATEGORIES = [
+    {"id": i, "name": name}
+    for i, name in ((1, "person"), (2, "bicycle"), (3, "car"), (5, "airplane"), (13, "stop sign"), (18, "dog"))
+]
 OUTSIDE_LABEL_MAP = 12  # a gap in COCO's ids
 # val2017's ids run from 139 to 581781: text order and number order disagree.
 MIXED_DIGIT_IDS = [139, 285, 632, 724, 776, 1000, 1268, 9483, 11760, 22935, 87038, 100238, 581781]
 
-SET_KINDS = ("random", "tied", "tied_coarse", "duplicates", "outside_label_map", "empty_image", "crowded",
-             "mixed", "tied_mixed", "tiny", "many_images")  # fmt: skip
+SET_KINDS = (
+    "random",
+    "tied",
+    "tied_coarse",
+    "duplicates",
+    "outside_label_map",
+    "empty_image",
+    "crowded",
+    "mixed",
+    "tied_mixed",
+    "tiny",
+    "many_images",
+)
 # Intel's SSD-MobileNet loop stopped after 4,952 of 5,000 records: the evaluator saw the first ones.
 FIRST_RECORDS = 9
 
@@ -49,7 +62,10 @@ def detection_set(kind, seed):
     records = []
     for index, image_id in enumerate(ids):
         height, width = int(generator.integers(300, 641)), int(generator.integers(300, 641))
-        truth = [(random_box(generator), int(generator.choice([1, 2, 3, 5, 13, 18]))) for _ in range(generator.integers(1, 6))]
+        truth = [
+            (random_box(generator), int(generator.choice([1, 2, 3, 5, 13, 18])))
+            for _ in range(generator.integers(1, 6))
+        ]
         if kind == "outside_label_map":
             truth.append((random_box(generator), OUTSIDE_LABEL_MAP))
         if kind == "empty_image" and index == 0:
@@ -58,7 +74,9 @@ def detection_set(kind, seed):
         for box, label in truth:  # near the truth, and sometimes the wrong class
             noisy = np.clip(box + generator.normal(0, 0.02, 4).astype(np.float32), 0, 1)
             detections.append((noisy, label if generator.random() < 0.8 else 1))
-        detections += [(random_box(generator), int(generator.choice([1, 2, 3, 18]))) for _ in range(generator.integers(0, 8))]
+        detections += [
+            (random_box(generator), int(generator.choice([1, 2, 3, 18]))) for _ in range(generator.integers(0, 8))
+        ]
         if kind == "duplicates" and detections:
             detections += detections[: len(detections) // 2 + 1]
         if kind == "outside_label_map":
@@ -92,11 +110,12 @@ def write_record(path, records):
         for source_id, height, width, truth, detections, scores in records:
             feature = {
                 "image/source_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source_id.encode()])),
-                "image/height": ints([height]), "image/width": ints([width]),
+                "image/height": ints([height]),
+                "image/width": ints([width]),
                 "image/object/class/label": ints([label for _, label in truth]),
                 "image/detection/label": ints([label for _, label in detections]),
                 "image/detection/score": floats(scores.tolist()),
-            }  # fmt: skip
+            }
             for corner, index in (("ymin", 0), ("xmin", 1), ("ymax", 2), ("xmax", 3)):
                 feature[f"image/object/bbox/{corner}"] = floats([float(box[index]) for box, _ in truth])
                 feature[f"image/detection/bbox/{corner}"] = floats([float(box[index]) for box, _ in detections])
@@ -133,8 +152,12 @@ def upstream_scores(tmp_path_factory):
     write_record(path, sets["many_images"][1][:FIRST_RECORDS])
     sets["first_records"] = (path, sets["many_images"][1][:FIRST_RECORDS])
     output = folder / "upstream.json"
-    result = subprocess.run([sys.executable, str(UPSTREAM_EVAL), str(label_map), str(output), *(str(p) for p, _ in sets.values())],
-                            capture_output=True, text=True, env=tool_environment())  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(UPSTREAM_EVAL), str(label_map), str(output), *(str(p) for p, _ in sets.values())],
+        capture_output=True,
+        text=True,
+        env=tool_environment(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(output.read_text())
     return {kind: (path, records, scores[str(path)]) for kind, (path, records) in sets.items()}
@@ -151,14 +174,16 @@ def test_legacy_metrics_equal_the_recipes_evaluator(upstream_scores, kind):
 def test_legacy_metrics_of_the_first_records_equal_the_evaluator_stopped_there(upstream_scores):
     """`legacy_images: N` (Intel's SSD-MobileNet: the first 4,952 records): the detections of
     every image, scored as the evaluator scores a loop that stopped after N records."""
-    from coco_data import detection_columns
     from evaluate_detections import first_records, legacy_columns_metrics
+
+    from detbench.coco_data import detection_columns
 
     path, records, everything = upstream_scores["many_images"]
     stopped = upstream_scores["first_records"][2]
     image_ids = sorted(int(record[0]) for record in records)
-    scope = first_records(list(read_examples([path])), detection_columns(workflow_detections(records)), image_ids,
-                          FIRST_RECORDS)  # fmt: skip
+    scope = first_records(
+        list(read_examples([path])), detection_columns(workflow_detections(records)), image_ids, FIRST_RECORDS
+    )
     ours, _ = legacy_columns_metrics(*scope, CATEGORIES)
     assert len(scope[2]) == FIRST_RECORDS and [ours[name] for name in METRICS] == stopped
     assert stopped != everything
@@ -167,8 +192,9 @@ def test_legacy_metrics_of_the_first_records_equal_the_evaluator_stopped_there(u
 def test_the_sets_test_what_they_claim(upstream_scores):
     """Ties across images whose ids order differently as text, and a numeric-order scorer
     would differ on them: the sets can catch the old integer keys."""
-    from coco_data import detection_columns, score_columns
     from evaluate_detections import legacy_ground_truth, normalized
+
+    from detbench.coco_data import detection_columns, score_columns
 
     differs = 0
     for kind in ("tied", "tied_mixed", "mixed"):
@@ -190,6 +216,8 @@ def test_detections_equal_the_recipes_infer_detections(finished_run, tmp_path, p
     """The same pixels (TensorFlow's decoder) and the same graph give upstream's detections."""
     from conftest import upstream_inference_differences
 
-    images, mismatches, worst_score, worst_box = upstream_inference_differences(finished_run.workdir, precision, tmp_path)
+    images, mismatches, worst_score, worst_box = upstream_inference_differences(
+        finished_run.workdir, precision, tmp_path
+    )
     assert images == 8 and mismatches == 0
     assert worst_score <= 1e-6 and worst_box <= 1e-6

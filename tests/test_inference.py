@@ -9,24 +9,44 @@ from pathlib import Path
 import pytest
 from conftest import agreement_with_fp32, error_lines, layer_drift, rfcn_drift_arguments, run_script, scale_weight_range
 
-from benchmark_graph import summarize
-from common import StageError
-from coco_data import to_coco_results
-from job_runtime import bf16_native, find_tcmalloc
+from detbench.coco_data import to_coco_results
+from detbench.common import StageError
+from detbench.job_runtime import bf16_native, find_tcmalloc
+from detbench.timing import summarize
 
 MODELS = ("int8", "fp32", "int8_inc", "bf16")
 # What the mini COCO and the detectors were designed to give (see make_demo_data.py): seven
 # palette classes found exactly, the gray banana never (AP 0), the gray crowd ignored.
-EXPECTED_STANDARD = {"AP": 7 / 8, "AP50": 7 / 8, "AP75": 7 / 8, "AP_small": 1.0, "AP_medium": 1.0,
-                     "AP_large": 4 / 5, "AR100": 7 / 8}  # fmt: skip
+EXPECTED_STANDARD = {
+    "AP": 7 / 8,
+    "AP50": 7 / 8,
+    "AP75": 7 / 8,
+    "AP_small": 1.0,
+    "AP_medium": 1.0,
+    "AP_large": 4 / 5,
+    "AR100": 7 / 8,
+}
 # The recipe's evaluator counts the crowd as a missed person: recall 3/4, so 76 of the 101
 # recall points have precision 1; every area is "small".
 PERSON_LEGACY_AP = 76 / 101
-EXPECTED_LEGACY = {"AP": (6 + PERSON_LEGACY_AP) / 8, "AP_small": (6 + PERSON_LEGACY_AP) / 8,
-                   "AP_medium": -1.0, "AP_large": -1.0, "AR100": (6 + 3 / 4) / 8}  # fmt: skip
+EXPECTED_LEGACY = {
+    "AP": (6 + PERSON_LEGACY_AP) / 8,
+    "AP_small": (6 + PERSON_LEGACY_AP) / 8,
+    "AP_medium": -1.0,
+    "AP_large": -1.0,
+    "AR100": (6 + 3 / 4) / 8,
+}
 INT8_KERNEL = "_MklQuantizedConv2DWithBiasAndReluAndRequantize"
-REPORT_PLOTS = ("speedup_vs_accuracy.png", "latency_per_step.png", "latency_histogram.png", "time_by_model_part.png",
-                "average_precision.png", "detection_agreement.png", "layer_drift.png", "gallery.png")  # fmt: skip
+REPORT_PLOTS = (
+    "speedup_vs_accuracy.png",
+    "latency_per_step.png",
+    "latency_histogram.png",
+    "time_by_model_part.png",
+    "average_precision.png",
+    "detection_agreement.png",
+    "layer_drift.png",
+    "gallery.png",
+)
 
 
 def result(workflow, kind, model):
@@ -83,7 +103,13 @@ def test_bf16_ran_in_bfloat16_and_fp32_did_not(finished_run):
     share = bf16["bfloat16"]
     assert share["nodes"] >= 1 and share["casts"] >= 2 and 0 < share["op_time_fraction"] < 1
     assert any(kernel.startswith("_MklNative") and "Conv2D" in kernel for kernel in share["kernels"]), share
-    assert fp32["bfloat16"] == {"nodes": 0, "kernels": [], "casts": 0, "op_time_fraction": 0.0, "cast_time_fraction": 0.0}
+    assert fp32["bfloat16"] == {
+        "nodes": 0,
+        "kernels": [],
+        "casts": 0,
+        "op_time_fraction": 0.0,
+        "cast_time_fraction": 0.0,
+    }
     assert bf16["emulated"] is (not bf16_native()) and fp32["emulated"] is False
     log = (finished_run.workdir / "logs/benchmark_graph/bf16.log").read_text()
     assert re.search(r"bfloat16: \d+ nodes \(\d+% of op time\) and \d+ casts", log)
@@ -194,10 +220,22 @@ def test_batch_mode_resizes_and_says_so(finished_run, tmp_path):
     workdir = finished_run.workdir
     output = tmp_path / "batch.json"
     run = run_script(
-        "benchmark_graph.py", "--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
-        "--image-dir", workdir / "resources/coco/val2017", "--output", output,
-        "--number-of-steps", 12, "--warmup-steps", 2, "--batch-size", 4, "--image-size", "256x320",
-    )  # fmt: skip
+        "benchmark_graph.py",
+        "--graph",
+        workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--image-dir",
+        workdir / "resources/coco/val2017",
+        "--output",
+        output,
+        "--number-of-steps",
+        12,
+        "--warmup-steps",
+        2,
+        "--batch-size",
+        4,
+        "--image-size",
+        "256x320",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     benchmark = json.loads(output.read_text())
     assert benchmark["mode"] == "batch" and benchmark["images_resized"] is True
@@ -206,7 +244,7 @@ def test_batch_mode_resizes_and_says_so(finished_run, tmp_path):
 
 
 def test_graph_with_an_op_this_tensorflow_lacks_is_named(finished_run, tmp_path):
-    from detection_graph import load_graph_def
+    from detbench.detection_graph import load_graph_def
 
     graph_def = load_graph_def(finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb")
     next(node for node in graph_def.node if node.op == "TopKV2").op = "IntelOnlyFusedTopK"
@@ -219,7 +257,8 @@ def test_graph_with_an_op_this_tensorflow_lacks_is_named(finished_run, tmp_path)
         run = run_script(script, "--graph", graph, "--output", tmp_path / "out.json", *arguments)
         assert run.returncode == 1
         assert error_lines(run) == [
-            f"error: {graph}: ops unknown to TensorFlow {result(finished_run, 'benchmark', 'int8')['tensorflow_version']}: "
+            f"error: {graph}: ops unknown to TensorFlow "
+            f"{result(finished_run, 'benchmark', 'int8')['tensorflow_version']}: "
             "IntelOnlyFusedTopK"
         ]
         assert not (tmp_path / "out.json").exists()
@@ -233,9 +272,15 @@ def test_truncated_graph_and_missing_onednn_are_clear_errors(finished_run, tmp_p
     run = run_script("detect_objects.py", "--graph", truncated, "--records", records, "--output", tmp_path / "o.json")
     assert run.returncode == 1 and "not a TensorFlow GraphDef, or truncated" in error_lines(run)[0]
     run = run_script(
-        "detect_objects.py", "--graph", finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb",
-        "--records", records, "--output", tmp_path / "o.json", "--no-onednn",
-    )  # fmt: skip
+        "detect_objects.py",
+        "--graph",
+        finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb",
+        "--records",
+        records,
+        "--output",
+        tmp_path / "o.json",
+        "--no-onednn",
+    )
     assert run.returncode == 1
     assert "QuantizedConv2DWithBiasAndReluAndRequantize run only with oneDNN" in error_lines(run)[0]
 
@@ -247,10 +292,20 @@ def test_numa_binding_runs_the_job_under_numactl(finished_run, tmp_path):
         pytest.skip("numactl is not installed here")
     output = tmp_path / "numa.json"
     run = run_script(
-        "benchmark_graph.py", "--graph", finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb",
-        "--image-dir", finished_run.workdir / "resources/coco/val2017", "--output", output,
-        "--number-of-steps", 3, "--warmup-steps", 1, "--numa-socket", 0,
-    )  # fmt: skip
+        "benchmark_graph.py",
+        "--graph",
+        finished_run.workdir / "resources/models/int8/frozen_inference_graph.pb",
+        "--image-dir",
+        finished_run.workdir / "resources/coco/val2017",
+        "--output",
+        output,
+        "--number-of-steps",
+        3,
+        "--warmup-steps",
+        1,
+        "--numa-socket",
+        0,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     benchmark = json.loads(output.read_text())
     assert benchmark["runtime"]["numa_socket"] == 0
@@ -262,34 +317,50 @@ def test_tf1_control_flow_graph_runs_through_benchmark_and_detection(finished_ru
     kernels TensorFlow registers for DEFAULT only; they run on CPU, and the check must let them."""
     from tensorflow.python.framework import kernels
 
-    from make_demo_data import build_detector
+    from tools.demo.make_demo_data import build_detector
 
     graph_def = build_detector("fp32", control_flow=True)
     ops = {node.op for node in graph_def.node}
     assert {"Enter", "Merge", "Switch", "NextIteration", "Exit", "TensorArrayV3", "Assert"} <= ops
     # What a check for CPU-registered kernels alone would have refused:
-    cpu_registered = {op for op in ops if any(k.device_type == "CPU" for k in kernels.get_registered_kernels_for_op(op).kernel)}  # fmt: skip
+    cpu_registered = {
+        op for op in ops if any(k.device_type == "CPU" for k in kernels.get_registered_kernels_for_op(op).kernel)
+    }
     assert {"Assert", "NextIteration"} <= ops - cpu_registered
     graph = tmp_path / "control_flow.pb"
     graph.write_bytes(graph_def.SerializeToString())
     workdir = finished_run.workdir
     run = run_script(
-        "benchmark_graph.py", "--graph", graph, "--image-dir", workdir / "resources/coco/val2017",
-        "--output", tmp_path / "benchmark.json", "--number-of-steps", 3, "--warmup-steps", 1,
-    )  # fmt: skip
+        "benchmark_graph.py",
+        "--graph",
+        graph,
+        "--image-dir",
+        workdir / "resources/coco/val2017",
+        "--output",
+        tmp_path / "benchmark.json",
+        "--number-of-steps",
+        3,
+        "--warmup-steps",
+        1,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Assert" in json.loads((tmp_path / "benchmark.json").read_text())["executed_kernels"]
     run = run_script(
-        "detect_objects.py", "--graph", graph, "--records", workdir / "resources/coco_tfrecord",
-        "--output", tmp_path / "detections.json",
-    )  # fmt: skip
+        "detect_objects.py",
+        "--graph",
+        graph,
+        "--records",
+        workdir / "resources/coco_tfrecord",
+        "--output",
+        tmp_path / "detections.json",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     expected = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())["detections"]
     assert json.loads((tmp_path / "detections.json").read_text())["detections"] == expected
 
 
 def test_op_with_kernels_for_other_devices_only_is_named(finished_run):
-    from detection_graph import check_kernels, load_graph_def
+    from detbench.detection_graph import check_kernels, load_graph_def
 
     graph_def = load_graph_def(finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb")
     # A real op whose only kernel in this TensorFlow is for GPU.
@@ -309,8 +380,8 @@ def renamed_image_folder(source, folder):
 
 
 def test_image_folders_are_listed_whatever_the_suffix_case(finished_run, tmp_path):
-    from detection_graph import list_images
-    from quantize_graph import calibration_images
+    from detbench.detection_graph import list_images
+    from detbench.quantization import calibration_images
 
     source = finished_run.workdir / "resources/coco/val2017"
     folder = renamed_image_folder(source, tmp_path / "camera")
@@ -319,9 +390,20 @@ def test_image_folders_are_listed_whatever_the_suffix_case(finished_run, tmp_pat
     assert {path.suffix for path in list_images(folder)} == {".JPG", ".jpeg", ".Jpg", ".jpg"}
     assert [path.stem for path in calibration_images(folder, 100, seed=0)] == expected
     output = tmp_path / "benchmark.json"
-    run = run_script("benchmark_graph.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--image-dir", folder, "--output", output, "--number-of-steps", 10, "--warmup-steps", 2,
-                     "--no-roofline")  # fmt: skip
+    run = run_script(
+        "benchmark_graph.py",
+        "--graph",
+        finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--image-dir",
+        folder,
+        "--output",
+        output,
+        "--number-of-steps",
+        10,
+        "--warmup-steps",
+        2,
+        "--no-roofline",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(output.read_text())["distinct_images"] == len(expected)
 
@@ -361,8 +443,15 @@ def test_unreadable_image_in_the_tfrecord_stops_detection_naming_it(finished_run
                 example.features.feature["image/encoded"].bytes_list.value[0] = b"\xff\xd8 garbage"
                 image_id = example.features.feature["image/source_id"].bytes_list.value[0].decode()
             writer.write(example.SerializeToString())
-    run = run_script("detect_objects.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--records", records, "--output", tmp_path / "detections.json")  # fmt: skip
+    run = run_script(
+        "detect_objects.py",
+        "--graph",
+        finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--records",
+        records,
+        "--output",
+        tmp_path / "detections.json",
+    )
     assert run.returncode == 1 and not (tmp_path / "detections.json").exists()
     assert len(error_lines(run)) == 1
     assert error_lines(run)[0].startswith(f"error: image {image_id} (record 2 of {records}): not a readable image")
@@ -374,9 +463,17 @@ def detect_with_checkpoint(finished_run, tmp_path, lines):
 
     output = tmp_path / "detections-0-of-1.json"
     checkpoint_path(output).write_text("".join(lines))
-    run = run_script("detect_objects.py", "--graph", finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
-                     "--records", finished_run.workdir / "resources/coco_tfrecord", "--output", output,
-                     "--checkpoint-every", 2)  # fmt: skip
+    run = run_script(
+        "detect_objects.py",
+        "--graph",
+        finished_run.workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--records",
+        finished_run.workdir / "resources/coco_tfrecord",
+        "--output",
+        output,
+        "--checkpoint-every",
+        2,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert not checkpoint_path(output).exists()
     return json.loads(output.read_text()), run.stderr
@@ -385,7 +482,9 @@ def detect_with_checkpoint(finished_run, tmp_path, lines):
 def fp32_identity(workdir):
     from detect_objects import job_identity
 
-    return job_identity(workdir / "resources/models/fp32/frozen_inference_graph.pb", workdir / "resources/coco_tfrecord", 0, 0, 1)
+    return job_identity(
+        workdir / "resources/models/fp32/frozen_inference_graph.pb", workdir / "resources/coco_tfrecord", 0, 0, 1
+    )
 
 
 def test_detection_resumes_from_its_checkpoint_with_the_same_result(finished_run, tmp_path):
@@ -395,8 +494,11 @@ def test_detection_resumes_from_its_checkpoint_with_the_same_result(finished_run
     whole = json.loads((workdir / "results/accuracy/fp32/detections-0-of-1.json").read_text())
     lines = [json.dumps({"identity": fp32_identity(workdir)}) + "\n"]
     for position, (image_id, index) in enumerate(zip(whole["image_ids"][:4], whole["record_indices"])):
-        image = {"image_id": image_id, "record_index": index,
-                 "detections": [d for d in whole["detections"] if d["image_id"] == image_id]}  # fmt: skip
+        image = {
+            "image_id": image_id,
+            "record_index": index,
+            "detections": [d for d in whole["detections"] if d["image_id"] == image_id],
+        }
         if position == 0:
             image["executed_kernels"] = whole["executed_kernels"]
         lines.append(json.dumps(image) + "\n")
@@ -411,8 +513,10 @@ def test_detection_resumes_from_its_checkpoint_with_the_same_result(finished_run
 def test_checkpoint_of_another_job_is_ignored(finished_run, tmp_path):
     workdir = finished_run.workdir
     identity = fp32_identity(workdir)
-    stale = [json.dumps({"identity": dict(identity, graph_sha256="0" * 64, max_images=3)}) + "\n",
-             json.dumps({"image_id": 139, "record_index": 0, "detections": []}) + "\n"]  # fmt: skip
+    stale = [
+        json.dumps({"identity": dict(identity, graph_sha256="0" * 64, max_images=3)}) + "\n",
+        json.dumps({"image_id": 139, "record_index": 0, "detections": []}) + "\n",
+    ]
     result, log = detect_with_checkpoint(finished_run, tmp_path, stale)
     assert "it is of another job (graph_sha256, max_images differ)" in log
     assert "8 images run in this job, 0 taken from a checkpoint" in log
@@ -427,6 +531,7 @@ def test_a_checkpoint_save_costs_what_its_images_cost(tmp_path):
     path = tmp_path / ".detections.json.checkpoint"
     identity = {"graph_sha256": "0" * 64, "shard": 0}
     checkpoint = Checkpoint(path, identity, load_checkpoint(path, identity))
+
     def bytes_written():  # by this process's write calls, whatever the file
         return int(re.search(r"^wchar: (\d+)$", Path("/proc/self/io").read_text(), re.M).group(1))
 
@@ -469,11 +574,13 @@ def test_every_model_reproduces_every_fp32_detection_on_the_demo(finished_run, m
 
 def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
     """A wrong weight scale in the one quantized convolution: fewer FP32 detections reproduced."""
-    from detection_graph import load_graph_def
+    from detbench.detection_graph import load_graph_def
 
     workdir = finished_run.workdir
     int8_inc = workdir / "resources/models/int8_inc/frozen_inference_graph.pb"
-    convolution = next(node.name for node in load_graph_def(int8_inc).node if node.op == "QuantizedConv2DWithBiasAndReluAndRequantize")
+    convolution = next(
+        node.name for node in load_graph_def(int8_inc).node if node.op == "QuantizedConv2DWithBiasAndReluAndRequantize"
+    )
     # Shrinking the weights' range shrinks every output of the layer.
     graph = scale_weight_range(int8_inc, tmp_path / "perturbed.pb", convolution, 0.3)
     assert agreement_with_fp32(workdir, graph, tmp_path)["agreement"] < 1.0
@@ -483,13 +590,24 @@ def test_a_perturbed_int8_graph_agrees_less(finished_run, tmp_path):
 
 def run_quantize(graph, images, output_dir, *options):
     return run_script(
-        "quantize_graph.py", "--graph", graph, "--images", images, "--output", output_dir / "int8.pb",
-        "--report", output_dir / "quantization.json", "--calibration-images", 8, *options, onednn=True,
-    )  # fmt: skip
+        "quantize_graph.py",
+        "--graph",
+        graph,
+        "--images",
+        images,
+        "--output",
+        output_dir / "int8.pb",
+        "--report",
+        output_dir / "quantization.json",
+        "--calibration-images",
+        8,
+        *options,
+        onednn=True,
+    )
 
 
 def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, tmp_path):
-    from make_demo_data import build_detector
+    from tools.demo.make_demo_data import build_detector
 
     images = tmp_path / "images"
     shutil.copytree(finished_run.workdir / "resources/coco/val2017", images)
@@ -512,7 +630,9 @@ def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, 
     run = run_quantize(int8, finished_run.workdir / "resources/coco/val2017", outputs)
     assert error_lines(run) == [f"error: quantize_graph: {int8} has no Conv2D or MatMul: nothing to quantize"]
     run = run_quantize(fp32, finished_run.workdir / "resources/coco/val2017", outputs, "--accuracy-tolerance", 0.01)
-    assert error_lines(run) == ["error: quantize_graph: --accuracy-tolerance needs --tuning-records and --tuning-annotations"]
+    assert error_lines(run) == [
+        "error: quantize_graph: --accuracy-tolerance needs --tuning-records and --tuning-annotations"
+    ]
     run = run_quantize(fp32, finished_run.workdir / "resources/coco/val2017", outputs, "--accuracy-tolerance", 1.5)
     assert error_lines(run) == ["error: quantize_graph: --accuracy-tolerance must be in [0, 1)"]
     assert list(outputs.iterdir()) == []
@@ -520,17 +640,38 @@ def test_quantize_graph_bad_inputs_are_one_line_and_leave_nothing(finished_run, 
 
 def test_layer_drift_bad_inputs_are_one_line(finished_run, tmp_path):
     models = finished_run.workdir / "resources/models"
-    arguments = ["--reference", models / "fp32/frozen_inference_graph.pb", "--output", tmp_path / "drift.json",
-                 *rfcn_drift_arguments()]  # fmt: skip
+    arguments = [
+        "--reference",
+        models / "fp32/frozen_inference_graph.pb",
+        "--output",
+        tmp_path / "drift.json",
+        *rfcn_drift_arguments(),
+    ]
     run = run_script("measure_layer_drift.py", *arguments, "--candidate", tmp_path / "none.pb", "--images", tmp_path)
     assert error_lines(run) == [f"error: measure_layer_drift: no such graph: {tmp_path / 'none.pb'}"]
-    run = run_script("measure_layer_drift.py", *arguments, "--candidate", models / "int8/frozen_inference_graph.pb",
-                     "--images", tmp_path)  # fmt: skip
+    run = run_script(
+        "measure_layer_drift.py",
+        *arguments,
+        "--candidate",
+        models / "int8/frozen_inference_graph.pb",
+        "--images",
+        tmp_path,
+    )
     assert error_lines(run) == [f"error: {tmp_path}: no .jpg or .jpeg images in it"]
-    run = run_script("measure_layer_drift.py", *arguments, "--candidate", models / "int8/frozen_inference_graph.pb",
-                     "--images", tmp_path, "--units", "(block")  # fmt: skip
-    assert error_lines(run) == ["error: measure_layer_drift: --units '(block' is not a regular expression "
-                                "(missing ), unterminated subpattern at position 0)"]  # fmt: skip
+    run = run_script(
+        "measure_layer_drift.py",
+        *arguments,
+        "--candidate",
+        models / "int8/frozen_inference_graph.pb",
+        "--images",
+        tmp_path,
+        "--units",
+        "(block",
+    )
+    assert error_lines(run) == [
+        "error: measure_layer_drift: --units '(block' is not a regular expression "
+        "(missing ), unterminated subpattern at position 0)"
+    ]
     assert not (tmp_path / "drift.json").exists()
 
 
@@ -548,7 +689,7 @@ def dark_images(folder, count=2):
 def tune_quantization(finished_run, tmp_path, max_trials, on_miss="keep"):
     """Accuracy-aware quantization of a detector with two convolutions beside its scoring one,
     in Neural Compressor's fallback order."""
-    from make_demo_data import build_detector
+    from tools.demo.make_demo_data import build_detector
 
     graph = tmp_path / "fp32.pb"
     graph.write_bytes(build_detector("fp32", extra_conv_layers=2, extra_channels=4).SerializeToString())
@@ -557,12 +698,31 @@ def tune_quantization(finished_run, tmp_path, max_trials, on_miss="keep"):
     workdir = finished_run.workdir
     images = tmp_path / "dark" if (tmp_path / "dark").is_dir() else dark_images(tmp_path / "dark")
     run = run_script(
-        "quantize_graph.py", "--graph", graph, "--images", images, "--output", output / "int8.pb",
-        "--report", output / "quantization.json", "--accuracy-tolerance", 0.01, "--max-trials", max_trials,
-        "--tuning-records", workdir / "resources/coco_tfrecord", "--tuning-images", 8,
-        "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json",
-        "--fallback-order", "nearest_outputs", "--on-tolerance-miss", on_miss, onednn=True,
-    )  # fmt: skip
+        "quantize_graph.py",
+        "--graph",
+        graph,
+        "--images",
+        images,
+        "--output",
+        output / "int8.pb",
+        "--report",
+        output / "quantization.json",
+        "--accuracy-tolerance",
+        0.01,
+        "--max-trials",
+        max_trials,
+        "--tuning-records",
+        workdir / "resources/coco_tfrecord",
+        "--tuning-images",
+        8,
+        "--tuning-annotations",
+        workdir / "resources/coco/annotations/instances_val2017.json",
+        "--fallback-order",
+        "nearest_outputs",
+        "--on-tolerance-miss",
+        on_miss,
+        onednn=True,
+    )
     if on_miss == "fail":
         return run, output
     assert run.returncode == 0, run.stderr[-3000:]
@@ -579,7 +739,10 @@ def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_los
     assert tuning["fp32_ap"] == pytest.approx(7 / 8)
     scoring, tower = "FirstStageFeatureExtractor/Conv2D", "SecondStageFeatureExtractor/Conv2D"
     assert [(t["kept_in_fp32"], t["ap"]) for t in tuning["trials"]] == [
-        ([], 0.0), ([f"{tower}_1"], 0.0), ([tower], 0.0), ([scoring], pytest.approx(7 / 8))
+        ([], 0.0),
+        ([f"{tower}_1"], 0.0),
+        ([tower], 0.0),
+        ([scoring], pytest.approx(7 / 8)),
     ]
     assert tuning["chosen_trial"] == 4 and tuning["met_tolerance"] is True
     assert report["kept_in_fp32"] == [scoring] and report["quantized_convolutions"] == 2
@@ -590,8 +753,10 @@ def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_los
     trials = report["tuning"]["trials"]
     assert [t["kept_in_fp32"] for t in trials] == [[], [f"{tower}_1"], [tower], [f"{tower}_1", tower]]
     assert report["tuning"]["met_tolerance"] is False and report["tuning"]["chosen_trial"] == 1
-    assert ("no trial within 0.01 of FP32's AP 0.8750: the best of 4, trial 1, reached AP 0.0000; kept, as "
-            "on_tolerance_miss: keep asks") in log  # fmt: skip
+    assert (
+        "no trial within 0.01 of FP32's AP 0.8750: the best of 4, trial 1, reached AP 0.0000; kept, as "
+        "on_tolerance_miss: keep asks"
+    ) in log
     # By default a miss fails the stage in one line, and writes nothing.
     run, output = tune_quantization(finished_run, tmp_path, max_trials=5, on_miss="fail")
     assert error_lines(run) == [
@@ -605,8 +770,16 @@ def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_los
 def test_report_shows_the_tuning_history():
     from make_report import tuning_rows
 
-    quantization = {"tuning": {"fp32_ap": 0.5, "chosen_trial": 2, "trials": [
-        {"trial": 1, "ap": 0.4, "kept_in_fp32": []}, {"trial": 2, "ap": 0.5, "kept_in_fp32": ["a", "b"]}]}}  # fmt: skip
+    quantization = {
+        "tuning": {
+            "fp32_ap": 0.5,
+            "chosen_trial": 2,
+            "trials": [
+                {"trial": 1, "ap": 0.4, "kept_in_fp32": []},
+                {"trial": 2, "ap": 0.5, "kept_in_fp32": ["a", "b"]},
+            ],
+        }
+    }
     assert tuning_rows({"int8_inc": quantization, "int8_plain": {"tuning": None}}) == [
         ("FP32", ["int8_inc", "0.5000", "", ""]),
         ("1", ["int8_inc", "0.4000", "0.2000", "none"]),

@@ -7,8 +7,15 @@ import time
 
 import pytest
 
-from job_runtime import add_runtime_arguments, core_sets, job_cores, run_pinned, runtime_arguments, runtime_settings
-from workflow_config import schema_defaults
+from detbench.config_schema import schema_defaults
+from detbench.job_runtime import (
+    add_runtime_arguments,
+    core_sets,
+    job_cores,
+    run_pinned,
+    runtime_arguments,
+    runtime_settings,
+)
 
 
 def parsed(arguments):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from performance import OTHER_PART, count_flops, model_part, probe_rates
+from detbench.performance import OTHER_PART, count_flops, model_part, probe_rates
 
 # The family's architectures, as the configs give them: R-FCN's (the recipe) and the zoo's.
 ARCHITECTURES = {
@@ -30,7 +30,9 @@ def known_flops_graph():
         image = tf1.placeholder(tf.float32, [None, None, None, 3], name="image_tensor")
         with tf.name_scope("FirstStageFeatureExtractor"):
             features = tf.nn.conv2d(image, generator.random((3, 3, 3, 8), np.float32), strides=1, padding="SAME")
-            features = tf.nn.depthwise_conv2d(features, generator.random((3, 3, 8, 1), np.float32), [1, 1, 1, 1], "SAME")
+            features = tf.nn.depthwise_conv2d(
+                features, generator.random((3, 3, 8, 1), np.float32), [1, 1, 1, 1], "SAME"
+            )
         with tf.name_scope("SecondStageBoxPredictor"):
             flat = tf.reshape(features, [1, 10 * 12 * 8])
             logits = tf.matmul(flat, generator.random((960, 5), np.float32))
@@ -61,38 +63,64 @@ def test_flops_are_counted_from_executed_shapes():
 
 @pytest.mark.parametrize(
     ("architecture", "name", "part"),
-    [(architecture, name, part) for architecture, cases in {"rfcn_resnet101": [
-        ("Preprocessor/map/while/ResizeImage/resize/ResizeBilinear", "preprocessing"),
-        ("FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block1/unit_1/bottleneck_v1/conv1/Relu", "first_stage_feature_extractor"),
-        ("Conv/Conv2D_eightbit_requantize", "rpn_box_predictor"),
-        ("FirstStageBoxPredictor/ClassPredictor/BiasAdd", "rpn_box_predictor"),
-        ("SecondStageFeatureExtractor/resnet_v1_101/block4/unit_3/bottleneck_v1/Relu", "second_stage_feature_extractor"),
-        ("SecondStageBoxPredictor/map_1/while/CropAndResize", "second_stage_box_predictor"),
-        ("SecondStagePostprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/NonMaxSuppressionV3", "postprocessing_nms"),
-        ("CropAndResize", "other"),
-    ], "faster_rcnn_resnet50": [
-        ("FirstStageFeatureExtractor/resnet_v1_50/resnet_v1_50/block3/unit_6/bottleneck_v1/Relu", "first_stage_feature_extractor"),
-        ("GridAnchorGenerator/Meshgrid/ExpandedShape/Reshape", "rpn_box_predictor"),
-        ("BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/NonMaxSuppressionV3", "first_stage_nms"),
-        ("CropAndResize", "second_stage_feature_extractor"),
-        ("SecondStageFeatureExtractor/resnet_v1_50/block4/unit_1/bottleneck_v1/conv2/Conv2D", "second_stage_feature_extractor"),
-        ("SecondStageBoxPredictor/ClassPredictor/MatMul", "second_stage_box_predictor"),
-        ("SecondStagePostprocessor/BatchMultiClassNonMaxSuppression/map/while/Gather", "second_stage_nms"),
-    ], "ssd_mobilenet_v1": [
-        ("Preprocessor/sub", "preprocessing"),
-        ("FeatureExtractor/MobilenetV1/Conv2d_7_depthwise/depthwise", "feature_extractor"),
-        ("BoxPredictor_3/ClassPredictor/BiasAdd", "box_predictor"),
-        ("Postprocessor/CombinedNonMaxSuppression/CombinedNonMaxSuppression", "postprocessing"),
-        ("MultipleGridAnchorGenerator/Meshgrid_5/ExpandedShape/Reshape", "postprocessing"),
-        ("detection_classes", "other"),
-    ]}.items() for name, part in cases],
-)  # fmt: skip
+    [
+        (architecture, name, part)
+        for architecture, cases in {
+            "rfcn_resnet101": [
+                ("Preprocessor/map/while/ResizeImage/resize/ResizeBilinear", "preprocessing"),
+                (
+                    "FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block1/unit_1/bottleneck_v1/conv1/Relu",
+                    "first_stage_feature_extractor",
+                ),
+                ("Conv/Conv2D_eightbit_requantize", "rpn_box_predictor"),
+                ("FirstStageBoxPredictor/ClassPredictor/BiasAdd", "rpn_box_predictor"),
+                (
+                    "SecondStageFeatureExtractor/resnet_v1_101/block4/unit_3/bottleneck_v1/Relu",
+                    "second_stage_feature_extractor",
+                ),
+                ("SecondStageBoxPredictor/map_1/while/CropAndResize", "second_stage_box_predictor"),
+                (
+                    "SecondStagePostprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/NonMaxSuppressionV3",
+                    "postprocessing_nms",
+                ),
+                ("CropAndResize", "other"),
+            ],
+            "faster_rcnn_resnet50": [
+                (
+                    "FirstStageFeatureExtractor/resnet_v1_50/resnet_v1_50/block3/unit_6/bottleneck_v1/Relu",
+                    "first_stage_feature_extractor",
+                ),
+                ("GridAnchorGenerator/Meshgrid/ExpandedShape/Reshape", "rpn_box_predictor"),
+                (
+                    "BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/NonMaxSuppressionV3",
+                    "first_stage_nms",
+                ),
+                ("CropAndResize", "second_stage_feature_extractor"),
+                (
+                    "SecondStageFeatureExtractor/resnet_v1_50/block4/unit_1/bottleneck_v1/conv2/Conv2D",
+                    "second_stage_feature_extractor",
+                ),
+                ("SecondStageBoxPredictor/ClassPredictor/MatMul", "second_stage_box_predictor"),
+                ("SecondStagePostprocessor/BatchMultiClassNonMaxSuppression/map/while/Gather", "second_stage_nms"),
+            ],
+            "ssd_mobilenet_v1": [
+                ("Preprocessor/sub", "preprocessing"),
+                ("FeatureExtractor/MobilenetV1/Conv2d_7_depthwise/depthwise", "feature_extractor"),
+                ("BoxPredictor_3/ClassPredictor/BiasAdd", "box_predictor"),
+                ("Postprocessor/CombinedNonMaxSuppression/CombinedNonMaxSuppression", "postprocessing"),
+                ("MultipleGridAnchorGenerator/Meshgrid_5/ExpandedShape/Reshape", "postprocessing"),
+                ("detection_classes", "other"),
+            ],
+        }.items()
+        for name, part in cases
+    ],
+)
 def test_model_parts_come_from_name_scopes(architecture, name, part):
     assert model_part(name, ARCHITECTURES[architecture]["parts"]) == part
 
 
 def test_probe_measures_a_positive_rate_on_the_given_threads():
-    from job_runtime import BF16_FLAGS, INT8_FLAGS
+    from detbench.job_runtime import BF16_FLAGS, INT8_FLAGS
 
     probe = probe_rates(threads=1, size=512, repeats=2)
     assert probe["threads"] == 1 and probe["gflops_per_second"]["fp32"] > 0
@@ -131,16 +159,33 @@ def test_two_instances_share_the_node_and_add_up(finished_run, tmp_path):
     workdir = finished_run.workdir
     output = tmp_path / "fp32-2.json"
     run = run_script(
-        "benchmark_instances.py", "--instances", 2, "--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
-        "--image-dir", workdir / "resources/coco/val2017", "--output", output, "--number-of-steps", 300,
-        "--warmup-steps", 20, "--profile-steps", 0, "--intra-op-threads", 2, onednn=True,
-    )  # fmt: skip
+        "benchmark_instances.py",
+        "--instances",
+        2,
+        "--graph",
+        workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--image-dir",
+        workdir / "resources/coco/val2017",
+        "--output",
+        output,
+        "--number-of-steps",
+        300,
+        "--warmup-steps",
+        20,
+        "--profile-steps",
+        0,
+        "--intra-op-threads",
+        2,
+        onednn=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(output.read_text())
     assert result["instances"] == 2 and result["cores_per_instance"] == 1
     parts = result["per_instance"]
     assert len({core for part in parts for core in part["cores"]}) == 2  # disjoint, one core each
-    assert result["throughput_images_per_second"] == pytest.approx(sum(p["throughput_images_per_second"] for p in parts))
+    assert result["throughput_images_per_second"] == pytest.approx(
+        sum(p["throughput_images_per_second"] for p in parts)
+    )
     for part, alone in zip(parts, result["instance_results"]):
         assert alone["runtime"]["intra_op_threads"] == 1 and len(alone["step_seconds"]) == 300
         assert 0 < part["steps_in_window"] <= 280
@@ -163,7 +208,8 @@ def test_layouts_plan_one_benchmark_job_each(finished_run):
 def test_instances_sharing_a_job_write_the_same_detections(finished_run, tmp_path, demo_data, file_server):
     """Two shards, each a job of two pinned instances with one thread: the single-instance run's file."""
     from conftest import Workflow
-    from demo_config import demo_config
+
+    from tools.demo.demo_config import demo_config
 
     config = demo_config(demo_data, file_server.url)
     config["accuracy"].update(shards=2, instances_per_node=2)
@@ -193,8 +239,14 @@ def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finis
     from conftest import error_lines, run_script
 
     workdir = finished_run.workdir
-    common = ["--graph", workdir / "resources/models/fp32/frozen_inference_graph.pb",
-              "--records", workdir / "resources/coco_tfrecord", "--intra-op-threads", 2]  # fmt: skip
+    common = [
+        "--graph",
+        workdir / "resources/models/fp32/frozen_inference_graph.pb",
+        "--records",
+        workdir / "resources/coco_tfrecord",
+        "--intra-op-threads",
+        2,
+    ]
     output = tmp_path / "detections.json"
     part = tmp_path / ".detections.instance-1-of-2.json"
     run = run_script("detect_objects.py", *common, "--output", part, "--shard", 1, "--shards", 2)
@@ -215,7 +267,9 @@ def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finis
     # A graph no instance can load: one line naming each instance's cause, and no output.
     broken = tmp_path / "broken.pb"
     broken.write_bytes(b"not a graph")
-    run = run_script("detect_objects.py", *common[2:], "--graph", broken, "--output", tmp_path / "o.json", "--instances", 2)
+    run = run_script(
+        "detect_objects.py", *common[2:], "--graph", broken, "--output", tmp_path / "o.json", "--instances", 2
+    )
     assert run.returncode == 1 and not (tmp_path / "o.json").exists()
     (line,) = error_lines(run)
     assert line.startswith("error: 2 of 2 instances failed (instance 0: ") and "not a TensorFlow GraphDef" in line

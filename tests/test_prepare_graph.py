@@ -3,10 +3,10 @@
 import tarfile
 
 import pytest
-
-from common import StageError
-from detection_graph import OUTPUT_KEYS, Interface
 from prepare_frozen_graph import prepare_graph
+
+from detbench.common import StageError
+from detbench.detection_graph import OUTPUT_KEYS, Interface
 
 FP32_MEMBER = "rfcn_resnet101_fp32_coco/frozen_inference_graph.pb"
 
@@ -51,12 +51,17 @@ def test_a_graph_with_tensor_names_of_its_own_is_checked_by_them(demo_data, tmp_
     """models.<name>.input.tensor and .outputs name another interface, as Intel's SSD graphs
     have: the check asks for those nodes, and names the ones missing."""
     source = demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb"
-    renamed = Interface("Preprocessor/sub", ["detection_boxes", "detection_scores", "detection_classes", "num_detections"])
-    with pytest.raises(StageError, match=r"not a detection graph, it has no Preprocessor/sub node \(models.<name>.input"):
+    renamed = Interface(
+        "Preprocessor/sub", ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
+    )
+    with pytest.raises(
+        StageError, match=r"not a detection graph, it has no Preprocessor/sub node \(models.<name>.input"
+    ):
         prepare_graph(source, tmp_path / "out.pb", interface=renamed)
     assert not (tmp_path / "out.pb").exists()
-    assert Interface.of_model({"input": {"tensor": "a"}, "outputs": dict(boxes="b", scores="s", classes="c", count="n")}
-                              ).arguments() == ["--input-tensor=a", "--outputs=b,s,c,n"]  # fmt: skip
+    assert Interface.of_model(
+        {"input": {"tensor": "a"}, "outputs": dict(boxes="b", scores="s", classes="c", count="n")}
+    ).arguments() == ["--input-tensor=a", "--outputs=b,s,c,n"]
 
 
 def test_wrong_member_in_tarball(tmp_path, demo_data):
@@ -88,7 +93,7 @@ def test_archive_without_member_suggests_it(demo_data, tmp_path):
 def test_op_unknown_to_tensorflow_is_refused_at_once(demo_data, tmp_path):
     import tensorflow as tf
 
-    from detection_graph import load_graph_def
+    from detbench.detection_graph import load_graph_def
 
     graph_def = load_graph_def(demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb")
     next(node for node in graph_def.node if node.op == "TopKV2").op = "IntelOnlyFusedTopK"
@@ -103,7 +108,9 @@ def test_member_of_a_graph_that_is_no_archive_is_one_line(demo_data, tmp_path):
     from conftest import error_lines, run_script
 
     graph = demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb"
-    result = run_script("prepare_frozen_graph.py", graph, tmp_path / "out.pb", "--member", "a/frozen_inference_graph.pb")
+    result = run_script(
+        "prepare_frozen_graph.py", graph, tmp_path / "out.pb", "--member", "a/frozen_inference_graph.pb"
+    )
     assert result.returncode == 1
     assert error_lines(result) == [
         f"error: {graph} is not a zip or tar archive, so it holds no member 'a/frozen_inference_graph.pb': if it "
@@ -139,7 +146,7 @@ def small_graphs(tmp_path):
 def test_a_graph_after_preprocessing_is_joined_to_its_preprocessing_graph(tmp_path):
     import numpy as np
 
-    from detection_graph import default_interface, detect, load_graph_def, open_session
+    from detbench.detection_graph import default_interface, detect, load_graph_def, open_session
 
     preprocess, detector = small_graphs(tmp_path)
     output = tmp_path / "joined.pb"
@@ -148,8 +155,12 @@ def test_a_graph_after_preprocessing_is_joined_to_its_preprocessing_graph(tmp_pa
     assert "image_tensor" in names and "Preprocessor/subpart2" not in names
     image = np.full((1, 5, 7, 3), 255, np.uint8)
     assert detect(open_session(load_graph_def(output)), default_interface(), image)["detection_scores"][0, 0] == 1.0
-    with pytest.raises(StageError, match=r"the preprocessing graph has no Preprocessor/mul node \(models.<name>.preprocess.output\)$"):
-        prepare_graph(detector, tmp_path / "other.pb", preprocess=(preprocess, "Preprocessor/mul", "Preprocessor/subpart2"))
+    with pytest.raises(
+        StageError, match=r"the preprocessing graph has no Preprocessor/mul node \(models.<name>.preprocess.output\)$"
+    ):
+        prepare_graph(
+            detector, tmp_path / "other.pb", preprocess=(preprocess, "Preprocessor/mul", "Preprocessor/subpart2")
+        )
     with pytest.raises(StageError, match=r"the graph has no image_tensor2 node \(models.<name>.input.tensor\)$"):
         prepare_graph(detector, tmp_path / "other.pb", preprocess=(preprocess, "Preprocessor/sub", "image_tensor2"))
     # Joining a graph to itself: every name clashes.

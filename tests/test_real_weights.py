@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SCRIPTS, Workflow, require_built, run_script, tool_environment
 
-from demo_config import REAL_ARCHITECTURES, demo_config
-from serve_files import FileServer
+from tools.demo.demo_config import REAL_ARCHITECTURES, demo_config
+from tools.demo.serve_files import FileServer
 
 pytestmark = pytest.mark.timeout(1200)
 
 REAL = REPO_ROOT / ".cache" / "real"
-ANNOTATIONS = REPO_ROOT / "tests" / "data" / "real_photos.json"
+ANNOTATIONS = REPO_ROOT / "tools" / "demo" / "real_photos.json"
 BLOCKS = ["expanded_conv", *[f"expanded_conv_{index}" for index in range(1, 17)]]
 ARCHITECTURE = REAL_ARCHITECTURES["ssdlite_mobilenet_v2"]
 
@@ -87,7 +87,7 @@ def test_tfjs_fused_convolutions_are_split_back_into_tensorflow_ops():
     tf = pytest.importorskip("tensorflow")
     from tensorflow.core.framework import attr_value_pb2
 
-    from tfjs_graph import split_fused_ops
+    from tools.demo.tfjs_graph import split_fused_ops
 
     generator = np.random.default_rng(0)
     graph = tf.Graph()
@@ -101,7 +101,9 @@ def test_tfjs_fused_convolutions_are_split_back_into_tensorflow_ops():
     fused = graph_def.node.add(name="fused", op="_FusedConv2D", input=["images", "weights", "bias"])
     for key in ("T", "strides", "padding", "data_format", "dilations"):
         fused.attr[key].CopyFrom(conv.attr[key])
-    fused.attr["fused_ops"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(s=[b"BiasAdd", b"Relu"])))
+    fused.attr["fused_ops"].CopyFrom(
+        attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(s=[b"BiasAdd", b"Relu"]))
+    )
     split = split_fused_ops(graph_def)
     ops = {node.name: node.op for node in split.node}
     assert (ops["fused/conv"], ops["fused/BiasAdd"], ops["fused"]) == ("Conv2D", "BiasAdd", "Relu")
@@ -144,9 +146,8 @@ def test_layer_drift_follows_all_17_blocks(real_run):
 
 
 def test_the_gallery_shows_each_model_on_the_first_photos(real_run):
-    from PIL import Image
-
     from draw_gallery import chosen_images
+    from PIL import Image
 
     gallery = real_run.workdir / "results/report/gallery.png"
     width, height = Image.open(gallery).size
@@ -155,7 +156,11 @@ def test_the_gallery_shows_each_model_on_the_first_photos(real_run):
     assert len(annotations["categories"]) == 80  # as val2017's: every class a model finds has its name
     detections = {model: {1: [], 2: [], 3: [], 4: [], 15: []} for model in ("a", "b")}
     assert [image["file_name"] for image in chosen_images(annotations, detections, 4)] == [
-        "dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg"]  # fmt: skip
+        "dog.jpg",
+        "eagle.jpg",
+        "giraffe.jpg",
+        "horses.jpg",
+    ]
     summary = (real_run.workdir / "results/report/summary.md").read_text()
     html = (real_run.workdir / "results/report/summary.html").read_text()
     assert "## Detections by model" in summary and "![gallery](gallery.png)" in summary
@@ -168,28 +173,38 @@ def test_without_the_reordering_layer_drift_finds_the_defect_at_the_first_residu
     """Quantized as the exporter left it, the projection of every residual block is a plain
     QuantizedConv2D: its output is wrong, and layer drift puts the largest drop at
     expanded_conv_2, the first such block."""
-    from detection_graph import decode_image, default_interface, list_images, load_graph_def
-    from measure_layer_drift import drift_of_graphs
+    from detbench.detection_graph import decode_image, default_interface, list_images, load_graph_def
+    from detbench.layer_drift import drift_of_graphs
 
     workdir = real_run.workdir
     fp32 = workdir / "resources/models/ssdlite_fp32/frozen_inference_graph.pb"
     photos = list_images(workdir / "resources/coco/val2017")
     # In a process of its own: Neural Compressor turns TensorFlow's eager mode off for good.
     unprepared = (
-        "import json, sys; from pathlib import Path; import quantize_graph; from detection_graph import list_images\n"
-        "quantize_graph.split_residual_biases = lambda graph_def: (graph_def, [])\n"
-        "report = quantize_graph.quantize(Path(sys.argv[1]), list_images(sys.argv[2]), Path(sys.argv[3]))\n"
+        "import json, sys; from pathlib import Path; from detbench import quantization\n"
+        "from detbench.detection_graph import list_images\n"
+        "quantization.split_residual_biases = lambda graph_def: (graph_def, [])\n"
+        "report = quantization.quantize(Path(sys.argv[1]), list_images(sys.argv[2]), Path(sys.argv[3]))\n"
         "print(json.dumps(report['quantized_ops']))"
     )
     run = subprocess.run(
-        [sys.executable, "-c", unprepared, fp32, photos[0].parent, tmp_path / "int8.pb"], capture_output=True,
-        text=True, cwd=SCRIPTS, env={**tool_environment(), "TF_ENABLE_ONEDNN_OPTS": "1", "PYTHONPATH": str(SCRIPTS)},
-    )  # fmt: skip
+        [sys.executable, "-c", unprepared, fp32, photos[0].parent, tmp_path / "int8.pb"],
+        capture_output=True,
+        text=True,
+        cwd=SCRIPTS,
+        env={**tool_environment(), "TF_ENABLE_ONEDNN_OPTS": "1", "PYTHONPATH": str(SCRIPTS)},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.splitlines()[-1])["QuantizedConv2D"] == 10
     images = [(path.name, decode_image(path.read_bytes())[None]) for path in photos[:4]]
-    drift = drift_of_graphs(load_graph_def(fp32), load_graph_def(tmp_path / "int8.pb"), images, default_interface(),
-                            ARCHITECTURE["layer_drift"]["units"], ARCHITECTURE["layer_drift"]["heads"])  # fmt: skip
+    drift = drift_of_graphs(
+        load_graph_def(fp32),
+        load_graph_def(tmp_path / "int8.pb"),
+        images,
+        default_interface(),
+        ARCHITECTURE["layer_drift"]["units"],
+        ARCHITECTURE["layer_drift"]["heads"],
+    )
     cosines = {layer["layer"]: layer["cosine"] for layer in drift["layers"]}
     assert drift["unmatched"] == [] and drift["largest_drop"] == "expanded_conv_2", cosines
     assert cosines["expanded_conv_1"] > 0.98 and cosines["expanded_conv_2"] < 0.8 and cosines["expanded_conv_16"] < 0.6
@@ -206,15 +221,37 @@ def test_tuning_in_layer_drift_order_gives_back_what_neural_compressor_order_doe
     def tune(order):
         output = tmp_path / order
         run = run_script(
-            "quantize_graph.py", "--graph", workdir / "resources/models/ssdlite_fp32/frozen_inference_graph.pb",
-            "--images", workdir / "resources/coco/val2017", "--calibration-images", 15,
-            "--output", output / "int8.pb", "--report", output / "quantization.json",
-            "--accuracy-tolerance", 0.02, "--max-trials", 4, "--tuning-images", 15,
-            "--tuning-records", workdir / "resources/coco_tfrecord",
-            "--tuning-annotations", workdir / "resources/coco/annotations/instances_val2017.json",
-            "--fallback-order", order, "--on-tolerance-miss", "keep",
-            "--units", drift["units"], "--heads", json.dumps(drift["heads"]), onednn=True,
-        )  # fmt: skip
+            "quantize_graph.py",
+            "--graph",
+            workdir / "resources/models/ssdlite_fp32/frozen_inference_graph.pb",
+            "--images",
+            workdir / "resources/coco/val2017",
+            "--calibration-images",
+            15,
+            "--output",
+            output / "int8.pb",
+            "--report",
+            output / "quantization.json",
+            "--accuracy-tolerance",
+            0.02,
+            "--max-trials",
+            4,
+            "--tuning-images",
+            15,
+            "--tuning-records",
+            workdir / "resources/coco_tfrecord",
+            "--tuning-annotations",
+            workdir / "resources/coco/annotations/instances_val2017.json",
+            "--fallback-order",
+            order,
+            "--on-tolerance-miss",
+            "keep",
+            "--units",
+            drift["units"],
+            "--heads",
+            json.dumps(drift["heads"]),
+            onednn=True,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         return json.loads((output / "quantization.json").read_text())["tuning"]
 
@@ -222,13 +259,15 @@ def test_tuning_in_layer_drift_order_gives_back_what_neural_compressor_order_doe
     first = neural_compressor["trials"][0]["ap"]
     assert first < neural_compressor["fp32_ap"] * 0.98
     assert all(trial["ap"] == first for trial in neural_compressor["trials"])
-    assert all(name.startswith("BoxPredictor_5/") for trial in neural_compressor["trials"] for name in trial["kept_in_fp32"])
+    assert all(
+        name.startswith("BoxPredictor_5/") for trial in neural_compressor["trials"] for name in trial["kept_in_fp32"]
+    )
     guided = tune("largest_drift")
     ranking = [entry["unit"] for entry in guided["drift_ranking"]]
     assert guided["trials"][0]["ap"] == first
     assert guided["trials"][1]["units_in_fp32"] == ranking[:1]
     for before, trial in zip(guided["trials"][1:], guided["trials"][2:]):  # one more unit each, in ranked order
-        added = trial["units_in_fp32"][len(before["units_in_fp32"]):]
+        added = trial["units_in_fp32"][len(before["units_in_fp32"]) :]
         assert trial["units_in_fp32"][: len(before["units_in_fp32"])] == before["units_in_fp32"] and len(added) == 1
         assert ranking.index(added[0]) > ranking.index(before["units_in_fp32"][-1])
     assert max(trial["ap"] for trial in guided["trials"]) > first

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 from conftest import SCRIPTS
-
-from coco_data import METRICS
 from make_report import Results, column_order, make_report, matrix_rows, profile_rows, table_rows
+
+from detbench.coco_data import METRICS
 
 REGISTRY = {
     "rfcn_fp32": {"architecture": "rfcn", "precision": "fp32", "reference": None, "published": {"AP": "0.347"}},
@@ -24,17 +24,35 @@ def benchmark(throughput, precision="fp32", emulated=False):
     """A benchmark result as benchmark_graph.py writes it, with what the report reads."""
     latency = 1000 / throughput
     return {
-        "latency_ms": {"p50": latency, "p90": latency, "p99": latency}, "throughput_images_per_second": throughput,
-        "step_seconds": [latency / 1000] * 4, "warmup_steps": 1, "measured_steps": 3, "batch_size": 1,
-        "image_size": None, "images_resized": False, "runtime": {"intra_op_threads": 2, "tcmalloc": None},
-        "onednn": True, "tensorflow_version": "2.21.0", "cpu_model": "a CPU", "cpu_flags": ["avx512_bf16"],
-        "precision": precision, "emulated": emulated, "profile": None, "roofline": None, "probe": None,
+        "latency_ms": {"p50": latency, "p90": latency, "p99": latency},
+        "throughput_images_per_second": throughput,
+        "step_seconds": [latency / 1000] * 4,
+        "warmup_steps": 1,
+        "measured_steps": 3,
+        "batch_size": 1,
+        "image_size": None,
+        "images_resized": False,
+        "runtime": {"intra_op_threads": 2, "tcmalloc": None},
+        "onednn": True,
+        "tensorflow_version": "2.21.0",
+        "cpu_model": "a CPU",
+        "cpu_flags": ["avx512_bf16"],
+        "precision": precision,
+        "emulated": emulated,
+        "profile": None,
+        "roofline": None,
+        "probe": None,
         "bfloat16": {"op_time_fraction": 0.5 if precision == "bf16" else 0.0},
-    }  # fmt: skip
+    }
 
 
-RESULTS = {"rfcn_fp32": benchmark(1.0), "rfcn_int8": benchmark(3.0, "int8"), "ssd_fp32": benchmark(20.0),
-           "ssd_int8": benchmark(30.0, "int8"), "ssd_bf16": benchmark(10.0, "bf16", emulated=True)}  # fmt: skip
+RESULTS = {
+    "rfcn_fp32": benchmark(1.0),
+    "rfcn_int8": benchmark(3.0, "int8"),
+    "ssd_fp32": benchmark(20.0),
+    "ssd_int8": benchmark(30.0, "int8"),
+    "ssd_bf16": benchmark(10.0, "bf16", emulated=True),
+}
 
 
 def test_columns_group_by_architecture_with_each_reference_last():
@@ -45,8 +63,13 @@ def test_each_model_is_compared_with_its_own_reference():
     header, rows, details = table_rows(REGISTRY, RESULTS, {})
     table = dict(rows)
     assert header == ["", "rfcn_int8", "rfcn_fp32", "ssd_bf16", "ssd_int8", "ssd_fp32"]
-    assert table["Speed-up over reference (throughput)"] == ["3.00x over rfcn_fp32", "", "0.50x over ssd_fp32",
-                                                             "1.50x over ssd_fp32", ""]  # fmt: skip
+    assert table["Speed-up over reference (throughput)"] == [
+        "3.00x over rfcn_fp32",
+        "",
+        "0.50x over ssd_fp32",
+        "1.50x over ssd_fp32",
+        "",
+    ]
     assert table["Precision"] == ["int8", "fp32", "bf16 (emulated)", "int8", "fp32"]
     assert table["Op time in bfloat16 (traced)"] == ["0%", "0%", "50%", "0%", "0%"]
     assert table["Published (Intel)"] == ["n/a", "AP 0.347", "n/a", "n/a", "n/a"]
@@ -56,12 +79,21 @@ def test_each_model_is_compared_with_its_own_reference():
 
 def accuracy(ap, images=24, legacy_images=None):
     """An accuracy result as evaluate_detections.py writes it, with what the report reads."""
-    return {"images": images, "detections": 10 * images, "legacy_images": legacy_images or images,
-            "standard": dict.fromkeys(METRICS, ap), "legacy": {**dict.fromkeys(METRICS, ap), "AP": ap - 0.01}}  # fmt: skip
+    return {
+        "images": images,
+        "detections": 10 * images,
+        "legacy_images": legacy_images or images,
+        "standard": dict.fromkeys(METRICS, ap),
+        "legacy": {**dict.fromkeys(METRICS, ap), "AP": ap - 0.01},
+    }
 
 
-ACCURACIES = {"rfcn_fp32": accuracy(0.35), "rfcn_int8": accuracy(0.32), "ssd_fp32": accuracy(0.23, legacy_images=20),
-              "ssd_int8": accuracy(0.17, legacy_images=20)}  # fmt: skip
+ACCURACIES = {
+    "rfcn_fp32": accuracy(0.35),
+    "rfcn_int8": accuracy(0.32),
+    "ssd_fp32": accuracy(0.23, legacy_images=20),
+    "ssd_int8": accuracy(0.17, legacy_images=20),
+}
 
 
 def test_the_matrix_gives_each_model_its_speedup_and_ap_lost_against_its_reference():
@@ -71,7 +103,13 @@ def test_the_matrix_gives_each_model_its_speedup_and_ap_lost_against_its_referen
     assert rows["rfcn_int8"][7:] == ["3.00x over rfcn_fp32", "0.030"]
     assert rows["ssd_int8"][5] == "0.160 (first 20)" and rows["ssd_int8"][7:] == ["1.50x over ssd_fp32", "0.060"]
     # No accuracy for ssd_bf16: its speed-up still, its AP not.
-    assert rows["ssd_bf16"][1] == "bf16 (emulated)" and rows["ssd_bf16"][4:] == ["n/a", "n/a", "n/a", "0.50x over ssd_fp32", "n/a"]
+    assert rows["ssd_bf16"][1] == "bf16 (emulated)" and rows["ssd_bf16"][4:] == [
+        "n/a",
+        "n/a",
+        "n/a",
+        "0.50x over ssd_fp32",
+        "n/a",
+    ]
 
 
 def test_each_architecture_is_profiled_by_its_own_parts():
@@ -84,8 +122,14 @@ def test_each_architecture_is_profiled_by_its_own_parts():
     results["ssd_int8"]["profile"] = {"by_part_ms": ssd_int8, "op_time_ms": 30.0}
     header, rows = profile_rows(REGISTRY, {name: results[name] for name in ("rfcn_fp32", "ssd_fp32", "ssd_int8")})
     assert header == ["Model part (ms per image)", "rfcn_fp32", "ssd_int8", "ssd_fp32", "ssd_int8 over ssd_fp32"]
-    assert [label for label, _ in rows] == ["first_stage_feature_extractor", "second_stage_feature_extractor",
-                                            "feature_extractor", "postprocessing", "other", "total"]  # fmt: skip
+    assert [label for label, _ in rows] == [
+        "first_stage_feature_extractor",
+        "second_stage_feature_extractor",
+        "feature_extractor",
+        "postprocessing",
+        "other",
+        "total",
+    ]
     table = dict(rows)
     assert table["feature_extractor"] == ["", "10.0", "30.0", "3.00x"]
     assert table["first_stage_feature_extractor"] == ["600.0", "", "", ""]
@@ -94,10 +138,16 @@ def test_each_architecture_is_profiled_by_its_own_parts():
 
 def test_plots_are_drawn_where_asked_and_linked_from_the_summary(tmp_path):
     results = Results(REGISTRY, RESULTS, ACCURACIES)
-    plots = {"latency_per_step": tmp_path / "plots" / "steps.png", "average_precision": tmp_path / "ap.png",
-             "speedup_vs_accuracy": tmp_path / "speedup.png"}  # fmt: skip
-    costs = {"download_file:all:a.zip": tmp_path / "a.tsv", "download_file:all:b.zip": tmp_path / "b.tsv",
-             "benchmark_graph:ssd_int8": tmp_path / "c.tsv"}  # fmt: skip
+    plots = {
+        "latency_per_step": tmp_path / "plots" / "steps.png",
+        "average_precision": tmp_path / "ap.png",
+        "speedup_vs_accuracy": tmp_path / "speedup.png",
+    }
+    costs = {
+        "download_file:all:a.zip": tmp_path / "a.tsv",
+        "download_file:all:b.zip": tmp_path / "b.tsv",
+        "benchmark_graph:ssd_int8": tmp_path / "c.tsv",
+    }
     for index, path in enumerate(costs.values()):
         path.write_text(f"s\tmax_rss\n{index + 1}.0\t{100 * (index + 1)}\n")
     (tmp_path / "plots").mkdir()
@@ -120,13 +170,24 @@ def test_the_script_takes_keyed_inputs_and_names_bad_ones(tmp_path):
     path = tmp_path / "rfcn_fp32.json"
     path.write_text(json.dumps(RESULTS["rfcn_fp32"]))
     models = json.dumps({"rfcn_fp32": REGISTRY["rfcn_fp32"]})
-    common = [sys.executable, str(SCRIPTS / "make_report.py"), "--models", models, "--summary", tmp_path / "s.md",
-              "--html", tmp_path / "s.html"]  # fmt: skip
+    common = [
+        sys.executable,
+        str(SCRIPTS / "make_report.py"),
+        "--models",
+        models,
+        "--summary",
+        tmp_path / "s.md",
+        "--html",
+        tmp_path / "s.html",
+    ]
     run = subprocess.run([*map(str, common), "--benchmark", f"rfcn_fp32={path}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "| rfcn_fp32 |" in (tmp_path / "s.md").read_text()
     run = subprocess.run([*map(str, common), "--benchmark", str(path)], capture_output=True, text=True)
-    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == f"error: --benchmark {str(path)!r}: give KEY=PATH"
+    assert (
+        run.returncode == 1
+        and run.stderr.strip().splitlines()[-1] == f"error: --benchmark {str(path)!r}: give KEY=PATH"
+    )
     run = subprocess.run([*map(str, common), "--benchmark", f"other={path}"], capture_output=True, text=True)
     assert run.stderr.strip().splitlines()[-1] == "error: results of models not in --models: other"
 
@@ -134,15 +195,26 @@ def test_the_script_takes_keyed_inputs_and_names_bad_ones(tmp_path):
 def test_a_tuning_that_missed_its_tolerance_is_marked_in_the_matrix_and_its_units_named():
     from make_report import matrix_rows, tuning_rows
 
-    tuning = {"tolerance": 0.05, "fp32_ap": 1.0, "chosen_trial": 2, "tuning_images": 15, "met_tolerance": False,
-              "drift_ranking": [{"unit": "expanded_conv_2", "cosine": 0.53, "loss": 0.46}],
-              "trials": [{"trial": 1, "ap": 0.0002, "kept_in_fp32": []},
-                         {"trial": 2, "ap": 0.0004, "kept_in_fp32": ["a", "b", "c"], "units_in_fp32": ["expanded_conv_2"]}]}  # fmt: skip
+    tuning = {
+        "tolerance": 0.05,
+        "fp32_ap": 1.0,
+        "chosen_trial": 2,
+        "tuning_images": 15,
+        "met_tolerance": False,
+        "drift_ranking": [{"unit": "expanded_conv_2", "cosine": 0.53, "loss": 0.46}],
+        "trials": [
+            {"trial": 1, "ap": 0.0002, "kept_in_fp32": []},
+            {"trial": 2, "ap": 0.0004, "kept_in_fp32": ["a", "b", "c"], "units_in_fp32": ["expanded_conv_2"]},
+        ],
+    }
     rows = dict(matrix_rows(REGISTRY, {}, {}, {"ssd_int8": {"tuning": tuning}}))
-    assert rows["ssd_int8"][1] == ("int8 (MISSED its accuracy tolerance 0.05: best of 2 trials AP 0.0004 vs FP32 "
-                                   "1.0000 on 15 images)")  # fmt: skip
+    assert rows["ssd_int8"][1] == (
+        "int8 (MISSED its accuracy tolerance 0.05: best of 2 trials AP 0.0004 vs FP32 1.0000 on 15 images)"
+    )
     assert rows["rfcn_int8"][1] == "int8"
     assert tuning_rows({"ssd_int8": {"tuning": tuning}})[-1] == (
-        "2 (kept)", ["ssd_int8", "0.0004", "0.9996", "units expanded_conv_2 (cosine loss 0.4600): 3 convolutions"])
+        "2 (kept)",
+        ["ssd_int8", "0.0004", "0.9996", "units expanded_conv_2 (cosine loss 0.4600): 3 convolutions"],
+    )
     tuning["met_tolerance"] = True
     assert dict(matrix_rows(REGISTRY, {}, {}, {"ssd_int8": {"tuning": tuning}}))["ssd_int8"][1] == "int8"

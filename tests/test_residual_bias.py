@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from residual_bias import split_residual_biases
+from detbench.residual_bias import split_residual_biases
 
 
 def residual_block(tf, seed=0):

@@ -7,13 +7,23 @@ import io
 import numpy as np
 import pytest
 
-from box_scoring import evaluate
-from coco_data import METRICS, coco_metrics, detection_columns, quiet_coco, truth_columns
+from detbench.box_scoring import evaluate
+from detbench.coco_data import METRICS, coco_metrics, detection_columns, quiet_coco, truth_columns
 
 CATEGORIES = (1, 2, 3, 5, 13)
 NOT_IN_TRUTH = 12  # a category the ground truth does not list: COCOeval drops its detections
-SET_KINDS = ("random", "tied_scores", "crowds", "zero_id", "crowded_image", "subset_of_images", "large_objects",
-             "empty_category", "duplicate_objects", "tiny")  # fmt: skip
+SET_KINDS = (
+    "random",
+    "tied_scores",
+    "crowds",
+    "zero_id",
+    "crowded_image",
+    "subset_of_images",
+    "large_objects",
+    "empty_category",
+    "duplicate_objects",
+    "tiny",
+)
 
 
 def scored_set(kind, seed):
@@ -28,12 +38,16 @@ def scored_set(kind, seed):
         for _ in range(generator.integers(0, 10)):
             x, y = generator.uniform(0, 500, 2)
             w, h = generator.uniform(1, scale, 2)
-            annotations.append({
-                "id": len(annotations) + (0 if kind == "zero_id" else 1), "image_id": image["id"],
-                "category_id": int(generator.choice(CATEGORIES[:-1] if kind == "empty_category" else CATEGORIES)),
-                "bbox": [x, y, w, h], "area": float(w * h * generator.uniform(0.4, 1.0)),
-                "iscrowd": int(generator.random() < (0.3 if kind == "crowds" else 0.03)),
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + (0 if kind == "zero_id" else 1),
+                    "image_id": image["id"],
+                    "category_id": int(generator.choice(CATEGORIES[:-1] if kind == "empty_category" else CATEGORIES)),
+                    "bbox": [x, y, w, h],
+                    "area": float(w * h * generator.uniform(0.4, 1.0)),
+                    "iscrowd": int(generator.random() < (0.3 if kind == "crowds" else 0.03)),
+                }
+            )
     if kind == "duplicate_objects":  # equal IoU: the later copy wins, and with id 0 it counts as unmatched
         annotations += [{**a, "id": len(annotations) + 1 + i} for i, a in enumerate(annotations)]
         annotations.append({**annotations[0], "id": 0})
@@ -50,9 +64,15 @@ def scored_set(kind, seed):
                 category = int(generator.choice((*CATEGORIES, NOT_IN_TRUTH)))
             if kind == "crowded_image" and image["id"] == crowded:
                 category = CATEGORIES[0]  # all in one category: more than COCOeval's 100 kept
-            score = round(float(generator.random()), 1) if kind in ("tied_scores", "crowds") else float(generator.random())
+            score = (
+                round(float(generator.random()), 1) if kind in ("tied_scores", "crowds") else float(generator.random())
+            )
             detections.append({"image_id": image["id"], "category_id": int(category), "bbox": box, "score": score})
-    dataset = {"images": images, "annotations": annotations, "categories": [{"id": c, "name": str(c)} for c in CATEGORIES]}
+    dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c, "name": str(c)} for c in CATEGORIES],
+    }
     evaluated = ids[::2] if kind == "subset_of_images" else ids
     return dataset, detections, evaluated
 
@@ -75,8 +95,13 @@ def test_arrays_and_numbers_equal_cocoeval(kind):
     dataset, detections, image_ids = scored_set(kind, SET_KINDS.index(kind))
     reference = pycocotools_eval(dataset, detections, image_ids)
     ground_truth = quiet_coco(dataset)
-    ours = evaluate(truth_columns(dataset["annotations"]), detection_columns(detections), reference.params.imgIds,
-                    reference.params.catIds, reference.params)  # fmt: skip
+    ours = evaluate(
+        truth_columns(dataset["annotations"]),
+        detection_columns(detections),
+        reference.params.imgIds,
+        reference.params.catIds,
+        reference.params,
+    )
     for name in ("precision", "recall", "scores"):
         assert np.array_equal(ours[name], reference.eval[name]), name  # bit for bit, -1 where COCOeval leaves it
     metrics, table = coco_metrics(ground_truth, detections, image_ids)
@@ -102,7 +127,7 @@ def test_the_sets_reach_the_rules():
 def test_bad_ground_truth_and_detections_are_one_line(tmp_path):
     import json
 
-    from common import StageError
+    from detbench.common import StageError
 
     dataset, detections, image_ids = scored_set("random", 0)
     detections.append({**detections[0], "image_id": 999999999})

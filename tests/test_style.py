@@ -12,8 +12,11 @@ from conftest import REPO_ROOT, tool_environment
 def test_snakemake_lint_is_clean():
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "--cores", "1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, env=tool_environment(),
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=tool_environment(),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
@@ -92,7 +95,7 @@ def test_every_path_and_make_target_the_readme_names_is_tracked():
     }
     top_level = {path.split("/")[0] for path in tracked}
     paths = readme_paths(readme, top_level)
-    assert {"tests/benchmarks/twin_latency.py", "tests/generators/run_demo.py", "profiles/slurm"} <= paths
+    assert {"tools/measure/twin_latency.py", "tools/demo/run_demo.py", "profiles/slurm"} <= paths
     missing = [p for p in sorted(paths) if p not in tracked | folders and not fnmatch.filter(tracked, p)]
     assert not missing, f"README names paths that are not in the tracked tree: {missing}"
     targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO_ROOT / "Makefile").read_text(), re.M))
@@ -114,3 +117,10 @@ def test_no_rule_or_script_names_a_model():
         text = path.read_text()
         for name in set(config["models"]) - precisions:
             assert f'"{name}"' not in text and f"'{name}'" not in text, f"{path.name} names {name}"
+
+
+def test_ruff_lint_and_format_are_clean():
+    ruff = Path(sys.executable).parent / "ruff"
+    for command in ([str(ruff), "check", "."], [str(ruff), "format", "--check", "."]):
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, " ".join(command[1:]) + "\n" + result.stdout + result.stderr

@@ -23,8 +23,8 @@ from conftest import (
     scale_weight_range,
 )
 
-from demo_config import demo_config
-from serve_files import FileServer
+from tools.demo.demo_config import demo_config
+from tools.demo.serve_files import FileServer
 
 # The whole workflow on the twin is set up inside the first test that uses it: 807 s on 2 cores
 # of an AVX2-only EPYC, close to pytest.ini's 900 s per test.
@@ -75,7 +75,9 @@ def twin_graphs(architecture):
 
 
 def quantized_convolutions(ops):
-    return sum(count for op, count in ops.items() if op.startswith(("QuantizedConv2DWith", "QuantizedDepthwiseConv2DWith")))
+    return sum(
+        count for op, count in ops.items() if op.startswith(("QuantizedConv2DWith", "QuantizedDepthwiseConv2DWith"))
+    )
 
 
 def test_twin_graphs_have_the_real_structure():
@@ -101,10 +103,12 @@ def test_twin_graphs_have_the_real_structure():
 
 
 def test_ssd_twin_has_intels_interface_and_names():
-    from detection_graph import load_graph_def
+    from detbench.detection_graph import load_graph_def
 
     files = TWIN / "files"
-    int8 = {node.name: node for node in load_graph_def(files / "ssdmobilenet_int8_pretrained_model_combinedNMS_s8.pb").node}
+    int8 = {
+        node.name: node for node in load_graph_def(files / "ssdmobilenet_int8_pretrained_model_combinedNMS_s8.pb").node
+    }
     assert int8["Preprocessor/subpart2"].op == "Placeholder" and "image_tensor" not in int8
     preprocess = {node.name for node in load_graph_def(files / "ssdmobilenet_preprocess.pb").node}
     assert {"image_tensor", "Preprocessor/sub"} <= preprocess
@@ -119,10 +123,17 @@ def test_the_joined_ssd_graph_detects_what_intels_two_sessions_do(twin_run):
     INT8 graph in another; the workflow's graph is the two joined: the same detections."""
     import numpy as np
 
-    from detection_graph import (
-        OUTPUT_KEYS, OUTPUT_ROLES, Interface, decode_image, default_interface, detect, list_images, load_graph_def,
+    from detbench.detection_graph import (
+        OUTPUT_KEYS,
+        OUTPUT_ROLES,
+        Interface,
+        decode_image,
+        default_interface,
+        detect,
+        list_images,
+        load_graph_def,
         open_session,
-    )  # fmt: skip
+    )
 
     files, workdir = TWIN / "files", twin_run.workdir
     preprocess = open_session(load_graph_def(files / "ssdmobilenet_preprocess.pb"))
@@ -137,9 +148,17 @@ def test_the_joined_ssd_graph_detects_what_intels_two_sessions_do(twin_run):
         for key in interface.outputs:
             np.testing.assert_array_equal(separate[key], together[key])
     # preprocess.timed: false: the benchmark feeds the timed run what the preprocessing gave.
-    untimed = Interface.of_model({"input": {"tensor": "Preprocessor/subpart2"}, "outputs": dict(zip(OUTPUT_ROLES, OUTPUT_KEYS)),
-                                  "preprocess": {"input": "image_tensor", "output": "Preprocessor/sub", "timed": False}})  # fmt: skip
-    assert untimed.arguments()[0] == "--input-tensor=image_tensor" and untimed.arguments()[-1] == "--timed-from=Preprocessor/sub"
+    untimed = Interface.of_model(
+        {
+            "input": {"tensor": "Preprocessor/subpart2"},
+            "outputs": dict(zip(OUTPUT_ROLES, OUTPUT_KEYS)),
+            "preprocess": {"input": "image_tensor", "output": "Preprocessor/sub", "timed": False},
+        }
+    )
+    assert (
+        untimed.arguments()[0] == "--input-tensor=image_tensor"
+        and untimed.arguments()[-1] == "--timed-from=Preprocessor/sub"
+    )
     feed = untimed.timed_feed(joined, image)
     assert list(feed) == ["Preprocessor/sub:0"] and feed["Preprocessor/sub:0"].shape == (1, 300, 300, 3)
     np.testing.assert_array_equal(joined.run(untimed.fetches(), feed)[0], together["detection_boxes"])
@@ -151,7 +170,10 @@ def test_benchmark_runs_every_twin_graph(twin_run):
         assert result["measured_steps"] == 8 and result["warmup_steps"] == 2
         assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     kernels = read_json(twin_run, "results/benchmark/int8.json")["executed_kernels"]
-    assert {"_MklQuantizedConv2DWithBiasAndReluAndRequantize", "_MklQuantizedConv2DWithBiasSumAndReluAndRequantize"} <= set(kernels)  # fmt: skip
+    assert {
+        "_MklQuantizedConv2DWithBiasAndReluAndRequantize",
+        "_MklQuantizedConv2DWithBiasSumAndReluAndRequantize",
+    } <= set(kernels)
     fp32 = read_json(twin_run, "results/benchmark/fp32.json")["executed_kernels"]
     assert "NextIteration" in fp32 and not any("Quantized" in kernel for kernel in fp32)
     kernels = read_json(twin_run, "results/benchmark/frcnn_int8.json")["executed_kernels"]
@@ -182,8 +204,12 @@ def test_accuracy_scores_every_twin_image(twin_run):
 def test_every_job_has_a_benchmark_file_and_the_report_sums_them(twin_run):
     benchmarks = sorted((twin_run.workdir / "benchmarks").rglob("*.tsv"))
     names = {path.relative_to(twin_run.workdir / "benchmarks").as_posix() for path in benchmarks}
-    assert {"benchmark_graph/int8.tsv", "detect_objects/fp32-0-of-1.tsv", "convert_coco_to_tfrecord.tsv",
-            "make_report.tsv"} <= names  # fmt: skip
+    assert {
+        "benchmark_graph/int8.tsv",
+        "detect_objects/fp32-0-of-1.tsv",
+        "convert_coco_to_tfrecord.tsv",
+        "make_report.tsv",
+    } <= names
     with open(twin_run.workdir / "benchmarks/detect_objects/fp32-0-of-1.tsv") as stream:
         row = next(csv.DictReader(stream, delimiter="\t"))
     assert float(row["s"]) > 1 and float(row["max_rss"]) > 1000  # a full-size graph in memory
@@ -196,7 +222,7 @@ def test_every_job_has_a_benchmark_file_and_the_report_sums_them(twin_run):
 def test_an_unchanged_twin_is_not_rebuilt():
     import time
 
-    import make_twin
+    from tools.twin import make_twin
 
     manifest = json.loads((TWIN / "manifest.json").read_text())
     # Checked first, so that a stale twin fails here instead of being rebuilt by the test.
@@ -212,8 +238,8 @@ def test_an_unchanged_twin_is_not_rebuilt():
 def test_a_failing_step_names_itself_and_leaves_no_twin(tmp_path, monkeypatch):
     import dataclasses
 
-    import make_twin
-    from common import StageError
+    from detbench.common import StageError
+    from tools.twin import make_twin
 
     broken = tmp_path / "broken.config"
     broken.write_text("model { faster_rcnn { num_classes: 'ninety' } }\n")
@@ -223,7 +249,9 @@ def test_a_failing_step_names_itself_and_leaves_no_twin(tmp_path, monkeypatch):
         make_twin.make_twin(output, count=2)
     message = str(failure.value)
     assert message.startswith("twin step export-fp32 failed (exit 1): ") and "\n" not in message
-    assert "num_classes" in message and f"log: {tmp_path / 'twin-logs' / 'rfcn_resnet101' / 'export-fp32.log'}" in message
+    assert (
+        "num_classes" in message and f"log: {tmp_path / 'twin-logs' / 'rfcn_resnet101' / 'export-fp32.log'}" in message
+    )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["broken.config", "twin-logs"]
 
 
@@ -232,13 +260,15 @@ def test_each_architecture_is_rebuilt_only_when_its_own_inputs_change(tmp_path, 
     older twin (the machine cache's, say) are copied from it, not built."""
     import dataclasses
 
-    import make_twin
+    from tools.twin import make_twin
 
     before = make_twin.architecture_digests(24, 0, 4)
     ssd = next(twin for twin in make_twin.ARCHITECTURES if twin.architecture == "ssd_mobilenet_v1")
     changed = tmp_path / "ssd.config"
     changed.write_text(ssd.config.read_text().replace("iou_threshold: 0.6", "iou_threshold: 0.5"))
-    architectures = tuple(dataclasses.replace(twin, config=changed) if twin is ssd else twin for twin in make_twin.ARCHITECTURES)
+    architectures = tuple(
+        dataclasses.replace(twin, config=changed) if twin is ssd else twin for twin in make_twin.ARCHITECTURES
+    )
     monkeypatch.setattr(make_twin, "ARCHITECTURES", architectures)
     after = make_twin.architecture_digests(24, 0, 4)
     assert [name for name in before if before[name] != after[name]] == ["ssd_mobilenet_v1"]
@@ -252,8 +282,8 @@ def test_each_architecture_is_rebuilt_only_when_its_own_inputs_change(tmp_path, 
 
 
 def test_a_missing_package_is_named(monkeypatch):
-    import make_twin
-    from common import StageError
+    from detbench.common import StageError
+    from tools.twin import make_twin
 
     monkeypatch.setitem(make_twin.REQUIRED_MODULES, "no_such_module_here", "no-such-package")
     with pytest.raises(StageError, match=r"^twin step check_packages: no-such-package not installed: run `make twin`$"):
@@ -272,21 +302,34 @@ def test_the_report_opens_with_the_family_matrix_and_the_speedup_plot(twin_run):
     """One row per model, architecture by architecture, each FP32 first: what a user chooses from."""
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
     lines = summary.splitlines()
-    start = lines.index("| Model | Architecture | Precision | Latency p50 (ms) | Throughput (images/s) | AP | Legacy AP "
-                        "| Published AP | Speed-up over reference | AP lost |")  # fmt: skip
+    start = lines.index(
+        "| Model | Architecture | Precision | Latency p50 (ms) | Throughput (images/s) | AP | Legacy AP "
+        "| Published AP | Speed-up over reference | AP lost |"
+    )
     assert start < lines.index("## Every figure")
     rows = [line.split(" | ") for line in lines[start + 2 : start + 2 + len(MODELS)]]
-    assert [row[0].strip("| ") for row in rows] == ["fp32", "int8", "bf16", "frcnn_fp32", "frcnn_int8", "ssd_fp32",
-                                                    "ssd_int8"]  # fmt: skip
+    assert [row[0].strip("| ") for row in rows] == [
+        "fp32",
+        "int8",
+        "bf16",
+        "frcnn_fp32",
+        "frcnn_int8",
+        "ssd_fp32",
+        "ssd_int8",
+    ]
     by_model = {row[0].strip("| "): row for row in rows}
     assert by_model["frcnn_int8"][1] == "faster_rcnn_resnet50" and by_model["frcnn_int8"][7] == "0.310"
     assert by_model["ssd_fp32"][8] == "reference" and by_model["ssd_int8"][8].endswith("x over ssd_fp32")
     assert by_model["ssd_int8"][6].endswith(f"(first {TWIN_LEGACY_IMAGES})") and "(first" not in by_model["int8"][6]
     benchmarks = {model: read_json(twin_run, f"results/benchmark/{model}.json") for model in ("ssd_int8", "ssd_fp32")}
-    ratio = benchmarks["ssd_int8"]["throughput_images_per_second"] / benchmarks["ssd_fp32"]["throughput_images_per_second"]
+    ratio = (
+        benchmarks["ssd_int8"]["throughput_images_per_second"] / benchmarks["ssd_fp32"]["throughput_images_per_second"]
+    )
     assert by_model["ssd_int8"][8] == f"{ratio:.2f}x over ssd_fp32"
     plot = twin_run.workdir / "results/report/speedup_vs_accuracy.png"
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![speedup_vs_accuracy](speedup_vs_accuracy.png)" in summary
+    assert (
+        plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![speedup_vs_accuracy](speedup_vs_accuracy.png)" in summary
+    )
 
 
 def pseudo_annotations(workdir, images, output, model="fp32"):
@@ -301,8 +344,16 @@ def pseudo_annotations(workdir, images, output, model="fp32"):
         best = sorted((d for d in detections if d["image_id"] == image_id), key=lambda d: -d["score"])[:10]
         for detection in best:
             x, y, width, height = detection["bbox"]
-            objects.append({"id": len(objects) + 1, "image_id": image_id, "category_id": detection["category_id"],
-                            "bbox": detection["bbox"], "area": width * height, "iscrowd": 0})  # fmt: skip
+            objects.append(
+                {
+                    "id": len(objects) + 1,
+                    "image_id": image_id,
+                    "category_id": detection["category_id"],
+                    "bbox": detection["bbox"],
+                    "area": width * height,
+                    "iscrowd": 0,
+                }
+            )
     annotations["annotations"] = objects
     output.write_text(json.dumps(annotations))
     return output
@@ -311,7 +362,7 @@ def pseudo_annotations(workdir, images, output, model="fp32"):
 @pytest.mark.slow
 def test_accuracy_aware_tuning_runs_on_the_full_size_graph(twin_run, tmp_path):
     """On the SSD-MobileNet twin, whose trials take seconds (R-FCN's took minutes)."""
-    from detection_graph import load_graph_def
+    from detbench.detection_graph import load_graph_def
 
     workdir = twin_run.workdir
     fp32_graph = workdir / "resources/models/ssd_fp32/frozen_inference_graph.pb"
@@ -320,13 +371,33 @@ def test_accuracy_aware_tuning_runs_on_the_full_size_graph(twin_run, tmp_path):
 
     def tune(annotations, max_trials):
         return run_script(
-            "quantize_graph.py", "--graph", fp32_graph,
-            "--images", workdir / "resources/coco/val2017", "--calibration-images", 4,
-            "--output", tmp_path / "int8.pb", "--report", tmp_path / "quantization.json",
-            "--accuracy-tolerance", 0.01, "--max-trials", max_trials, "--tuning-images", 4,
-            "--tuning-records", workdir / "resources/coco_tfrecord", "--tuning-annotations", annotations,
-            "--fallback-order", "nearest_outputs", "--on-tolerance-miss", "keep", onednn=True,
-        )  # fmt: skip
+            "quantize_graph.py",
+            "--graph",
+            fp32_graph,
+            "--images",
+            workdir / "resources/coco/val2017",
+            "--calibration-images",
+            4,
+            "--output",
+            tmp_path / "int8.pb",
+            "--report",
+            tmp_path / "quantization.json",
+            "--accuracy-tolerance",
+            0.01,
+            "--max-trials",
+            max_trials,
+            "--tuning-images",
+            4,
+            "--tuning-records",
+            workdir / "resources/coco_tfrecord",
+            "--tuning-annotations",
+            annotations,
+            "--fallback-order",
+            "nearest_outputs",
+            "--on-tolerance-miss",
+            "keep",
+            onednn=True,
+        )
 
     # On COCO's own annotations random weights score AP 0: nothing for a tolerance to hold.
     run = tune(workdir / "resources/coco/annotations/instances_val2017.json", 2)
@@ -379,7 +450,9 @@ def test_bf16_runs_the_fp32_twin_in_bfloat16_and_drifts_less_than_int8(twin_run)
     assert any(kernel.startswith("_MklNative") and "Conv2D" in kernel for kernel in share["kernels"]), share
     assert bf16["flops"]["total"] == fp32["flops"]["total"]
     drift = read_json(twin_run, "results/diagnostics/bf16_layer_drift.json")
-    int8 = {layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]}
+    int8 = {
+        layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]
+    }
     layers = {layer["layer"]: layer for layer in drift["layers"]}
     assert drift["unmatched"] == [] and len(layers) == 33 + 4 and drift["candidate_precision"] == "bf16"
     assert not any(layer["dequantized_here"] for layer in layers.values())
@@ -400,12 +473,18 @@ def test_a_wrong_scale_in_one_layer_shows_where_int8_loses_accuracy(twin_run, tm
     """The weight range of one convolution in block 3 scaled 8x: the drift is unchanged up to
     that unit, falls most there, and the detections agree less with FP32."""
     workdir = twin_run.workdir
-    convolution = "FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block3/unit_12/bottleneck_v1/conv2/Conv2D_eightbit_requantize"
-    graph = scale_weight_range(workdir / "resources/models/int8/frozen_inference_graph.pb", tmp_path / "perturbed.pb",
-                               convolution, 8.0)  # fmt: skip
+    convolution = (
+        "FirstStageFeatureExtractor/resnet_v1_101/resnet_v1_101/block3/unit_12/bottleneck_v1/conv2/"
+        "Conv2D_eightbit_requantize"
+    )
+    graph = scale_weight_range(
+        workdir / "resources/models/int8/frozen_inference_graph.pb", tmp_path / "perturbed.pb", convolution, 8.0
+    )
     drift = layer_drift(workdir, graph, tmp_path / "drift.json")
     perturbed = {layer["layer"]: layer for layer in drift["layers"]}
-    original = {layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]}
+    original = {
+        layer["layer"]: layer for layer in read_json(twin_run, "results/diagnostics/int8_layer_drift.json")["layers"]
+    }
     names = list(original)
     upstream, first_stage = names[: names.index("block3/unit_12")], names[: names.index("block3/unit_23") + 1]
     assert all(perturbed[name]["cosine"] == pytest.approx(original[name]["cosine"], abs=1e-3) for name in upstream)
@@ -455,7 +534,10 @@ def test_a_killed_two_instance_detection_job_resumes_through_snakemake(twin_run,
     workflow.run(target)
     log = (workdir / "logs/detect_objects/int8-0-of-1.log").read_text()
     assert "resuming from checkpoint" in log
-    counts = [(int(ran), int(taken)) for ran, taken in re.findall(r"(\d+) images run in this job, (\d+) taken from a checkpoint", log)]
+    counts = [
+        (int(ran), int(taken))
+        for ran, taken in re.findall(r"(\d+) images run in this job, (\d+) taken from a checkpoint", log)
+    ]
     assert len(counts) == 2 and sum(ran + taken for ran, taken in counts) == 24
     assert 4 <= sum(taken for _, taken in counts) and sum(ran for ran, _ in counts) < 24
     assert not list(folder.glob(".*"))
@@ -470,8 +552,13 @@ def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
     for precision, result in results.items():
         parts = result["profile"]["by_part_ms"]
         # Every part of R-FCN takes time under its own scope; little is left unassigned.
-        for part in ("first_stage_feature_extractor", "rpn_box_predictor", "second_stage_feature_extractor",
-                     "second_stage_box_predictor", "postprocessing_nms"):  # fmt: skip
+        for part in (
+            "first_stage_feature_extractor",
+            "rpn_box_predictor",
+            "second_stage_feature_extractor",
+            "second_stage_box_predictor",
+            "postprocessing_nms",
+        ):
             assert parts[part] > 0, (precision, part)
         assert parts["other"] < 0.2 * result["profile"]["op_time_ms"], precision
         assert parts["first_stage_feature_extractor"] == max(parts.values())
@@ -481,7 +568,10 @@ def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
     # The same convolutions, counted on their quantized forms: the same work.
     assert int8["flops"]["total"] == pytest.approx(fp32["flops"]["total"], rel=0.01)
     assert fp32["flops"]["total"] > 100e9
-    speedup = fp32["profile"]["by_part_ms"]["first_stage_feature_extractor"] / int8["profile"]["by_part_ms"]["first_stage_feature_extractor"]
+    speedup = (
+        fp32["profile"]["by_part_ms"]["first_stage_feature_extractor"]
+        / int8["profile"]["by_part_ms"]["first_stage_feature_extractor"]
+    )
     assert speedup > 1.5
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
     assert "## Where the time goes" in summary and "| first_stage_feature_extractor |" in summary
@@ -490,11 +580,20 @@ def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
 
 # Each architecture's parts (config/zoo.yaml) and the one that takes the most time.
 FAMILY_PARTS = {
-    "frcnn": (("preprocessing", "first_stage_feature_extractor", "rpn_box_predictor", "first_stage_nms",
-               "second_stage_feature_extractor", "second_stage_box_predictor", "second_stage_nms"),
-              "second_stage_feature_extractor"),
+    "frcnn": (
+        (
+            "preprocessing",
+            "first_stage_feature_extractor",
+            "rpn_box_predictor",
+            "first_stage_nms",
+            "second_stage_feature_extractor",
+            "second_stage_box_predictor",
+            "second_stage_nms",
+        ),
+        "second_stage_feature_extractor",
+    ),
     "ssd": (("preprocessing", "feature_extractor", "box_predictor", "postprocessing"), "feature_extractor"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("model", FAMILY_MODELS)
@@ -518,12 +617,21 @@ def test_each_architecture_is_profiled_by_its_own_parts(twin_run, model):
         assert 2.2e9 < flops["total"] < 2.8e9 and flops["by_part"]["feature_extractor"] > 0.8 * flops["total"]
 
 
-@pytest.mark.parametrize(("model", "units", "heads"), [
-    ("frcnn_int8", ["block1/unit_3", "block2/unit_4", "block3/unit_6", "block4/unit_3"],
-     ["rpn_objectness", "rpn_box_encodings", "class_logits", "box_encodings"]),
-    ("ssd_int8", [f"Conv2d_{index}" for index in range(14)],
-     ["box_encodings_0", "class_logits_0", "box_encodings_5", "class_logits_5"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "units", "heads"),
+    [
+        (
+            "frcnn_int8",
+            ["block1/unit_3", "block2/unit_4", "block3/unit_6", "block4/unit_3"],
+            ["rpn_objectness", "rpn_box_encodings", "class_logits", "box_encodings"],
+        ),
+        (
+            "ssd_int8",
+            [f"Conv2d_{index}" for index in range(14)],
+            ["box_encodings_0", "class_logits_0", "box_encodings_5", "class_logits_5"],
+        ),
+    ],
+)
 def test_layer_drift_finds_each_architectures_units(twin_run, model, units, heads):
     """ResNet50's 16 units (block ends shown) and MobileNet's 14 layers (each its own block)."""
     drift = read_json(twin_run, f"results/diagnostics/{model}_layer_drift.json")
@@ -539,10 +647,23 @@ def test_two_instances_of_the_full_size_int8_graph(twin_run, tmp_path):
     workdir = twin_run.workdir
     output = tmp_path / "int8-2.json"
     run = run_script(
-        "benchmark_instances.py", "--instances", 2, "--graph", workdir / "resources/models/int8/frozen_inference_graph.pb",
-        "--image-dir", workdir / "resources/coco/val2017", "--output", output, "--number-of-steps", 10,
-        "--warmup-steps", 2, "--profile-steps", 0, onednn=True,
-    )  # fmt: skip
+        "benchmark_instances.py",
+        "--instances",
+        2,
+        "--graph",
+        workdir / "resources/models/int8/frozen_inference_graph.pb",
+        "--image-dir",
+        workdir / "resources/coco/val2017",
+        "--output",
+        output,
+        "--number-of-steps",
+        10,
+        "--warmup-steps",
+        2,
+        "--profile-steps",
+        0,
+        onednn=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(output.read_text())
     assert result["cores_per_instance"] == 1 and len(result["per_instance"]) == 2
@@ -560,11 +681,13 @@ def test_twin_detections_equal_the_recipes_infer_detections(twin_run, tmp_path):
     other pixels on these images, which is what made the classes differ before."""
     from conftest import upstream_inference_differences
 
-    from coco_data import read_examples
-    from detection_graph import decode_image
+    from detbench.coco_data import read_examples
+    from detbench.detection_graph import decode_image
 
     for precision in ("int8", "fp32"):
-        images, mismatches, worst_score, worst_box = upstream_inference_differences(twin_run.workdir, precision, tmp_path)
+        images, mismatches, worst_score, worst_box = upstream_inference_differences(
+            twin_run.workdir, precision, tmp_path
+        )
         assert images == 24 and mismatches == 0, precision
         assert worst_score <= 1e-6 and worst_box <= 1e-6, (precision, worst_score, worst_box)
     import io

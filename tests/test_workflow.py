@@ -8,11 +8,11 @@ import sys
 
 import pytest
 from conftest import Workflow
-
-from common import file_digests
-from coco_data import read_examples
-from demo_config import demo_config
 from prepare_frozen_graph import check_detection_graph
+
+from detbench.coco_data import read_examples
+from detbench.common import file_digests
+from tools.demo.demo_config import demo_config
 
 # Every job of a run from nothing: four models (two downloaded, one quantized here, one BF16 of
 # the FP32 graph), one accuracy shard each; three compared with FP32.
@@ -48,15 +48,25 @@ def test_tfrecord_holds_every_image_with_its_boxes(finished_run):
         assert example["image/height"] == [image["height"]] and example["image/width"] == [image["width"]]
         assert example["image/encoded"][0][:2] == b"\xff\xd8"  # the JPEG itself
         expected = sorted(
-            (a["category_id"], a["bbox"][0] / image["width"], a["bbox"][1] / image["height"],
-             (a["bbox"][0] + a["bbox"][2]) / image["width"], (a["bbox"][1] + a["bbox"][3]) / image["height"])
-            for a in annotations["annotations"] if a["image_id"] == image["id"]
-        )  # fmt: skip
+            (
+                a["category_id"],
+                a["bbox"][0] / image["width"],
+                a["bbox"][1] / image["height"],
+                (a["bbox"][0] + a["bbox"][2]) / image["width"],
+                (a["bbox"][1] + a["bbox"][3]) / image["height"],
+            )
+            for a in annotations["annotations"]
+            if a["image_id"] == image["id"]
+        )
         written = sorted(
-            zip(example["image/object/class/label"], example["image/object/bbox/xmin"],
-                example["image/object/bbox/ymin"], example["image/object/bbox/xmax"],
-                example["image/object/bbox/ymax"])
-        )  # fmt: skip
+            zip(
+                example["image/object/class/label"],
+                example["image/object/bbox/xmin"],
+                example["image/object/bbox/ymin"],
+                example["image/object/bbox/xmax"],
+                example["image/object/bbox/ymax"],
+            )
+        )
         assert [w[0] for w in written] == [e[0] for e in expected]
         for got, want in zip(written, expected):
             assert got[1:] == pytest.approx(want[1:], abs=1e-6)
@@ -128,11 +138,19 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     assert workflow.planned_jobs() == {}
 
     # A new conversion pin: checkout and conversion again, no download.
-    workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"]["sharded"]
+    workflow.config["tensorflow_models"]["commit"] = json.loads((demo_data / "manifest.json").read_text())["commits"][
+        "sharded"
+    ]
     assert workflow.planned_jobs() == {
-        "checkout_tensorflow_models": 1, "convert_coco_to_tfrecord": 1, "detect_objects": 2,
-        "evaluate_accuracy": 2, "compare_with_reference": 1, "draw_gallery": 1, "make_report": 1, "all": 1,
-    }  # fmt: skip
+        "checkout_tensorflow_models": 1,
+        "convert_coco_to_tfrecord": 1,
+        "detect_objects": 2,
+        "evaluate_accuracy": 2,
+        "compare_with_reference": 1,
+        "draw_gallery": 1,
+        "make_report": 1,
+        "all": 1,
+    }
     requests_before = len(server.requests)
     workflow.run()
     assert len(server.requests) == requests_before
@@ -151,10 +169,17 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     # A new checksum for the INT8 graph (a sha256 beside its md5): that download and that graph only.
     int8_download["sha256"] = file_digests(mirror / "rfcn_resnet101_int8_coco_pretrained_model.pb")["sha256"]
     assert workflow.planned_jobs() == {
-        "download_file": 1, "prepare_frozen_graph": 1, "benchmark_graph": 1, "detect_objects": 1,
-        "evaluate_accuracy": 1, "compare_with_reference": 1, "measure_layer_drift": 1, "draw_gallery": 1,
-        "make_report": 1, "all": 1,
-    }  # fmt: skip
+        "download_file": 1,
+        "prepare_frozen_graph": 1,
+        "benchmark_graph": 1,
+        "detect_objects": 1,
+        "evaluate_accuracy": 1,
+        "compare_with_reference": 1,
+        "measure_layer_drift": 1,
+        "draw_gallery": 1,
+        "make_report": 1,
+        "all": 1,
+    }
     workflow.run()
     assert server.requests[-1]["path"] == "/mirror/rfcn_resnet101_int8_coco_pretrained_model.pb"
     assert workflow.planned_jobs() == {}
@@ -175,9 +200,16 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     int8_inc["quantize"].update(accuracy_tolerance=0.01, tuning_images=4, max_trials=3)
     workflow.config["models"]["int8_inc"] = int8_inc
     assert workflow.planned_jobs() == {
-        "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
-        "compare_with_reference": 1, "measure_layer_drift": 1, "draw_gallery": 1, "make_report": 1, "all": 1,
-    }  # fmt: skip
+        "quantize_graph": 1,
+        "benchmark_graph": 1,
+        "detect_objects": 1,
+        "evaluate_accuracy": 1,
+        "compare_with_reference": 1,
+        "measure_layer_drift": 1,
+        "draw_gallery": 1,
+        "make_report": 1,
+        "all": 1,
+    }
 
 
 def test_a_model_is_one_registry_entry(finished_run, tmp_path):
@@ -187,19 +219,32 @@ def test_a_model_is_one_registry_entry(finished_run, tmp_path):
     config = copy.deepcopy(finished_run.config)
     workflow = Workflow(tmp_path / "run", config)
     config["models"]["int8_per_channel"] = {
-        "architecture": "rfcn_resnet101", "precision": "int8",
+        "architecture": "rfcn_resnet101",
+        "precision": "int8",
         "quantize": {"from": "fp32", "calibration_images": 4, "weight_granularity": "per_channel"},
-    }  # fmt: skip
+    }
     assert workflow.planned_jobs() == {
-        "quantize_graph": 1, "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1,
-        "compare_with_reference": 1, "measure_layer_drift": 1, "draw_gallery": 1, "make_report": 1, "all": 1,
-    }  # fmt: skip
+        "quantize_graph": 1,
+        "benchmark_graph": 1,
+        "detect_objects": 1,
+        "evaluate_accuracy": 1,
+        "compare_with_reference": 1,
+        "measure_layer_drift": 1,
+        "draw_gallery": 1,
+        "make_report": 1,
+        "all": 1,
+    }
     del config["models"]["int8_per_channel"]
     config["models"]["bf16"]["runtime"] = {"kmp_blocktime": 0}
     assert workflow.planned_jobs() == {
-        "benchmark_graph": 1, "detect_objects": 1, "evaluate_accuracy": 1, "compare_with_reference": 1,
-        "draw_gallery": 1, "make_report": 1, "all": 1,
-    }  # fmt: skip
+        "benchmark_graph": 1,
+        "detect_objects": 1,
+        "evaluate_accuracy": 1,
+        "compare_with_reference": 1,
+        "draw_gallery": 1,
+        "make_report": 1,
+        "all": 1,
+    }
     assert "--kmp-blocktime=0" in workflow.run("-n", "-p", "results/benchmark/bf16.json").stdout
 
 
@@ -208,8 +253,12 @@ def test_stage_targets_run_alone(tmp_path, demo_data, file_server):
     assert workflow.planned_jobs("checkout_tensorflow_models") == {"checkout_tensorflow_models": 1}
     # The self-made INT8 graph is calibrated on val2017 images: that download too.
     assert workflow.planned_jobs("prepare_models") == {
-        "download_file": 3, "extract_coco_images": 1, "prepare_frozen_graph": 2, "quantize_graph": 1, "prepare_models": 1,
-    }  # fmt: skip
+        "download_file": 3,
+        "extract_coco_images": 1,
+        "prepare_frozen_graph": 2,
+        "quantize_graph": 1,
+        "prepare_models": 1,
+    }
     assert workflow.planned_jobs("download_inputs") == {"download_file": 4, "download_inputs": 1}
 
 
@@ -268,10 +317,12 @@ def test_local_runs_never_wait_for_a_slurm_controller(tmp_path, demo_data):
     (fake / "scontrol").write_text(f'#!/bin/sh\necho "$SLURM_CONF $*" >> {tmp_path}/scontrol.calls\nexit 1\n')
     (fake / "scontrol").chmod(0o755)
     host = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_CONF": "/etc/slurm/unreachable.conf"}
-    from run_demo import local_run_environment
+    from tools.demo.run_demo import local_run_environment
 
     environment = local_run_environment(host)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--version"], env=environment, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--version"], env=environment, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "scontrol.calls").read_text().splitlines()
     assert calls and all(call == "/dev/null show config" for call in calls), calls
