@@ -768,7 +768,7 @@ def test_accuracy_aware_quantization_gives_back_to_fp32_the_convolution_that_los
 
 
 def test_report_shows_the_tuning_history():
-    from make_report import tuning_rows
+    from detbench.report.sections import tuning_rows
 
     quantization = {
         "tuning": {

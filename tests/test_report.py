@@ -7,9 +7,12 @@ import sys
 
 import pytest
 from conftest import SCRIPTS
-from make_report import Results, column_order, make_report, matrix_rows, profile_rows, table_rows
+from make_report import make_report
 
 from detbench.coco_data import METRICS
+from detbench.report.results import Results, column_order
+from detbench.report.sections import profile_rows
+from detbench.report.tables import matrix_rows, table_rows
 
 REGISTRY = {
     "rfcn_fp32": {"architecture": "rfcn", "precision": "fp32", "reference": None, "published": {"AP": "0.347"}},
@@ -193,7 +196,8 @@ def test_the_script_takes_keyed_inputs_and_names_bad_ones(tmp_path):
 
 
 def test_a_tuning_that_missed_its_tolerance_is_marked_in_the_matrix_and_its_units_named():
-    from make_report import matrix_rows, tuning_rows
+    from detbench.report.sections import tuning_rows
+    from detbench.report.tables import matrix_rows
 
     tuning = {
         "tolerance": 0.05,
@@ -218,3 +222,46 @@ def test_a_tuning_that_missed_its_tolerance_is_marked_in_the_matrix_and_its_unit
     )
     tuning["met_tolerance"] = True
     assert dict(matrix_rows(REGISTRY, {}, {}, {"ssd_int8": {"tuning": tuning}}))["ssd_int8"][1] == "int8"
+
+
+def test_markdown_and_html_say_the_same_things_from_one_document(tmp_path):
+    """Every heading, note, table cell, detail and picture of the document is in both renderings,
+    the footer included, and in the same order."""
+    import html
+
+    from detbench.report.document import Heading, Paragraph
+    from detbench.report.summary import FOOTER
+
+    results = {name: dict(result) for name, result in RESULTS.items()}
+    results["rfcn_fp32"]["profile"] = {"by_part_ms": {"first_stage": 2.0, "other": 1.0}, "op_time_ms": 3.0}
+    tuning = {"tolerance": 0.05, "fp32_ap": 1.0, "chosen_trial": 1, "tuning_images": 2, "met_tolerance": True}
+    tuning["trials"] = [{"trial": 1, "ap": 0.99, "kept_in_fp32": []}]
+    cost = tmp_path / "cost.tsv"
+    cost.write_text("s\tmax_rss\n2.0\t100\n")
+    quantization = {"calibration_images": ["a.jpg"], "from_evaluation_set": True, "kept_in_fp32": [], "seed": 0}
+    quantization.update(quantized_convolutions=3, convolutions=3, weight_granularity="per_tensor", tuning=tuning)
+    document = make_report(
+        Results(REGISTRY, results, ACCURACIES, quantizations={"ssd_int8": quantization}),
+        tmp_path / "summary.md",
+        tmp_path / "summary.html",
+        {"average_precision": tmp_path / "ap.png", "speedup_vs_accuracy": tmp_path / "speedup.png"},
+        {"benchmark_graph:rfcn_fp32": cost},
+        gallery=tmp_path / "gallery.png",
+    )
+    markdown = (tmp_path / "summary.md").read_text()
+    page = html.unescape((tmp_path / "summary.html").read_text())
+    headings = [block.text for block in document.blocks if isinstance(block, Heading)]
+    assert headings == [
+        "Detections by model",
+        "Every figure",
+        "Where the time goes",
+        "Tuning history",
+        "Cost per stage",
+    ]
+    assert FOOTER in [block.text for block in document.blocks if isinstance(block, Paragraph)]
+    texts = document.texts()
+    for rendering in (markdown, page):
+        missing = [text for text in texts if text not in rendering]
+        assert not missing, missing
+        positions = [rendering.index(text) for text in headings + [FOOTER]]
+        assert positions == sorted(positions)

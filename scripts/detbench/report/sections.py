@@ -1,0 +1,157 @@
+"""The report's further tables, each (header, rows): where the time goes, throughput by
+instances, layer drift, the tuning history and each stage's cost."""
+
+from pathlib import Path
+
+from detbench.common import StageError
+from detbench.performance import OTHER_PART
+from detbench.report.results import column_order
+from detbench.report.tables import number
+
+
+def drift_rows(models, drifts):
+    """(header, rows): cosine vs the reference at each block end and head, one column per model."""
+    if not drifts:
+        return [], []
+    models = [name for name in column_order(models) if name in drifts]
+    labels = []
+    for model in models:
+        labels += [layer["layer"] for layer in drifts[model]["layers"] if layer["block_end"] or layer["head"]]
+    by_model = {model: {layer["layer"]: layer for layer in drifts[model]["layers"]} for model in models}
+    rows = [
+        (label, [number(by_model[model].get(label, {}).get("cosine"), 4) for model in models])
+        for label in dict.fromkeys(labels)
+    ]
+    rows.append(("Lowest cosine at", [drifts[model]["lowest_cosine"] or "n/a" for model in models]))
+    rows.append(("Largest drop at", [drifts[model]["largest_drop"] or "n/a" for model in models]))
+    return ["Cosine vs reference", *models], rows
+
+
+def part_order(profiles):
+    """Every architecture's parts in the order of the models, "other" (the rest) last."""
+    parts = dict.fromkeys(part for profile in profiles for part in profile["by_part_ms"])
+    return [part for part in parts if part != OTHER_PART] + [OTHER_PART] * (OTHER_PART in parts)
+
+
+def profile_rows(models, benchmarks):
+    """(header, rows): traced milliseconds per image by model part, and each model's speed-up
+    over its reference per part."""
+    profiled = {name: result["profile"] for name, result in benchmarks.items() if result.get("profile")}
+    if not profiled:
+        return [], []
+    names = [name for name in column_order(models) if name in profiled]
+    compared = [name for name in names if models[name]["reference"] in profiled]
+    # Each architecture has its own parts: a model's row is empty where its graph has no such part.
+    parts = part_order(profiled[name] for name in names)
+    rows = []
+    for part in [*parts, "total"]:
+        values = {}
+        for name in names:
+            milliseconds = profiled[name]["op_time_ms"] if part == "total" else profiled[name]["by_part_ms"].get(part)
+            values[name] = None if milliseconds is None else milliseconds / benchmarks[name]["batch_size"]
+        speedups = []
+        for name in compared:
+            reference = values[models[name]["reference"]]
+            speedups.append(f"{reference / values[name]:.2f}x" if values[name] and reference is not None else "")
+        rows.append((part, ["" if values[name] is None else number(values[name], 1) for name in names] + speedups))
+    header = ["Model part (ms per image)", *names, *[f"{name} over {models[name]['reference']}" for name in compared]]
+    return header, rows
+
+
+def layouts(benchmarks, instance_results):
+    """{model: {instances: (cores per instance, images/s, pooled p50 ms)}}, the plain benchmark as 1."""
+    table = {}
+    for name, result in benchmarks.items():
+        cores = result["runtime"]["intra_op_threads"]
+        table.setdefault(name, {})[1] = (cores, result["throughput_images_per_second"], result["latency_ms"]["p50"])
+    for (name, count), result in instance_results.items():
+        table.setdefault(name, {})[count] = (
+            result["cores_per_instance"],
+            result["throughput_images_per_second"],
+            result["latency_ms"]["p50"],
+        )
+    return table
+
+
+def instance_rows(models, benchmarks, instance_results):
+    """(header, rows) of throughput by layout; empty unless a layout of several instances ran."""
+    if not instance_results:
+        return [], []
+    table = layouts(benchmarks, instance_results)
+    models = [name for name in column_order(models) if name in table]
+    counts = sorted({count for runs in table.values() for count in runs})
+    rows = []
+    for count in counts:
+        cells = []
+        for model in models:
+            run = table[model].get(count)
+            cells.append("n/a" if run is None else f"{run[1]:.2f} (p50 {run[2]:.1f} ms)")
+        cores = next(table[m][count][0] for m in models if count in table[m])
+        rows.append((f"{count} x {cores} cores", cells))
+    return ["Instances x cores: images/s (pooled p50)", *models], rows
+
+
+TUNING_HEADER = ["Trial", "Model", "AP (tuning images)", "Relative AP drop", "Kept in FP32"]
+
+
+def tuning_rows(quantizations):
+    """Rows of the tuning history: every trial of each accuracy-aware quantization."""
+    rows = []
+    for model, quantization in sorted(quantizations.items()):
+        tuning = quantization.get("tuning")
+        if not tuning:
+            continue
+        baseline = tuning["fp32_ap"]
+        rows.append(("FP32", [model, number(baseline, 4), "", ""]))
+        for trial in tuning["trials"]:
+            drop = number((baseline - trial["ap"]) / baseline, 4) if baseline else "n/a"
+            chosen = " (kept)" if trial["trial"] == tuning["chosen_trial"] else ""
+            kept = ", ".join(trial["kept_in_fp32"]) or "none"
+            if trial.get("units_in_fp32"):  # layer drift's order: whole units, largest drift first
+                loss = {entry["unit"]: entry["loss"] for entry in tuning.get("drift_ranking") or []}
+                units = ", ".join(
+                    f"{unit} (cosine loss {number(loss.get(unit), 4)})" for unit in trial["units_in_fp32"]
+                )
+                kept = f"units {units}: {len(trial['kept_in_fp32'])} convolutions"
+            rows.append((f"{trial['trial']}{chosen}", [model, number(trial["ap"], 4), drop, kept]))
+    return rows
+
+
+COST_HEADER = ["Stage", "Model", "Jobs", "Wall time (s)", "Peak memory (MB)"]
+
+
+def read_benchmark_file(path):
+    """Wall seconds and peak RSS (MB, None where Snakemake could not measure it) of one job."""
+    try:
+        header, *rows = Path(path).read_text().splitlines()
+    except (OSError, ValueError) as error:
+        raise StageError(f"cannot read benchmark file {path}: {error}") from None
+    columns = header.split("\t")
+    values = dict(zip(columns, rows[-1].split("\t"))) if rows else {}
+    if "s" not in values:
+        raise StageError(f"{path}: not a Snakemake benchmark file (no 's' column)")
+
+    def measured(key):
+        try:
+            return float(values.get(key, "NA"))
+        except ValueError:
+            return None
+
+    return measured("s"), measured("max_rss")
+
+
+def cost_rows(paths):
+    """Rows of the cost table from {STAGE:MODEL[:job]: path}, in the order given: per stage
+    and model ("all" for shared stages), jobs, summed wall time, largest peak memory."""
+    costs = {}
+    for key, path in paths.items():
+        stage, model = (key.split(":") + ["all"])[:2]
+        seconds, peak = read_benchmark_file(path)
+        jobs, total, largest = costs.get((stage, model), (0, 0.0, None))
+        if peak is not None:
+            largest = peak if largest is None else max(largest, peak)
+        costs[(stage, model)] = (jobs + 1, total + seconds, largest)
+    return [
+        (stage, [model, str(jobs), f"{seconds:.1f}", number(peak, 0)])
+        for (stage, model), (jobs, seconds, peak) in costs.items()
+    ]

@@ -1,0 +1,254 @@
+"""The main tables as pure functions, results in, rows out: the matrix (a row per model) and
+the full table (a column per model, a row per figure), with the lines that explain them."""
+
+from detbench.report.results import ap_lost, column_order, matrix_order, throughput_ratio
+
+
+def number(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def significant(value):
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def percent(value):
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+MATRIX_HEADER = [
+    "Model",
+    "Architecture",
+    "Precision",
+    "Latency p50 (ms)",
+    "Throughput (images/s)",
+    "AP",
+    "Legacy AP",
+    "Published AP",
+    "Speed-up over reference",
+    "AP lost",
+]
+
+
+def matrix_rows(models, benchmarks, accuracies, quantizations=None):
+    """One row per model: what a user chooses between (MATRIX_HEADER)."""
+    rows = []
+    for name in matrix_order(models):
+        benchmark, accuracy = benchmarks.get(name), accuracies.get(name)
+        lost = ap_lost(accuracies, models, name)
+        reference = models[name]["reference"]
+        rows.append(
+            (
+                name,
+                [
+                    models[name]["architecture"],
+                    precision_label(models, benchmarks, name) + tolerance_mark((quantizations or {}).get(name)),
+                    number(benchmark["latency_ms"]["p50"], 2) if benchmark else "n/a",
+                    number(benchmark["throughput_images_per_second"], 2) if benchmark else "n/a",
+                    number(accuracy["standard"]["AP"]) if accuracy else "n/a",
+                    number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
+                    models[name]["published"].get("AP", "n/a"),
+                    "reference" if reference is None else speedup(benchmarks, models, name, "n/a"),
+                    "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
+                ],
+            )
+        )
+    return rows
+
+
+def tolerance_mark(quantization):
+    """Where accuracy-aware tuning kept a trial that missed its tolerance, a mark saying so."""
+    tuning = (quantization or {}).get("tuning")
+    if not tuning or tuning["met_tolerance"]:
+        return ""
+    chosen = next(trial for trial in tuning["trials"] if trial["trial"] == tuning["chosen_trial"])
+    return (
+        f" (MISSED its accuracy tolerance {tuning['tolerance']}: best of {len(tuning['trials'])} trials AP "
+        f"{number(chosen['ap'], 4)} vs FP32 {number(tuning['fp32_ap'], 4)} on {tuning['tuning_images']} images)"
+    )
+
+
+def legacy_scope(accuracy):
+    """A mark, e.g. " (first 4952)", where the legacy metrics scored fewer images than were detected."""
+    scored = accuracy.get("legacy_images", accuracy["images"])
+    return f" (first {scored})" if scored < accuracy["images"] else ""
+
+
+def speedup(benchmarks, models, name, missing=""):
+    """Throughput over the model's reference's, e.g. "3.21x over fp32"; "" for a reference,
+    `missing` where either was not benchmarked."""
+    reference = models[name]["reference"]
+    if reference is None:
+        return ""
+    ratio = throughput_ratio(benchmarks, models, name)
+    return missing if ratio is None else f"{ratio:.2f}x over {reference}"
+
+
+def precision_label(models, benchmarks, name):
+    """The model's precision, and "emulated" where BF16 ran without BF16 instructions."""
+    emulated = benchmarks.get(name, {}).get("emulated")
+    return models[name]["precision"] + (" (emulated)" if emulated else "")
+
+
+def value_at(results, name, *keys):
+    """results[name][key][key]..., or None where the model or any key is missing or empty."""
+    value = results.get(name)
+    for key in keys:
+        if not value:
+            return None
+        value = value.get(key)
+    return value
+
+
+def figure_rows(models, benchmarks, accuracies, agreements, names):
+    """The full table's rows: one per figure, a value per model of `names`."""
+
+    def row(label, values):
+        return (label, [values(name) for name in names])
+
+    rows = [
+        row("Architecture", lambda name: models[name]["architecture"]),
+        row("Precision", lambda name: precision_label(models, benchmarks, name)),
+        *(
+            row(f"Latency {key} (ms)", lambda name, key=key: number(value_at(benchmarks, name, "latency_ms", key), 2))
+            for key in ("p50", "p90", "p99")
+        ),
+        row(
+            "Throughput (images/s)", lambda name: number(value_at(benchmarks, name, "throughput_images_per_second"), 2)
+        ),
+        row("Speed-up over reference (throughput)", lambda name: speedup(benchmarks, models, name)),
+        row(
+            "Op time in bfloat16 (traced)",
+            lambda name: percent(value_at(benchmarks, name, "bfloat16", "op_time_fraction")),
+        ),
+        row(
+            "GFLOPs per image (executed)",
+            lambda name: significant(value_at(benchmarks, name, "roofline", "gflops_per_image")),
+        ),
+        row(
+            "Achieved GFLOP/s (INT8: GOP/s)",
+            lambda name: significant(value_at(benchmarks, name, "roofline", "achieved_gflops_per_second")),
+        ),
+        row(
+            "Share of a matmul's rate (same threads, precision)",
+            lambda name: percent(value_at(benchmarks, name, "roofline", "fraction_of_probe")),
+        ),
+    ]
+    for key, label in STANDARD_METRICS:
+        rows.append(row(label, lambda name, key=key: number(value_at(accuracies, name, "standard", key))))
+    rows.append(row("Legacy AP (recipe's evaluator)", lambda name: number(value_at(accuracies, name, "legacy", "AP"))))
+    rows.append(row("Legacy AP50", lambda name: number(value_at(accuracies, name, "legacy", "AP50"))))
+    if agreements:
+        compared = [name for name in names if name in agreements]
+        for label, key, digits in AGREEMENT_ROWS:
+            rows.append(
+                row(
+                    label,
+                    lambda name, key=key, digits=digits: (
+                        number(value_at(agreements, name, key), digits) if name in compared else ""
+                    ),
+                )
+            )
+    published = row(
+        "Published (Intel)", lambda name: ", ".join(f"{k} {v}" for k, v in models[name]["published"].items())
+    )
+    rows.append((published[0], [value or "n/a" for value in published[1]]))
+    return rows
+
+
+STANDARD_METRICS = (
+    ("AP", "AP"),
+    ("AP50", "AP50"),
+    ("AP75", "AP75"),
+    ("AP_small", "AP small"),
+    ("AP_medium", "AP medium"),
+    ("AP_large", "AP large"),
+)
+AGREEMENT_ROWS = (
+    ("Reference detections reproduced", "agreement", 3),
+    ("Confident ones reproduced (score >= 0.5)", "confident_agreement", 3),
+    ("Mean score drift vs reference", "mean_score_drift", 4),
+)
+
+
+def detail_lines(models, benchmarks, accuracies, quantizations, names):
+    """The lines under the full table: how each model ran, and on what."""
+    details = []
+    for name in names:
+        result = benchmarks.get(name)
+        if result:
+            size = (
+                f", images resized to {result['image_size'][0]}x{result['image_size'][1]}"
+                if result["images_resized"]
+                else ""
+            )
+            details.append(
+                f"{name}: batch {result['batch_size']}{size}, {result['measured_steps']} steps measured after "
+                f"{result['warmup_steps']} warm-up, {result['runtime']['intra_op_threads']} intra-op threads, "
+                f"oneDNN {'on' if result['onednn'] else 'off'}, "
+                f"TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
+                f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']} "
+                f"({', '.join(result['cpu_flags']) or 'no listed vector flags'})"
+            )
+            if result.get("emulated"):
+                details.append(
+                    f"{name}: BF16 emulated by oneDNN (this CPU has neither avx512_bf16 nor amx_bf16): "
+                    "its speed says nothing about BF16 hardware"
+                )
+            probe = result.get("probe")
+            if probe:
+                rates = ", ".join(f"{k.upper()} {v:.1f}" for k, v in sorted(probe["gflops_per_second"].items()))
+                details.append(
+                    f"{name}: on its {probe['threads']} threads a {probe['matmul_size']}-wide matmul (INT8: as a 1x1 "
+                    f"quantized convolution) reaches {rates} GFLOP/s (GOP/s for INT8); CPU flags: "
+                    f"{', '.join(probe['cpu_flags']) or 'none'}"
+                )
+        accuracy = accuracies.get(name)
+        if accuracy:
+            details.append(f"{name}: accuracy on {accuracy['images']} images, {accuracy['detections']} detections")
+        quantization = quantizations.get(name)
+        if quantization:
+            details.append(quantization_detail(name, quantization))
+    return details
+
+
+def table_rows(models, benchmarks, accuracies, quantizations=None, agreements=None):
+    """(header, rows, details): one column per model, one row per figure."""
+    names = column_order(models)
+    rows = figure_rows(models, benchmarks, accuracies, agreements or {}, names)
+    return ["", *names], rows, detail_lines(models, benchmarks, accuracies, quantizations or {}, names)
+
+
+def quantization_detail(name, quantization):
+    """How a self-made INT8 model was made, and whether it was calibrated on the evaluation set."""
+    images = len(quantization["calibration_images"])
+    if quantization["from_evaluation_set"]:
+        source = "drawn from val2017, the evaluation set (as most published INT8 results are)"
+    else:
+        source = f"from {quantization['calibration_dir']}"
+    kept = ", ".join(quantization["kept_in_fp32"]) or "none"
+    tuning = quantization.get("tuning")
+    if tuning:
+        outcome = "within" if tuning["met_tolerance"] else "NOT within"
+        kept += (
+            f"; accuracy-aware: {len(tuning['trials'])} trials, trial {tuning['chosen_trial']} kept, "
+            f"{outcome} {tuning['tolerance']} of FP32's AP {number(tuning['fp32_ap'], 4)} on "
+            f"{tuning['tuning_images']} images (tuning history below)"
+        )
+    return (
+        f"{name}: quantized here with Intel Neural Compressor, {quantization['quantized_convolutions']} of "
+        f"{quantization['convolutions']} convolutions in INT8, {quantization['weight_granularity']} weights, "
+        f"calibrated on {images} images {source} (seed {quantization['seed']}); kept in FP32: {kept}"
+    )
+
+
+def conversion_detail(summary):
+    """What the TFRecord holds of the annotations: the legacy ground truth is the records'."""
+    dropped, total = summary.get("annotations_dropped"), summary.get("annotations")
+    if dropped is None:
+        return None
+    return (
+        f"ground truth: {summary['records']} images; {dropped} of {total} annotations dropped by "
+        "create_coco_tf_record.py (boxes past the image's edge or of zero size), so the legacy ground truth "
+        f"has {summary['objects']} objects"
+    )
