@@ -20,7 +20,7 @@ help:
 	@echo "make twin      - build the full-size twins of the family (.cache/twin/), each only if its inputs changed"
 	@echo "make twin-demo - the whole workflow offline on the twins, all three architectures (twin-demo/)"
 	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
-	@echo "make lint      - snakemake --lint and snakefmt --check"
+	@echo "make lint      - snakemake --lint, snakefmt, ruff check and ruff format --check"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt requirements-quantize.txt requirements-twin.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,8 @@ test-all: venv wheels twin real
 lint: venv
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: venv wheels real
 	$(BIN)/python -m tools.demo.run_demo --cores $(CORES)

@@ -1,111 +1,19 @@
-"""Shared fixtures: generated demo data, a local HTTP server, and a snakemake runner."""
+"""Shared fixtures: generated demo data, a local HTTP server, a tmpfs, and one finished demo run.
+The helpers the tests call are in helpers.py."""
 
-import json
 import os
-import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 # Intel's INT8 kernels need oneDNN, which is read once, when TensorFlow loads.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from helpers import Workflow  # noqa: E402
 
-from tools.demo.demo_config import demo_config
-from tools.demo.make_demo_data import DEFAULT_WHEEL, make_demo_data
-from tools.demo.run_demo import local_run_environment
-from tools.demo.serve_files import FileServer
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO_ROOT / "scripts"
-
-
-def run_script(name, *arguments, environment=None, onednn=False):
-    """Run one stage's script as a rule would; returns the CompletedProcess. `onednn` sets
-    TF_ENABLE_ONEDNN_OPTS=1, as the rules running INT8 graphs do."""
-    environment = environment or tool_environment()
-    if onednn:
-        environment = dict(environment, TF_ENABLE_ONEDNN_OPTS="1")
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *map(str, arguments)], capture_output=True, text=True, env=environment
-    )
-
-
-def rfcn_drift_arguments():
-    """--units and --heads of R-FCN, as config/config.yaml gives them."""
-    drift = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["architectures"]["rfcn_resnet101"][
-        "layer_drift"
-    ]
-    return ["--units", drift["units"], "--heads", json.dumps(drift["heads"])]
-
-
-def layer_drift(workdir, candidate, output):
-    """measure_layer_drift.py of `candidate` against a finished run's FP32 graph, on 2 images."""
-    run = run_script(
-        "measure_layer_drift.py",
-        "--reference",
-        workdir / "resources/models/fp32/frozen_inference_graph.pb",
-        "--candidate",
-        candidate,
-        "--images",
-        workdir / "resources/coco/val2017",
-        "--count",
-        2,
-        "--output",
-        output,
-        *rfcn_drift_arguments(),
-        onednn=True,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(output.read_text())
-
-
-def agreement_with_fp32(workdir, graph, folder):
-    """compare_detections of `graph`'s detections on a finished run's TFRecord with its FP32 ones."""
-    from compare_detections import compare
-
-    run = run_script(
-        "detect_objects.py",
-        "--graph",
-        graph,
-        "--records",
-        workdir / "resources/coco_tfrecord",
-        "--output",
-        folder / "shard.json",
-        onednn=True,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    detections = folder / "detections.json"
-    detections.write_text(json.dumps(json.loads((folder / "shard.json").read_text())["detections"]))
-    return compare(workdir / "results/accuracy/fp32_detections.json", detections)
-
-
-def error_lines(result):
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
-
-
-def scale_weight_range(graph_path, output, convolution, factor):
-    """A copy of an INT8 graph with one quantized convolution's weight range scaled: a
-    wrong scale in one layer, as a broken quantization would leave it."""
-    import numpy as np
-
-    from detbench.detection_graph import load_graph_def
-
-    graph_def = load_graph_def(graph_path)
-    nodes = {node.name: node for node in graph_def.node}
-    # Inputs 5 and 6 of Intel's fused quantized convolutions are the weights' range.
-    for index in (5, 6):
-        tensor = nodes[nodes[convolution].input[index].split(":")[0]].attr["value"].tensor
-        if tensor.float_val:
-            tensor.float_val[:] = [value * factor for value in tensor.float_val]
-        else:
-            values = np.frombuffer(tensor.tensor_content, np.float32) * factor
-            tensor.tensor_content = values.astype(np.float32).tobytes()
-    output.write_bytes(graph_def.SerializeToString())
-    return output
+from tools.demo.demo_config import demo_config  # noqa: E402
+from tools.demo.make_demo_data import DEFAULT_WHEEL, make_demo_data  # noqa: E402
+from tools.demo.serve_files import FileServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -151,84 +59,6 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", str(target)], check=True)
 
 
-def tool_environment(base=None):
-    """A local run's environment (run_demo's); a cluster test's `base` keeps its SLURM_CONF."""
-    environment = local_run_environment(base)
-    if base is not None and "SLURM_CONF" in base:
-        environment["SLURM_CONF"] = base["SLURM_CONF"]
-    return environment
-
-
-class Workflow:
-    """One working directory of the workflow with its own config file."""
-
-    def __init__(self, workdir, config):
-        self.workdir = Path(workdir)
-        self.config = config
-
-    def write_config(self):
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        path = self.workdir / "config.yaml"
-        path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        return path
-
-    def command(self, *arguments):
-        return [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO_ROOT / "Snakefile"),
-            "--directory",
-            str(self.workdir),
-            "--configfile",
-            str(self.write_config()),
-            "--cores",
-            "2",
-            *arguments,
-        ]
-
-    def start(self, *arguments):
-        """Snakemake in the background: the Popen, its output to pipes."""
-        return subprocess.Popen(
-            self.command(*arguments),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=tool_environment(),
-            cwd=REPO_ROOT,
-        )
-
-    def run(self, *arguments, check=True, environment=None):
-        result = subprocess.run(
-            self.command(*arguments), capture_output=True, text=True, env=tool_environment(environment), cwd=REPO_ROOT
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-        return result
-
-    def planned_jobs(self, *arguments):
-        """Jobs a dry run would execute, by rule name (the 'Job stats' table)."""
-        output = self.run("-n", *arguments).stdout
-        jobs = {}
-        table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
-        for line in table.splitlines()[3:]:
-            match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-            if not match:
-                break
-            jobs[match.group(1)] = int(match.group(2))
-        jobs.pop("total", None)
-        return jobs
-
-
-def require_built(folder, target):
-    """A data folder `make <target>` builds: under CI it must be there, elsewhere its tests skip."""
-    if not (folder / "manifest.json").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no data in {folder}: CI must build it (make test runs make {target})")
-        pytest.skip(f"no data in {folder}: run `make {target}`")
-
-
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, demo_data):
     """One complete run of the default target on the demo data, shared by read-only tests."""
@@ -239,50 +69,3 @@ def finished_run(tmp_path_factory, demo_data):
     workflow.run()
     yield workflow
     server.stop()
-
-
-def upstream_inference_differences(workdir, precision, folder):
-    """A finished run's detections of one model against the recipe's own infer_detections on
-    the same TFRecord and graph (tools/upstream/upstream_infer.py): images compared, class
-    mismatches, and the largest score and normalized box differences, position by position."""
-    import numpy as np
-
-    from detbench.coco_data import read_examples
-
-    output = folder / f"upstream-{precision}.record"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "tools/upstream/upstream_infer.py"),
-            workdir / f"resources/models/{precision}/frozen_inference_graph.pb",
-            output,
-            *sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*")),
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(tool_environment(), TF_ENABLE_ONEDNN_OPTS="1"),
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    ours = {}
-    for detection in json.loads((workdir / f"results/accuracy/{precision}_detections.json").read_text()):
-        ours.setdefault(detection["image_id"], []).append(detection)
-    mismatches, worst_score, worst_box, images = 0, 0.0, 0.0, 0
-    for features in read_examples([output]):
-        image_id, height, width = (
-            int(features["image/source_id"][0]),
-            features["image/height"][0],
-            features["image/width"][0],
-        )
-        corners = np.array([features[f"image/detection/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")]).T
-        mine = ours.get(image_id, [])
-        assert len(mine) == len(features["image/detection/label"]), image_id
-        for detection, box, score, label in zip(
-            mine, corners, features["image/detection/score"], features["image/detection/label"]
-        ):
-            x, y, w, h = detection["bbox"]
-            normalized = np.array([y / height, x / width, (y + h) / height, (x + w) / width])
-            mismatches += detection["category_id"] != label
-            worst_score = max(worst_score, abs(detection["score"] - score))
-            worst_box = max(worst_box, float(np.abs(normalized - box).max()))
-        images += 1
-    return images, mismatches, worst_score, worst_box

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, SCRIPTS, Workflow, tool_environment
+from helpers import REPO_ROOT, SCRIPTS, Workflow, tool_environment
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 from tools.demo.demo_config import demo_config

@@ -3,7 +3,7 @@ line), in words, with no trace lines."""
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, Workflow
+from helpers import REPO_ROOT, Workflow
 
 from detbench.config_schema import load_schema, read_config_file
 from detbench.registry import config_problems
@@ -322,7 +322,7 @@ def test_broken_config_file_stops_the_run_naming_file_and_line(tmp_path):
     import subprocess
     import sys
 
-    from conftest import tool_environment
+    from helpers import tool_environment
 
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text("benchmark:\n  number_of_steps: 10\n\twarmup_steps: 2\n")

@@ -105,7 +105,7 @@ def test_missing_or_corrupt_image_is_named_before_the_converter_runs(tmp_path):
 def test_annotations_the_converter_drops_are_counted_and_reported(finished_run, tmp_path):
     """create_coco_tf_record.py silently skips a box past the image's edge: summary.json and
     the report count it."""
-    from conftest import run_script
+    from helpers import run_script
 
     workdir = finished_run.workdir
     annotations = json.loads((workdir / "resources/coco/annotations/instances_val2017.json").read_text())
@@ -149,8 +149,8 @@ def test_a_converter_with_the_newer_interface_is_refused_in_one_line(finished_ru
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT, error_lines, run_script, tool_environment
     from convert_coco_to_tfrecord import RECIPE_COMMIT, UPSTREAM_SCRIPT
+    from helpers import REPO_ROOT, error_lines, run_script, tool_environment
 
     from tools.demo.make_demo_data import git
     from tools.upstream.newer_converter import commit_newer_converter

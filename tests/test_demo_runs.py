@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT, tool_environment
+from helpers import REPO_ROOT, tool_environment
 
 RUN_DEMO = REPO_ROOT / "tools" / "demo" / "run_demo.py"
 

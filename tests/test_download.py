@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SCRIPTS, tool_environment
 from download import download, part_path
+from helpers import SCRIPTS, tool_environment
 
 from detbench.common import StageError
 from tools.demo.serve_files import FileServer

@@ -5,8 +5,8 @@ import tarfile
 import zipfile
 
 import pytest
-from conftest import error_lines, run_script
 from extract_archive import extract
+from helpers import error_lines, run_script
 
 from detbench.common import StageError
 

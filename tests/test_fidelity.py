@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tool_environment
 from evaluate_detections import legacy_metrics
+from helpers import REPO_ROOT, tool_environment
 
 from detbench.coco_data import METRICS, read_examples, to_coco_results
 
@@ -214,7 +214,7 @@ def test_the_sets_test_what_they_claim(upstream_scores):
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 def test_detections_equal_the_recipes_infer_detections(finished_run, tmp_path, precision):
     """The same pixels (TensorFlow's decoder) and the same graph give upstream's detections."""
-    from conftest import upstream_inference_differences
+    from helpers import upstream_inference_differences
 
     images, mismatches, worst_score, worst_box = upstream_inference_differences(
         finished_run.workdir, precision, tmp_path

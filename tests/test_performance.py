@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from detbench.performance import OTHER_PART, count_flops, model_part, probe_rates
 
@@ -154,7 +154,7 @@ def test_benchmark_json_has_the_profile_flops_and_roofline(finished_run, model):
 
 @pytest.mark.slow
 def test_two_instances_share_the_node_and_add_up(finished_run, tmp_path):
-    from conftest import run_script
+    from helpers import run_script
 
     workdir = finished_run.workdir
     output = tmp_path / "fp32-2.json"
@@ -207,7 +207,7 @@ def test_layouts_plan_one_benchmark_job_each(finished_run):
 @pytest.mark.slow
 def test_instances_sharing_a_job_write_the_same_detections(finished_run, tmp_path, demo_data, file_server):
     """Two shards, each a job of two pinned instances with one thread: the single-instance run's file."""
-    from conftest import Workflow
+    from helpers import Workflow
 
     from tools.demo.demo_config import demo_config
 
@@ -236,7 +236,7 @@ def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finis
     """Instance 1's part, finished by an earlier run, is kept; instance 0 runs; the merged
     output has the single process's images and detections, in record order; the parts, and
     those of a run with another instance count, are gone."""
-    from conftest import error_lines, run_script
+    from helpers import error_lines, run_script
 
     workdir = finished_run.workdir
     common = [

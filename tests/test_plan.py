@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from detbench.config_schema import load_schema, read_config_file
 from detbench.plan import STAGE_JOBS, Plan, benchmark_file, log_file

@@ -105,7 +105,7 @@ def test_op_unknown_to_tensorflow_is_refused_at_once(demo_data, tmp_path):
 
 
 def test_member_of_a_graph_that_is_no_archive_is_one_line(demo_data, tmp_path):
-    from conftest import error_lines, run_script
+    from helpers import error_lines, run_script
 
     graph = demo_data / "files" / "rfcn_resnet101_int8_coco_pretrained_model.pb"
     result = run_script(

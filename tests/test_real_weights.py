@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SCRIPTS, Workflow, require_built, run_script, tool_environment
+from helpers import REPO_ROOT, SCRIPTS, Workflow, require_built, run_script, tool_environment
 
 from tools.demo.demo_config import REAL_ARCHITECTURES, demo_config
 from tools.demo.serve_files import FileServer

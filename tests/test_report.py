@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SCRIPTS
+from helpers import SCRIPTS
 from make_report import make_report
 
 from detbench.coco_data import METRICS

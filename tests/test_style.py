@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import REPO_ROOT, tool_environment
+from helpers import REPO_ROOT, tool_environment
 
 
 def test_snakemake_lint_is_clean():
@@ -85,23 +85,38 @@ def readme_paths(readme, top_level):
     return paths
 
 
-def test_every_path_and_make_target_the_readme_names_is_tracked():
+DOCUMENTS = (
+    "README.md",
+    "config/README.md",
+    *(f"docs/{path.name}" for path in sorted((REPO_ROOT / "docs").glob("*.md"))),
+)
+
+
+def test_every_path_and_make_target_the_docs_name_is_tracked():
+    """The README, config/README.md and docs/*.md name only tracked paths and real make targets,
+    and the README stays a five-minute read."""
     import fnmatch
 
-    readme = (REPO_ROOT / "README.md").read_text()
     tracked = tracked_files()
+    assert set(DOCUMENTS) <= tracked and len(DOCUMENTS) >= 6
     folders = {str(Path(path).parent) for path in tracked} | {
         "/".join(path.split("/")[:depth]) for path in tracked for depth in range(1, path.count("/") + 1)
     }
     top_level = {path.split("/")[0] for path in tracked}
-    paths = readme_paths(readme, top_level)
-    assert {"tools/measure/twin_latency.py", "tools/demo/run_demo.py", "profiles/slurm"} <= paths
-    missing = [p for p in sorted(paths) if p not in tracked | folders and not fnmatch.filter(tracked, p)]
-    assert not missing, f"README names paths that are not in the tracked tree: {missing}"
     targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO_ROOT / "Makefile").read_text(), re.M))
-    named = set(re.findall(r"\bmake ([a-z][a-z-]*)", readme))
-    assert {"test", "demo", "twin"} <= named
-    assert named <= targets, f"README names make targets the Makefile lacks: {sorted(named - targets)}"
+    named_paths, named_targets = set(), set()
+    for document in DOCUMENTS:
+        text = (REPO_ROOT / document).read_text()
+        paths = readme_paths(text, top_level)
+        missing = [p for p in sorted(paths) if p not in tracked | folders and not fnmatch.filter(tracked, p)]
+        assert not missing, f"{document} names paths that are not in the tracked tree: {missing}"
+        named = set(re.findall(r"\bmake ([a-z][a-z-]*)", text))
+        assert named <= targets, f"{document} names make targets the Makefile lacks: {sorted(named - targets)}"
+        named_paths |= paths
+        named_targets |= named
+    assert {"tools/measure/twin_latency.py", "tools/demo/run_demo.py", "profiles/slurm"} <= named_paths
+    assert {"test", "demo", "twin"} <= named_targets
+    assert len((REPO_ROOT / "README.md").read_text().splitlines()) <= 200
 
 
 def test_no_rule_or_script_names_a_model():
@@ -124,3 +139,12 @@ def test_ruff_lint_and_format_are_clean():
     for command in ([str(ruff), "check", "."], [str(ruff), "format", "--check", "."]):
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         assert result.returncode == 0, " ".join(command[1:]) + "\n" + result.stdout + result.stderr
+
+
+def test_the_config_readme_key_reference_is_the_schemas():
+    from tools.config_reference import README, with_reference
+
+    text = README.read_text()
+    assert with_reference(text) == text, (
+        "config/README.md's key reference is stale: run python -m tools.config_reference"
+    )

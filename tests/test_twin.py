@@ -12,7 +12,7 @@ import json
 import re
 
 import pytest
-from conftest import (
+from helpers import (
     REPO_ROOT,
     Workflow,
     agreement_with_fp32,
@@ -679,7 +679,7 @@ def test_twin_detections_equal_the_recipes_infer_detections(twin_run, tmp_path):
     """Upstream infer_detections (object-detection 0.0.3) on the twin's TFRecord, with both
     twin graphs: the workflow's detections, position by position. Pillow's accurate DCT gives
     other pixels on these images, which is what made the classes differ before."""
-    from conftest import upstream_inference_differences
+    from helpers import upstream_inference_differences
 
     from detbench.coco_data import read_examples
     from detbench.detection_graph import decode_image

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import Workflow
+from helpers import Workflow
 from prepare_frozen_graph import check_detection_graph
 
 from detbench.coco_data import read_examples

@@ -8,6 +8,7 @@ Snakefile and rules/common.smk call these; tests call them directly.
 """
 
 import copy
+import json
 import re
 import sys
 from pathlib import Path
@@ -231,3 +232,30 @@ def check_config_file(path):
     if Path(path).exists():
         problem = read_config_file(path)[1]
         stop_if([problem] if problem else [])
+
+
+def key_reference(schema=None):
+    """Markdown rows (key, default, description) of every documented key, depth first, from the
+    schema's own descriptions: config/README.md's key reference is this, so the schema stays
+    the one place a key is described. `<name>` stands for an entry's name."""
+    schema = schema or load_schema()
+    rows = []
+
+    def walk(section, prefix):
+        merged = merged_schema(section, schema)
+        for name, item in merged.get("properties", {}).items():
+            add(f"{prefix}{name}", item)
+        other = merged.get("additionalProperties")
+        if isinstance(other, dict):
+            add(f"{prefix}<name>", other)
+
+    def add(key, item):
+        merged = merged_schema(item, schema)
+        default = f"`{json.dumps(merged['default'])}`" if "default" in merged else ""
+        description = " ".join(str(merged.get("description", "")).split())
+        rows.append(f"| `{key}` | {default} | {description} |")
+        if merged.get("type") == "object" or "properties" in merged:
+            walk(item, f"{key}.")
+
+    walk(schema, "")
+    return ["| key | default | description |", "|---|---|---|", *rows]

@@ -5,10 +5,10 @@ from detbench.report.document import Bullets, Document, Heading, Image, Paragrap
 from detbench.report.sections import (
     COST_HEADER,
     TUNING_HEADER,
+    cost_rows,
     drift_rows,
     instance_rows,
     profile_rows,
-    cost_rows,
     tuning_rows,
 )
 from detbench.report.tables import MATRIX_HEADER, conversion_detail, matrix_rows, table_rows
