@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from detbench.coco_data import read_examples, val_record_files
-from detbench.common import StageError, atomic_directory, run_main
+from detbench.common import StageError, atomic_directory, import_package, run_main
 
 log = logging.getLogger("convert_coco_to_tfrecord")
 
@@ -88,7 +88,8 @@ def run_upstream_converter(models_dir, flags):
     models_dir = Path(models_dir).resolve()
     script = upstream_script(models_dir)
     sys.modules["tensorflow"] = tf.compat.v1
-    sys.path[:0] = [str(models_dir / "research"), str(models_dir / "research" / "slim")]
+    # The recipe puts research/ on PYTHONPATH for this package; nothing else of it is needed.
+    import_package(models_dir / "research", "object_detection")
     sys.argv = [str(script), "--logtostderr", *(f"--{name}={value}" for name, value in flags.items())]
     log.info("running %s", " ".join(sys.argv))
     try:

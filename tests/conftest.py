@@ -9,7 +9,7 @@ import pytest
 # Intel's INT8 kernels need oneDNN, which is read once, when TensorFlow loads.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from helpers import Workflow  # noqa: E402
+from helpers import MODELS, TWIN, TWIN_LEGACY_IMAGES, TWIN_RUN_BENCHMARK, Workflow, require_built  # noqa: E402
 
 from tools.demo.demo_config import demo_config  # noqa: E402
 from tools.demo.make_demo_data import DEFAULT_WHEEL, make_demo_data  # noqa: E402
@@ -66,6 +66,22 @@ def finished_run(tmp_path_factory, demo_data):
     config = demo_config(demo_data, server.url)
     config["benchmark"].update(number_of_steps=40, warmup_steps=5)
     workflow = Workflow(tmp_path_factory.mktemp("finished") / "run", config)
+    workflow.run()
+    yield workflow
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def twin_run(tmp_path_factory):
+    require_built(TWIN, "twin")
+    server = FileServer(TWIN / "files").start()
+    config = demo_config(TWIN, server.url)
+    config["models"] = {name: config["models"][name] for name in MODELS}
+    for model in config["models"].values():
+        if model.get("legacy_images"):
+            model["legacy_images"] = TWIN_LEGACY_IMAGES
+    config["benchmark"].update(TWIN_RUN_BENCHMARK)
+    workflow = Workflow(tmp_path_factory.mktemp("twin") / "run", config)
     workflow.run()
     yield workflow
     server.stop()

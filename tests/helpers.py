@@ -15,6 +15,8 @@ from tools.demo.run_demo import local_run_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
+# The full-size twins `make twin` builds.
+TWIN = REPO_ROOT / ".cache" / "twin"
 
 
 def run_script(name, *arguments, environment=None, onednn=False):
@@ -234,3 +236,31 @@ DEMO_MODELS = ("int8", "fp32", "int8_inc", "bf16")
 def result(workflow, kind, model):
     """A finished run's results/<kind>/<model>.json."""
     return json.loads((workflow.workdir / f"results/{kind}/{model}.json").read_text())
+
+
+# The twin run (conftest.twin_run).
+# The twin run's models. Self-made INT8s are not among them: each twin's INT8 graph is already
+# quantize_graph's work on its FP32 twin (make_twin, cached), and the real-weights run
+# (test_real_weights.py) quantizes an SSD graph that sees, with its BF16 beside it. R-FCN has
+# BF16 too; Faster R-CNN, the slowest graph (2.7 s per image), and SSD-MobileNet Intel's two, as
+# the zoo shipped them.
+RFCN_MODELS = ("int8", "fp32", "bf16")
+FAMILY_MODELS = ("frcnn_int8", "frcnn_fp32", "ssd_int8", "ssd_fp32")
+MODELS = RFCN_MODELS + FAMILY_MODELS
+# Detections per image: the configs' max_total_detections (R-FCN, Faster R-CNN 300; SSD 100).
+DETECTIONS_PER_IMAGE = {"rfcn": 300, "frcnn": 300, "ssd": 100}
+# A shorter benchmark than make twin-demo's (20 steps after 5, 3 traced): every model is timed,
+# profiled and probed all the same.
+TWIN_RUN_BENCHMARK = {"number_of_steps": 10, "warmup_steps": 2, "profile_steps": 1}
+# The SSD twin's legacy metrics score its first 20 records, as Intel's SSD loop scored the first
+# 4,952 of val2017's 5,000.
+TWIN_LEGACY_IMAGES = 20
+
+
+def read_json(workflow, path):
+    return json.loads((workflow.workdir / path).read_text())
+
+
+def family(model):
+    """rfcn, frcnn or ssd: a twin run model's architecture, by its prefix."""
+    return model.split("_")[0] if model.startswith(("frcnn_", "ssd_")) else "rfcn"

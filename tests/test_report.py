@@ -265,3 +265,17 @@ def test_markdown_and_html_say_the_same_things_from_one_document(tmp_path):
         assert not missing, missing
         positions = [rendering.index(text) for text in headings + [FOOTER]]
         assert positions == sorted(positions)
+
+
+def test_reports_compare_by_sections_and_non_timing_figures():
+    from tools.compare_reports import differences
+
+    old = (
+        "# t\n\n| Model | Precision | Latency p50 (ms) | AP |\n|---|---|---|---|\n| fp32 | fp32 | 10.0 | 0.875 |\n\n"
+        "## Every figure\n\n|  | fp32 |\n|---|---|\n| Throughput (images/s) | 100 |\n| AP | 0.875 |\n\n"
+        "## Cost per stage\n\n| Stage | Wall time (s) |\n|---|---|\n| detect_objects | 3.0 |\n"
+    )
+    assert differences(old, old.replace("10.0", "12.5").replace("| 100 |", "| 80 |").replace("3.0", "4.0")) == []
+    changed = differences(old, old.replace("| 0.875 |\n\n## Cost", "| 0.870 |\n\n## Cost"))
+    assert changed == ["Every figure: ['AP', '0.875'] -> ['AP', '0.870']"]
+    assert differences(old, old.split("## Cost")[0]) == ["section 'Cost per stage' only in the old report"]

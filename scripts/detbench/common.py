@@ -127,3 +127,20 @@ def keyed_paths(items, what):
             raise StageError(f"--{what} {item!r}: give KEY=PATH")
         paths[key] = Path(path)
     return paths
+
+
+def import_package(folder, name):
+    """Import the package `name` from `folder` (upstream code: a checkout, an unpacked wheel)
+    without putting `folder` on sys.path, so that nothing else there can shadow a module."""
+    import importlib.util
+
+    package = Path(folder) / name
+    spec = importlib.util.spec_from_file_location(
+        name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    if spec is None or not (package / "__init__.py").is_file():
+        raise StageError(f"{package}: not a Python package (no __init__.py)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -22,6 +22,8 @@ import sys
 import types
 from pathlib import Path
 
+from detbench.common import import_package
+
 # Backbones of other feature extractors: model_builder imports them all, the twins use none.
 ABSENT_NETS = (
     "nets.inception_resnet_v2",
@@ -192,10 +194,10 @@ def install(source_root):
         sys.modules[f"nets.{name}"] = module
         setattr(nets, name, module)
     nets.resnet_v1 = sys.modules["nets.resnet_v1"] = resnet_v1_module()
-    nets.mobilenet_v1 = sys.modules["nets.mobilenet_v1"] = importlib.import_module("mobilenet_v1")
+    nets.mobilenet_v1 = sys.modules["nets.mobilenet_v1"] = importlib.import_module("tools.twin.mobilenet_v1")
 
     sys.modules["tensorflow"] = tf1
-    sys.path.insert(0, str(Path(source_root)))
+    import_package(source_root, "object_detection")
 
 
 def serialized_descriptor(pb2_source):

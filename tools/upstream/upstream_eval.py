@@ -45,7 +45,8 @@ UPSTREAM_METRICS = (
 
 def load_upstream(source_root):
     """object_detection 0.0.3 importable, on TF2, with the #5412 fix; returns its modules."""
-    from tools.twin.make_twin import DEFAULT_WHEEL, PROTOS_WHEEL, unpack_object_detection
+    from tools.twin.make_twin import DEFAULT_WHEEL, PROTOS_WHEEL
+    from tools.twin.twin_graphs import unpack_object_detection
     from tools.upstream import odapi_compat
 
     unpack_object_detection(DEFAULT_WHEEL, PROTOS_WHEEL, source_root)

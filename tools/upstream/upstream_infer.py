@@ -24,7 +24,8 @@ log = logging.getLogger("upstream_infer")
 
 
 def run_infer_detections(graph, output, records):
-    from tools.twin.make_twin import DEFAULT_WHEEL, PROTOS_WHEEL, unpack_object_detection
+    from tools.twin.make_twin import DEFAULT_WHEEL, PROTOS_WHEEL
+    from tools.twin.twin_graphs import unpack_object_detection
     from tools.upstream import odapi_compat
 
     with tempfile.TemporaryDirectory() as source_root:
