@@ -47,7 +47,9 @@ def facts(text):
     for heading, lines in sections(text).items():
         found[heading] = [] if heading in TIMING_SECTIONS else table_cells(lines)
         found[heading] += [
-            line for line in lines if line.startswith("- ") and re.search(r"accuracy on|quantized", line)
+            line
+            for line in lines
+            if line.startswith("- ") and re.search(r"accuracy on|quantized here", line) and not TIMING.search(line)
         ]
     return found
 

@@ -27,7 +27,7 @@ def architecture_panels(results, names, height=3.2, width=5.0):
     }
     groups = {architecture: group for architecture, group in groups.items() if group}
     count = max(len(groups), 1)
-    figure, axes = plt.subplots(1, count, figsize=(min(width * count, 16), height), squeeze=False)
+    figure, axes = plt.subplots(1, count, figsize=(min(max(width * count, 8), 16), height), squeeze=False)
     for axis, architecture in zip(axes[0], groups):
         axis.set_title(architecture, fontsize=10)
     return figure, {architecture: (axis, groups[architecture]) for axis, architecture in zip(axes[0], groups)}
