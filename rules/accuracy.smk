@@ -21,12 +21,13 @@ rule detect_objects:
         instances=Untracked(PLAN.detection_instances()),
         checkpoint_every=get_checkpoint_interval(),
         interface=get_interface_options,
-        runtime=get_runtime_options,
+        runtime=get_detection_runtime_options,
+        thread_options=get_detection_thread_options,
     shell:
         "python {params.script} --graph {input.graph:q} --records {input.records:q}"
         " --output {output:q} --max-images {params.max_images}"
         " --shard {wildcards.shard} --shards {wildcards.shards} --instances {params.instances}"
-        " {params.interface} {params.runtime}"
+        " {params.interface} {params.runtime} {params.thread_options}"
         " --checkpoint-every {params.checkpoint_every} > {log:q} 2>&1"
 
 

@@ -144,6 +144,15 @@ def get_runtime_options(wildcards):
     return PLAN.runtime_options(wildcards.model, get_inference_threads())
 
 
+def get_detection_runtime_options(wildcards):
+    return PLAN.detection_runtime_options(wildcards.model, get_inference_threads())[0]
+
+
+def get_detection_thread_options(wildcards):
+    """Untracked: another --cores reruns no detection (the benchmarks do rerun)."""
+    return Untracked(PLAN.detection_runtime_options(wildcards.model, get_inference_threads())[1])
+
+
 def get_drift_options(wildcards):
     return PLAN.drift_options(wildcards.model)
 

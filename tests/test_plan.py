@@ -122,3 +122,12 @@ def test_the_rules_log_and_benchmark_where_the_plan_says():
         assert [without_constraints(path) for path in rule.log] == [log_file(name)], name
     aggregates = set(rules) - set(working)
     assert all(not rule.shellcmd for name, rule in rules.items() if name in aggregates), aggregates
+
+
+def test_a_detection_jobs_thread_flags_are_apart_from_what_changes_its_detections(recipe):
+    plan = Plan(recipe, native_bf16=True)
+    tracked, threads = plan.detection_runtime_options("int8", 4)
+    assert "threads" not in tracked and "--precision=int8" in tracked and "--onednn" in tracked
+    assert threads.split() == ["--intra-op-threads=4", "--inter-op-threads=1", "--omp-num-threads=4"]
+    assert plan.detection_runtime_options("int8", 1)[0] == tracked
+    assert "--intra-op-threads=4" in plan.runtime_options("int8", 4)

@@ -60,6 +60,14 @@ def test_changing_number_of_steps_reruns_only_benchmarks_and_report(finished_run
         finished_run.config["benchmark"]["number_of_steps"] = 40
 
 
+def test_another_core_count_reruns_the_benchmarks_and_no_detection(finished_run):
+    """Detections do not depend on the thread count: no detection, scoring or diagnostic reruns
+    for another --cores. The benchmarks do, and their JSON and the report say with how many."""
+    assert finished_run.planned_jobs("--cores", "1") == {"benchmark_graph": 4, "make_report": 1, "all": 1}
+    summary = (finished_run.workdir / "results/report/summary.md").read_text()
+    assert "2 intra-op threads" in summary
+
+
 def test_report_shows_the_tuning_history():
     from detbench.report.sections import tuning_rows
 

@@ -50,6 +50,9 @@ DATA_STAGES = (
     "convert_coco_to_tfrecord",
 )
 
+# Runtime flags that only say how many threads run: a detection's result does not depend on them.
+THREAD_FLAGS = ("--intra-op-threads=", "--inter-op-threads=", "--omp-num-threads=")
+
 
 def stage_file(folder, stage, suffix):
     job = STAGE_JOBS[stage]
@@ -250,15 +253,26 @@ class Plan:
         parts = self.architecture(name)["parts"]
         return " ".join(options + [shlex.quote(flag) for flag in parts_arguments(parts)])
 
-    def runtime_options(self, name, threads):
-        """The model's runtime flags (job_runtime's one builder); 0 threads: the job's."""
+    def runtime_settings(self, name):
         model = self.models[name]
-        settings = {
+        return {
             **model_runtime(self.config, name),
             "precision": model["precision"],
             "allow_emulation": model["allow_emulation"],
         }
-        return " ".join(runtime_arguments(settings, threads))
+
+    def runtime_options(self, name, threads):
+        """The model's runtime flags (job_runtime's one builder); 0 threads: the job's."""
+        return " ".join(runtime_arguments(self.runtime_settings(name), threads))
+
+    def detection_runtime_options(self, name, threads):
+        """(the flags that change what a detection job computes, its thread flags): detections
+        do not depend on the thread count beyond floating-point noise, so the second part can
+        go untracked and another --cores reruns no detection."""
+        arguments = runtime_arguments(self.runtime_settings(name), threads)
+        thread_flags = [argument for argument in arguments if argument.startswith(THREAD_FLAGS)]
+        kept = [argument for argument in arguments if argument not in thread_flags]
+        return " ".join(kept), " ".join(thread_flags)
 
     def drift_options(self, name):
         """The candidate's precision, and the units and heads of its architecture."""
