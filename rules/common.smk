@@ -150,7 +150,9 @@ def get_detection_runtime_options(wildcards):
 
 def get_detection_thread_options(wildcards):
     """Untracked: another --cores reruns no detection (the benchmarks do rerun)."""
-    return Untracked(PLAN.detection_runtime_options(wildcards.model, get_inference_threads())[1])
+    return Untracked(
+        PLAN.detection_runtime_options(wildcards.model, get_inference_threads())[1]
+    )
 
 
 def get_drift_options(wildcards):
