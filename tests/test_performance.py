@@ -149,7 +149,10 @@ def test_benchmark_json_has_the_profile_flops_and_roofline(finished_run, model):
     assert roofline["achieved_gflops_per_second"] == pytest.approx(
         roofline["gflops_per_image"] * result["throughput_images_per_second"]
     )
-    assert 0 < roofline["fraction_of_probe"] < 1
+    if precision == result["precision"]:
+        assert 0 < roofline["fraction_of_probe"] < 1
+    else:  # no probe of its own precision here: no share of a borrowed rate
+        assert roofline["fraction_of_probe"] is None
 
 
 @pytest.mark.slow
@@ -273,3 +276,16 @@ def test_detection_instances_merge_in_record_order_and_keep_finished_parts(finis
     assert run.returncode == 1 and not (tmp_path / "o.json").exists()
     (line,) = error_lines(run)
     assert line.startswith("error: 2 of 2 instances failed (instance 0: ") and "not a TensorFlow GraphDef" in line
+
+
+def test_no_share_of_a_borrowed_rate():
+    """INT8 on a CPU without INT8 instructions has no probe of its own: FP32's rate is named
+    beside it, but no share (an INT8 rate over an FP32 one read 152-161%)."""
+    from detbench.performance import roofline
+
+    probe = {"gflops_per_second": {"fp32": 100.0}}
+    own = roofline({"total": 2e9}, 1, 40.0, {"gflops_per_second": {"fp32": 100.0, "int8": 400.0}}, "int8")
+    assert own["probe_precision"] == "int8" and own["fraction_of_probe"] == pytest.approx(0.2)
+    borrowed = roofline({"total": 2e9}, 1, 80.0, probe, "int8")
+    assert borrowed["probe_precision"] == "fp32" and borrowed["fraction_of_probe"] is None
+    assert borrowed["achieved_gflops_per_second"] == pytest.approx(160.0)

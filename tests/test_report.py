@@ -279,3 +279,13 @@ def test_reports_compare_by_sections_and_non_timing_figures():
     changed = differences(old, old.replace("| 0.875 |\n\n## Cost", "| 0.870 |\n\n## Cost"))
     assert changed == ["Every figure: ['AP', '0.875'] -> ['AP', '0.870']"]
     assert differences(old, old.split("## Cost")[0]) == ["section 'Cost per stage' only in the old report"]
+
+
+def test_int8_on_a_cpu_without_int8_instructions_says_so():
+    results = {name: dict(result) for name, result in RESULTS.items()}
+    results["rfcn_int8"]["cpu_flags"] = ["avx2", "avx512f"]
+    results["ssd_int8"]["cpu_flags"] = ["avx2", "avx512f", "avx512_vnni"]
+    _, rows, details = table_rows(REGISTRY, results, ACCURACIES)
+    lines = [line for line in details if "no INT8 instructions" in line]
+    assert len(lines) == 1 and lines[0].startswith("rfcn_int8: this CPU has no INT8 instructions")
+    assert dict(rows)["Share of a matmul's rate (same threads, precision)"] == ["n/a"] * 5

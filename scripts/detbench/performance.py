@@ -204,16 +204,19 @@ def probe_rates(threads, size=4096, repeats=5):
 
 
 def roofline(flops, batch_size, throughput, probe, precision):
-    """Achieved rate of the benchmarked graph against the probe of its precision (FP32's where
-    the CPU has no probe of its own for it), per image and per second."""
-    precision = precision if precision in probe["gflops_per_second"] else "fp32"
+    """Achieved rate of the benchmarked graph against the probe of its precision, per image and
+    per second. Where the CPU has no probe of the graph's precision (INT8 without VNNI or AMX),
+    FP32's rate is given beside it but no share: an INT8 rate over an FP32 one is no share of
+    anything (it read 150% and more)."""
+    own = precision in probe["gflops_per_second"]
+    probe_precision = precision if own else "fp32"
     achieved = flops["total"] / batch_size * throughput / 1e9
-    attainable = probe["gflops_per_second"][precision]
+    attainable = probe["gflops_per_second"][probe_precision]
     return {
         "gflops_per_image": flops["total"] / batch_size / 1e9,
         # GOP/s for an INT8 graph: its convolutions' multiply-accumulates, counted alike.
         "achieved_gflops_per_second": achieved,
-        "probe_precision": precision,
+        "probe_precision": probe_precision,
         "probe_gflops_per_second": attainable,
-        "fraction_of_probe": achieved / attainable,
+        "fraction_of_probe": achieved / attainable if own else None,
     }

@@ -1,6 +1,7 @@
 """The main tables as pure functions, results in, rows out: the matrix (a row per model) and
 the full table (a column per model, a row per figure), with the lines that explain them."""
 
+from detbench.job_runtime import INT8_FLAGS
 from detbench.report.results import ap_lost, column_order, matrix_order, throughput_ratio
 
 
@@ -82,6 +83,11 @@ def speedup(benchmarks, models, name, missing=""):
         return ""
     ratio = throughput_ratio(benchmarks, models, name)
     return missing if ratio is None else f"{ratio:.2f}x over {reference}"
+
+
+def without_int8_instructions(result):
+    """An INT8 benchmark on a CPU with none of INT8_FLAGS (its flags as the job recorded them)."""
+    return result["precision"] == "int8" and not any(flag in result["cpu_flags"] for flag in INT8_FLAGS)
 
 
 def precision_label(models, benchmarks, name):
@@ -194,6 +200,12 @@ def detail_lines(models, benchmarks, accuracies, quantizations, names):
                 details.append(
                     f"{name}: BF16 emulated by oneDNN (this CPU has neither avx512_bf16 nor amx_bf16): "
                     "its speed says nothing about BF16 hardware"
+                )
+            if without_int8_instructions(result):
+                details.append(
+                    f"{name}: this CPU has no INT8 instructions ({', '.join(INT8_FLAGS)}): oneDNN runs INT8 "
+                    "on wider ones, so its speed says nothing about INT8 hardware, and its share of a matmul's "
+                    "rate is not shown (there is no INT8 rate to compare with)"
                 )
             probe = result.get("probe")
             if probe:
