@@ -26,6 +26,7 @@ from detbench.report.document import to_html, to_markdown
 from detbench.report.plots import PLOTS
 from detbench.report.results import Results, load_json, load_keyed
 from detbench.report.summary import GALLERY, summary_document
+from detbench.report.tables import gate_failures
 
 log = logging.getLogger("make_report")
 
@@ -36,6 +37,13 @@ def make_report(results, summary_path, html_path, plot_paths, cost_paths=None, c
     unknown = sorted(set(plot_paths) - set(PLOTS))
     if unknown:
         raise StageError(f"no such plot: {', '.join(unknown)} (known: {', '.join(PLOTS)})")
+    failures = gate_failures(results.models, results.accuracies, results.gate)
+    if failures and results.gate["on_fail"] == "fail":
+        raise StageError(
+            f"accuracy gate: {'; '.join(failures)}: fix the model, or set accuracy_gate.on_fail: warn to report it"
+        )
+    for failure in failures:
+        log.warning("accuracy gate FAIL: %s", failure)
     conversion = load_json(conversion_path) if conversion_path is not None else None
     for name, path in plot_paths.items():
         with atomic_file(path) as temporary:
@@ -73,6 +81,9 @@ def main():
     parser.add_argument("--html", type=Path, required=True, help="summary.html to write")
     parser.add_argument("--plot", nargs="*", default=[], metavar="NAME=PATH", help=f"plots: {', '.join(PLOTS)}")
     parser.add_argument("--gallery", type=Path, help="draw_gallery's PNG, shown after the matrix")
+    parser.add_argument(
+        "--accuracy-gate", type=json.loads, help="the config's accuracy_gate as JSON: ratio, metric, reference, on_fail"
+    )
     args = parser.parse_args()
     try:
         models = json.loads(args.models)
@@ -90,6 +101,7 @@ def main():
         load_keyed(args.agreement, "agreement"),
         load_keyed(args.layer_drift, "layer-drift"),
         load_keyed(args.quantization, "quantization"),
+        args.accuracy_gate,
     )
     unknown = sorted({*results.benchmarks, *results.accuracies} - set(models))
     if unknown:

@@ -10,6 +10,7 @@ from helpers import SCRIPTS
 from make_report import make_report
 
 from detbench.coco_data import METRICS
+from detbench.common import StageError
 from detbench.report.results import Results, column_order
 from detbench.report.sections import profile_rows
 from detbench.report.tables import matrix_rows, table_rows
@@ -102,9 +103,10 @@ ACCURACIES = {
 def test_the_matrix_gives_each_model_its_speedup_and_ap_lost_against_its_reference():
     rows = dict(matrix_rows(REGISTRY, RESULTS, ACCURACIES))
     assert list(rows) == ["rfcn_fp32", "rfcn_int8", "ssd_fp32", "ssd_bf16", "ssd_int8"]
-    assert rows["rfcn_fp32"] == ["rfcn", "fp32", "1000.00", "1.00", "0.350", "0.340", "0.347", "reference", ""]
-    assert rows["rfcn_int8"][7:] == ["3.00x over rfcn_fp32", "0.030"]
-    assert rows["ssd_int8"][5] == "0.160 (first 20)" and rows["ssd_int8"][7:] == ["1.50x over ssd_fp32", "0.060"]
+    # Without an accuracy gate, its column is empty.
+    assert rows["rfcn_fp32"] == ["rfcn", "fp32", "1000.00", "1.00", "0.350", "0.340", "0.347", "reference", "", ""]
+    assert rows["rfcn_int8"][7:] == ["3.00x over rfcn_fp32", "0.030", ""]
+    assert rows["ssd_int8"][5] == "0.160 (first 20)" and rows["ssd_int8"][7:] == ["1.50x over ssd_fp32", "0.060", ""]
     # No accuracy for ssd_bf16: its speed-up still, its AP not.
     assert rows["ssd_bf16"][1] == "bf16 (emulated)" and rows["ssd_bf16"][4:] == [
         "n/a",
@@ -112,6 +114,7 @@ def test_the_matrix_gives_each_model_its_speedup_and_ap_lost_against_its_referen
         "n/a",
         "0.50x over ssd_fp32",
         "n/a",
+        "",
     ]
 
 
@@ -289,3 +292,32 @@ def test_int8_on_a_cpu_without_int8_instructions_says_so():
     lines = [line for line in details if "no INT8 instructions" in line]
     assert len(lines) == 1 and lines[0].startswith("rfcn_int8: this CPU has no INT8 instructions")
     assert dict(rows)["Share of a matmul's rate (same threads, precision)"] == ["n/a"] * 5
+
+
+def test_the_accuracy_gate_passes_or_fails_each_model_against_its_reference(tmp_path):
+    from detbench.report.tables import MATRIX_HEADER, accuracy_gate
+
+    gate = {"ratio": 0.99, "metric": "AP", "reference": "measured", "on_fail": "warn"}
+    figures = (("rfcn_fp32", 0.35), ("rfcn_int8", 0.347), ("ssd_fp32", 0.2), ("ssd_int8", 0.19))
+    accuracies = {name: accuracy(ap) for name, ap in figures}
+    assert accuracy_gate(REGISTRY, accuracies, gate, "rfcn_int8") == (
+        "PASS",
+        "AP 0.347, target 0.346 (99% of rfcn_fp32's 0.350)",
+    )
+    assert accuracy_gate(REGISTRY, accuracies, gate, "ssd_int8")[0] == "FAIL"
+    assert accuracy_gate(REGISTRY, accuracies, gate, "rfcn_fp32") is None  # a reference has none
+    assert accuracy_gate(REGISTRY, accuracies, gate, "ssd_bf16") is None  # not scored
+    published = accuracy_gate(REGISTRY, accuracies, {**gate, "reference": "published"}, "rfcn_int8")
+    assert published == ("PASS", "AP 0.347, target 0.344 (99% of rfcn_fp32's published 0.347)")
+    rows = dict(matrix_rows(REGISTRY, {}, accuracies, gate=gate))
+    assert MATRIX_HEADER[-1] == "Accuracy gate" and rows["ssd_int8"][-1].startswith("FAIL: AP 0.190, target 0.198")
+    assert rows["ssd_fp32"][-1] == "" and rows["ssd_bf16"][-1] == "n/a"
+    # With on_fail: fail the report stops in one line naming the model and both figures, writing nothing.
+    results = Results(REGISTRY, RESULTS, accuracies, gate={**gate, "on_fail": "fail"})
+    with pytest.raises(StageError, match=r"^accuracy gate: ssd_int8 AP 0.190, target 0.198 \(99% of ssd_fp32's"):
+        make_report(
+            results, tmp_path / "summary.md", tmp_path / "summary.html", {"average_precision": tmp_path / "a.png"}
+        )
+    assert not list(tmp_path.iterdir())
+    make_report(Results(REGISTRY, RESULTS, accuracies, gate=gate), tmp_path / "summary.md", tmp_path / "s.html", {})
+    assert "| ssd_int8 | ssd | int8 |" in (tmp_path / "summary.md").read_text()

@@ -349,7 +349,9 @@ class Plan:
         }
 
     def report_arguments(self):
-        return " ".join(f"--{kind} {keyed(paths)}" for kind, paths in self.report_inputs().items() if paths)
+        inputs = [f"--{kind} {keyed(paths)}" for kind, paths in self.report_inputs().items() if paths]
+        gate = json.dumps(self.config["accuracy_gate"], sort_keys=True)
+        return " ".join([*inputs, f"--accuracy-gate {shlex.quote(gate)}"])
 
     def gallery_detections(self):
         """Each model's detections for the gallery's columns: architecture by architecture,

@@ -63,9 +63,18 @@ class Results:
     """Everything the report shows: the registry's models and each kind of result by model."""
 
     def __init__(
-        self, models, benchmarks=None, accuracies=None, instances=None, agreements=None, drifts=None, quantizations=None
+        self,
+        models,
+        benchmarks=None,
+        accuracies=None,
+        instances=None,
+        agreements=None,
+        drifts=None,
+        quantizations=None,
+        gate=None,
     ):
-        self.models, self.order = models, column_order(models)
+        """`gate`: the config's accuracy_gate (ratio, metric, reference, on_fail), or None."""
+        self.models, self.order, self.gate = models, column_order(models), gate
         self.benchmarks, self.accuracies = benchmarks or {}, accuracies or {}
         self.instances, self.agreements = instances or {}, agreements or {}
         self.drifts, self.quantizations = drifts or {}, quantizations or {}

@@ -1,6 +1,8 @@
 """The main tables as pure functions, results in, rows out: the matrix (a row per model) and
 the full table (a column per model, a row per figure), with the lines that explain them."""
 
+import re
+
 from detbench.job_runtime import INT8_FLAGS
 from detbench.report.results import ap_lost, column_order, matrix_order, throughput_ratio
 
@@ -28,10 +30,11 @@ MATRIX_HEADER = [
     "Published AP",
     "Speed-up over reference",
     "AP lost",
+    "Accuracy gate",
 ]
 
 
-def matrix_rows(models, benchmarks, accuracies, quantizations=None):
+def matrix_rows(models, benchmarks, accuracies, quantizations=None, gate=None):
     """One row per model: what a user chooses between (MATRIX_HEADER)."""
     rows = []
     for name in matrix_order(models):
@@ -51,10 +54,45 @@ def matrix_rows(models, benchmarks, accuracies, quantizations=None):
                     models[name]["published"].get("AP", "n/a"),
                     "reference" if reference is None else speedup(benchmarks, models, name, "n/a"),
                     "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
+                    gate_text(accuracy_gate(models, accuracies, gate, name), reference) if gate else "",
                 ],
             )
         )
     return rows
+
+
+def accuracy_gate(models, accuracies, gate, name):
+    """(PASS or FAIL, what was compared) of a model against its reference's figure (`gate`: the
+    config's accuracy_gate); None for a reference, without a gate, or where a figure is missing."""
+    reference = models[name]["reference"]
+    if reference is None or not gate:
+        return None
+    metric = gate["metric"]
+    value = value_at(accuracies, name, "standard", metric)
+    if gate["reference"] == "published":
+        published = re.match(r"\d*\.?\d+", models[reference]["published"].get(metric, ""))
+        reference_value, source = (float(published.group()) if published else None), f"{reference}'s published"
+    else:
+        reference_value, source = value_at(accuracies, reference, "standard", metric), f"{reference}'s"
+    if value is None or reference_value is None:
+        return None
+    target = gate["ratio"] * reference_value
+    status = "PASS" if value >= target else "FAIL"
+    return status, (
+        f"{metric} {value:.3f}, target {target:.3f} ({100 * gate['ratio']:g}% of {source} {reference_value:.3f})"
+    )
+
+
+def gate_text(verdict, reference):
+    if reference is None:
+        return ""
+    return "n/a" if verdict is None else f"{verdict[0]}: {verdict[1]}"
+
+
+def gate_failures(models, accuracies, gate):
+    """One line per model under its target: what the report says, or stops with."""
+    verdicts = {name: accuracy_gate(models, accuracies, gate, name) for name in matrix_order(models)}
+    return [f"{name} {verdict[1]}" for name, verdict in verdicts.items() if verdict and verdict[0] == "FAIL"]
 
 
 def tolerance_mark(quantization):
