@@ -103,11 +103,12 @@ def benchmark(
         flops = count_flops(session, interface.feed(batch), parts or {})
         probe = probe_rates(applied["intra_op_threads"] or usable_cores())
         achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, applied["precision"])
+        share = achieved["fraction_of_probe"]
         log.info(
-            "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %.0f%% of a %s matmul's %.1f on these threads (%s)",
+            "%.1f GFLOPs per image, %.1f GFLOP/s achieved: %s of a %s matmul's %.1f on these threads (%s)",
             achieved["gflops_per_image"],
             achieved["achieved_gflops_per_second"],
-            100 * achieved["fraction_of_probe"],
+            "no share (no probe of its own precision)" if share is None else f"{100 * share:.0f}%",
             achieved["probe_precision"],
             achieved["probe_gflops_per_second"],
             ", ".join(probe["cpu_flags"]) or "no flags",

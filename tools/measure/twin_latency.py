@@ -78,11 +78,13 @@ def print_figures(workdir, cores):
         latency, roofline = result["latency_ms"], result.get("roofline") or {}
         reference_p50 = results[references[model]]["latency_ms"]["p50"]
         _, peak = cost(workdir, f"benchmark_graph/{model}")
+        share = roofline.get("fraction_of_probe")
+        share = "  n/a" if share is None else f"{100 * share:>4.0f}%"
         print(
             f"{model:<14} {latency['p50']:>7.0f}  {latency['p90']:>7.0f}  {latency['p99']:>7.0f}"
             f"  {result['throughput_images_per_second']:>8.2f}  {peak / 1024:>7.1f}"
             f"  {reference_p50 / latency['p50']:>7.2f}x  {roofline.get('gflops_per_image', 0):>10.0f}"
-            f"  {100 * roofline.get('fraction_of_probe', 0):>5.0f}% of {roofline.get('probe_gflops_per_second', 0):.0f}"
+            f"  {share} of {roofline.get('probe_gflops_per_second', 0):.0f}"
             f" ({roofline.get('probe_precision', '-')})"
             f"  {100 * result['bfloat16']['op_time_fraction']:>4.0f}%{' emulated' if result['emulated'] else ''}"
         )
