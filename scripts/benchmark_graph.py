@@ -31,6 +31,7 @@ from detbench.detection_graph import (
     traced_node_times,
 )
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
+from detbench.machine import Activity, machine_state
 from detbench.performance import add_parts_argument, count_flops, probe_rates, profile, roofline
 from detbench.timing import BatchPrefetcher, summarize, time_steps
 
@@ -64,6 +65,7 @@ def benchmark(
     barrier=None,
     with_roofline=True,
     parts=None,
+    noise_limits=None,
 ):
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
@@ -82,7 +84,11 @@ def benchmark(
     if barrier is not None:
         wait_for_instances(barrier, instance, instances)
     ends = []
+    before = Activity()
     seconds = time_steps(session, interface, batches, steps, ends)
+    machine = machine_state(before, Activity(), seconds, warmup_steps, noise_limits)
+    if machine["noisy"]:
+        log.warning("noisy run: %s", "; ".join(machine["noisy"]))
     summary = summarize(seconds, warmup_steps, batch_size)
     # Traced and counted after the timed steps, never during them.
     batch = next(prefetcher.images.batches(batch_size))
@@ -145,6 +151,8 @@ def benchmark(
         "roofline": achieved,
         "probe": probe,
         **environment_facts(graph_path, applied),
+        # What else the machine did while the steps were timed, and whether that makes it noisy.
+        "machine": machine,
         "instance": instance,
         "instances": instances,
         "step_seconds": seconds,
@@ -177,6 +185,12 @@ def add_benchmark_arguments(parser):
     parser.add_argument(
         "--profile-steps", type=int, default=defaults["profile_steps"], help="traced steps after timing; 0: no profile"
     )
+    noise = defaults["noise"]
+    parser.add_argument("--max-steal", type=float, default=noise["max_steal"], help="noisy above this steal share")
+    parser.add_argument(
+        "--max-other-cpu", type=float, default=noise["max_other_cpu"], help="noisy above this share of other processes"
+    )
+    parser.add_argument("--max-step-cv", type=float, default=noise["max_step_cv"], help="noisy above this step CV")
 
 
 def main():
@@ -221,6 +235,7 @@ def main():
         args.start_barrier,
         args.roofline,
         args.parts,
+        {"max_steal": args.max_steal, "max_other_cpu": args.max_other_cpu, "max_step_cv": args.max_step_cv},
     )
 
 

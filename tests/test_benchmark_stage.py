@@ -73,6 +73,14 @@ def test_benchmark_json_is_sane(finished_run, precision):
     log = (finished_run.workdir / f"logs/benchmark_graph/{precision}.log").read_text()
     assert "Step 0: " in log and "Step 10: " in log and "Step 30: " in log and "Step 5: " not in log
     assert "Avg. Duration per Step:" in log
+    # The machine over the timed steps, judged by the schema's noise limits.
+    machine = benchmark["machine"]
+    assert machine["noise_limits"] == {"max_steal": 0.02, "max_other_cpu": 0.1, "max_step_cv": 0.1}
+    shares = (machine["steal_fraction"], machine["other_cpu_fraction"])
+    assert all(share is None or 0 <= share <= 1 for share in shares) and machine["kernel"]
+    assert isinstance(machine["noisy"], list) and ("noisy run: " in log) == bool(machine["noisy"])
+    summary = (finished_run.workdir / "results/report/summary.md").read_text()
+    assert "## Machine" in summary and f"| {precision} | " in summary.split("## Machine")[1]
 
 
 def test_tcmalloc_is_preloaded_for_int8_only(finished_run):

@@ -246,6 +246,9 @@ class Plan:
             f"--batch-size {settings['batch_size']}",
             f"--on-bad-image {settings['on_bad_image']}",
             f"--profile-steps {settings['profile_steps']}",
+            f"--max-steal {settings['noise']['max_steal']}",
+            f"--max-other-cpu {settings['noise']['max_other_cpu']}",
+            f"--max-step-cv {settings['noise']['max_step_cv']}",
         ]
         image_size = self.models[name]["input"]["image_size"]
         if image_size:

@@ -1,12 +1,13 @@
 """The report's further tables, each (header, rows): where the time goes, throughput by
-instances, layer drift, the tuning history and each stage's cost."""
+instances, layer drift, the machine while each benchmark ran, the tuning history and each
+stage's cost."""
 
 from pathlib import Path
 
 from detbench.common import StageError
 from detbench.performance import OTHER_PART
 from detbench.report.results import column_order
-from detbench.report.tables import number
+from detbench.report.tables import number, percent
 
 
 def drift_rows(models, drifts):
@@ -89,6 +90,53 @@ def instance_rows(models, benchmarks, instance_results):
         cores = next(table[m][count][0] for m in models if count in table[m])
         rows.append((f"{count} x {cores} cores", cells))
     return ["Instances x cores: images/s (pooled p50)", *models], rows
+
+
+MACHINE_HEADER = [
+    "Model",
+    "CPU (vector flags)",
+    "Governor",
+    "MHz now / max",
+    "Kernel",
+    "TensorFlow",
+    "Steal",
+    "Other processes",
+    "Load (1 min)",
+    "Free memory (MB)",
+    "Step CV",
+    "Noisy",
+]
+
+
+def machine_rows(models, benchmarks):
+    """A row per benchmark: the machine as its steps were timed (results without a record of
+    it, from before it was kept, are left out)."""
+    rows = []
+    for name in column_order(models):
+        result = benchmarks.get(name)
+        state = (result or {}).get("machine")
+        if not state:
+            continue
+        megahertz = f"{state['current_mhz'] or 'n/a'} / {state['max_mhz'] or 'n/a'}"
+        rows.append(
+            (
+                name,
+                [
+                    f"{result['cpu_model']} ({', '.join(result['cpu_flags']) or 'none listed'})",
+                    state["governor"] or "n/a",
+                    megahertz,
+                    state["kernel"],
+                    result["tensorflow_version"],
+                    percent(state["steal_fraction"], 1),
+                    percent(state["other_cpu_fraction"], 1),
+                    number(state["load_average_1min"], 2),
+                    str(state["available_memory_mb"] or "n/a"),
+                    percent(state["step_cv"], 1),
+                    "NOISY: " + "; ".join(state["noisy"]) if state["noisy"] else "no",
+                ],
+            )
+        )
+    return rows
 
 
 TUNING_HEADER = ["Trial", "Model", "AP (tuning images)", "Relative AP drop", "Kept in FP32"]

@@ -4,10 +4,12 @@ Markdown and HTML by document.py."""
 from detbench.report.document import Bullets, Document, Heading, Image, Paragraph, Table
 from detbench.report.sections import (
     COST_HEADER,
+    MACHINE_HEADER,
     TUNING_HEADER,
     cost_rows,
     drift_rows,
     instance_rows,
+    machine_rows,
     profile_rows,
     tuning_rows,
 )
@@ -38,6 +40,12 @@ DRIFT_NOTE = (
     "Cosine similarity of each model's activations with its reference's on the same images, at the end of "
     "each ResNet block (each MobileNet layer or MobileNetV2 block) and at the heads (the JSON and the plot have "
     "every unit). It accumulates: the largest drop from the layer upstream is where the error comes in."
+)
+MACHINE_NOTE = (
+    "The machine while each benchmark's steps were timed: steal time (other guests of a hypervisor) and "
+    "other processes' busy time as shares of the CPU, the load, the free memory and how much the step "
+    "times varied. A run above benchmark.noise's limits is marked NOISY: compare its figures with care, "
+    "or rerun it on a quiet machine."
 )
 TUNING_NOTE = (
     "Neural Compressor's accuracy-aware tuning: each trial's COCO AP on the tuning images and the "
@@ -84,6 +92,8 @@ def summary_document(results, links, cost_paths=None, conversion=None):
     instances = Table(*instance_rows(models, results.benchmarks, results.instances))
     document.section("Throughput by instances", INSTANCES_NOTE, instances)
     document.section("Layer drift", DRIFT_NOTE, Table(*drift_rows(models, results.drifts)))
+    machine = Table(MACHINE_HEADER, machine_rows(models, results.benchmarks))
+    document.section("Machine", MACHINE_NOTE, machine)
     document.section("Tuning history", TUNING_NOTE, Table(TUNING_HEADER, tuning_rows(results.quantizations)))
     document.section("Cost per stage", COST_NOTE, Table(COST_HEADER, cost_rows(cost_paths or {})))
     document.blocks.append(Paragraph(FOOTER))

@@ -15,8 +15,8 @@ def significant(value):
     return "n/a" if value is None else f"{value:.3g}"
 
 
-def percent(value):
-    return "n/a" if value is None else f"{100 * value:.0f}%"
+def percent(value, digits=0):
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
 MATRIX_HEADER = [
@@ -239,6 +239,9 @@ def detail_lines(models, benchmarks, accuracies, quantizations, names):
                     f"{name}: BF16 emulated by oneDNN (this CPU has neither avx512_bf16 nor amx_bf16): "
                     "its speed says nothing about BF16 hardware"
                 )
+            noisy = (result.get("machine") or {}).get("noisy")
+            if noisy:
+                details.append(f"{name}: NOISY run ({'; '.join(noisy)}): see Machine below")
             if without_int8_instructions(result):
                 details.append(
                     f"{name}: this CPU has no INT8 instructions ({', '.join(INT8_FLAGS)}): oneDNN runs INT8 "
