@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.demo.run_demo import local_run_environment
+from tools.demo.run_demo import local_run_environment, snakemake_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -126,20 +126,7 @@ class Workflow:
         return path
 
     def command(self, *arguments):
-        return [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO_ROOT / "Snakefile"),
-            "--directory",
-            str(self.workdir),
-            "--configfile",
-            str(self.write_config()),
-            "--cores",
-            "2",
-            *arguments,
-        ]
+        return snakemake_command(self.workdir, self.write_config(), 2, arguments)
 
     def start(self, *arguments):
         """Snakemake in the background: the Popen, its output to pipes."""

@@ -53,6 +53,12 @@ def bf16_native(flags=None):
     return any(flag in (cpu_flags() if flags is None else flags) for flag in BF16_FLAGS)
 
 
+def int8_native(flags=None):
+    """Whether this CPU has INT8 dot-product instructions (VNNI or AMX), which oneDNN's INT8 kernels
+    are made for; without them INT8 runs on wider instructions."""
+    return any(flag in (cpu_flags() if flags is None else flags) for flag in INT8_FLAGS)
+
+
 def check_precision(precision, allow_emulation=False, flags=None):
     """BF16 on a CPU without BF16 instructions is refused unless emulation is allowed: oneDNN
     would run it, slowly, and the figures would say nothing about BF16 hardware."""

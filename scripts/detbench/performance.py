@@ -19,7 +19,7 @@ from collections import defaultdict
 import numpy as np
 
 from detbench.detection_graph import source_node
-from detbench.job_runtime import INT8_FLAGS, bf16_native, cpu_flags
+from detbench.job_runtime import bf16_native, cpu_flags, int8_native
 
 OTHER_PART = "other"
 TOP_KERNELS = 15
@@ -166,7 +166,7 @@ def probe_rates(threads, size=4096, repeats=5):
         if bf16_native(flags):
             product = tf.matmul(*operands(tf.bfloat16))
             probes["bf16"] = (tf.reduce_sum(tf.cast(product[:1, :1], tf.float32)), 2 * size**3)
-        if any(flag in flags for flag in INT8_FLAGS):
+        if int8_native(flags):
             channels = size // 2
             x = tf1.get_variable("x", [1, 64, 64, channels], tf.float32, tf1.random_uniform_initializer(0, 255, seed=2))
             quantized = tf.raw_ops.QuantizeV2(input=x, min_range=0.0, max_range=255.0, T=tf.quint8, mode="SCALED")

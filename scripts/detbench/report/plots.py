@@ -12,8 +12,9 @@ from detbench.report.results import ap_lost, group_by_architecture, throughput_r
 from detbench.report.sections import layouts, part_order
 
 
-def save_figure(figure, path):
-    figure.tight_layout()
+def save_figure(figure, path, bottom=0.0):
+    """`bottom`: the share of the figure kept below the panels (for a legend placed there)."""
+    figure.tight_layout(rect=(0, bottom, 1, 1))
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
 
@@ -108,16 +109,14 @@ def plot_time_by_model_part(results, path):
             lefts += values
         axis.invert_yaxis()
         axis.set(xlabel="ms per image (traced)")
-    if profiled:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[part]) for part in parts]
-        figure.legend(handles, parts, loc="lower center", ncol=min(len(parts), 4), fontsize=8, frameon=False)
-        figure.suptitle("Where the time goes, by model part")
-        figure.tight_layout(rect=(0, 0.06 * ((len(parts) + 3) // 4), 1, 1))
-        figure.savefig(path, format="png", dpi=100)
-        plt.close(figure)
+    if not profiled:
+        say_empty(figure, "no profile (benchmark.profile_steps: 0)")
+        save_figure(figure, path)
         return
-    say_empty(figure, "no profile (benchmark.profile_steps: 0)")
-    save_figure(figure, path)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[part]) for part in parts]
+    figure.legend(handles, parts, loc="lower center", ncol=min(len(parts), 4), fontsize=8, frameon=False)
+    figure.suptitle("Where the time goes, by model part")
+    save_figure(figure, path, bottom=0.06 * ((len(parts) + 3) // 4))
 
 
 def plot_throughput_by_instances(results, path):

@@ -3,7 +3,7 @@ the full table (a column per model, a row per figure), with the lines that expla
 
 import re
 
-from detbench.job_runtime import INT8_FLAGS
+from detbench.job_runtime import INT8_FLAGS, int8_native
 from detbench.report.results import ap_lost, column_order, matrix_order, throughput_ratio
 
 
@@ -125,7 +125,7 @@ def speedup(benchmarks, models, name, missing=""):
 
 def without_int8_instructions(result):
     """An INT8 benchmark on a CPU with none of INT8_FLAGS (its flags as the job recorded them)."""
-    return result["precision"] == "int8" and not any(flag in result["cpu_flags"] for flag in INT8_FLAGS)
+    return result["precision"] == "int8" and not int8_native(result["cpu_flags"])
 
 
 def precision_label(models, benchmarks, name):
