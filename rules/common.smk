@@ -138,6 +138,10 @@ def get_benchmark_options(wildcards):
     return PLAN.benchmark_options(wildcards.model)
 
 
+def get_loadgen_options(wildcards):
+    return PLAN.loadgen_options(wildcards.get("scenario", "accuracy"))
+
+
 def get_runtime_options(wildcards):
     """Not a function of `threads`: Snakemake records such params only after the job, so a
     changed runtime would rerun nothing."""

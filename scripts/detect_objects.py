@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detbench.coco_data import in_record_order, read_examples, to_coco_results, val_record_files
+from detbench.coco_data import in_record_order, selected_records, to_coco_results, val_record_files
 from detbench.common import StageError, atomic_file, file_digests, run_main
 from detbench.config_schema import schema_defaults
 from detbench.detection_graph import (
@@ -57,15 +57,6 @@ from detbench.job_runtime import (
 )
 
 log = logging.getLogger("detect_objects")
-
-
-def selected_records(record_dir, max_images=0, shard=0, shards=1):
-    """Yield (index in the TFRecord, features) of the records this job handles, in order."""
-    for index, features in enumerate(read_examples(val_record_files(record_dir))):
-        if max_images and index >= max_images:
-            return
-        if index % shards == shard:
-            yield index, features
 
 
 CHECKPOINT_SECONDS = 300  # at most this much work is lost when a job is killed

@@ -70,6 +70,8 @@ def main():
         ("benchmark", "results/benchmark/MODEL.json"),
         ("accuracy", "results/accuracy/MODEL.json"),
         ("instances", "MODEL:N=results/benchmark/instances/MODEL-N.json"),
+        ("loadgen", "MODEL:SCENARIO=results/loadgen/MODEL/SCENARIO.json"),
+        ("loadgen-accuracy", "results/loadgen/MODEL/accuracy.json"),
         ("agreement", "results/diagnostics/MODEL_agreement.json"),
         ("layer-drift", "results/diagnostics/MODEL_layer_drift.json"),
         ("quantization", "resources/models/MODEL/quantization.json"),
@@ -93,6 +95,7 @@ def main():
     for key, result in load_keyed(args.instances, "instances").items():
         name, _, count = key.partition(":")
         instances[(name, int(count))] = result
+    loadgen = {tuple(key.split(":", 1)): result for key, result in load_keyed(args.loadgen, "loadgen").items()}
     results = Results(
         models,
         load_keyed(args.benchmark, "benchmark"),
@@ -102,8 +105,10 @@ def main():
         load_keyed(args.layer_drift, "layer-drift"),
         load_keyed(args.quantization, "quantization"),
         args.accuracy_gate,
+        loadgen,
+        load_keyed(args.loadgen_accuracy, "loadgen-accuracy"),
     )
-    unknown = sorted({*results.benchmarks, *results.accuracies} - set(models))
+    unknown = sorted({*results.benchmarks, *results.accuracies, *(name for name, _ in loadgen)} - set(models))
     if unknown:
         raise StageError(f"results of models not in --models: {', '.join(unknown)}")
     make_report(

@@ -2,6 +2,7 @@
 config, and the rules' log and benchmark files as the cost table reads them."""
 
 import copy
+import json
 import re
 import shlex
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from helpers import REPO_ROOT
 
 from detbench.config_schema import load_schema, read_config_file
+from detbench.loadgen_driver import scenario_knobs
 from detbench.plan import STAGE_JOBS, Plan, benchmark_file, log_file
 from detbench.registry import checked_config
 
@@ -78,7 +80,7 @@ def test_accuracy_aware_quantization_takes_the_coco_inputs_and_units(recipe):
 
 
 def test_every_job_before_the_report_has_its_cost(recipe):
-    config = changed(recipe, benchmark={"instances": [1, 2]}, accuracy={"shards": 3})
+    config = changed(recipe, benchmark={"instances": [1, 2]}, accuracy={"shards": 3}, loadgen={"accuracy": True})
     plan = Plan(config, native_bf16=True)
     costs = plan.stage_costs()
     stages = {key.split(":")[0] for key in costs}
@@ -86,6 +88,7 @@ def test_every_job_before_the_report_has_its_cost(recipe):
     assert costs["detect_objects:fp32:2"] == "benchmarks/detect_objects/fp32-2-of-3.tsv"
     assert costs["benchmark_instances:int8:2"] == "benchmarks/benchmark_instances/int8-2.tsv"
     assert costs["download_file:all:val2017.zip"] == "benchmarks/download_file/val2017.zip.tsv"
+    assert costs["run_loadgen:int8:Offline"] == "benchmarks/run_loadgen/int8-Offline.tsv"
     assert not any("{" in path for path in costs.values())
     inputs = plan.report_inputs()
     assert inputs["cost"] == costs and list(inputs["instances"]) == [f"{name}:2" for name in plan.default_models]
@@ -131,3 +134,14 @@ def test_a_detection_jobs_thread_flags_are_apart_from_what_changes_its_detection
     assert threads.split() == ["--intra-op-threads=4", "--inter-op-threads=1", "--omp-num-threads=4"]
     assert plan.detection_runtime_options("int8", 1)[0] == tracked
     assert "--intra-op-threads=4" in plan.runtime_options("int8", 4)
+
+
+def test_a_scenario_job_depends_only_on_its_own_knobs(recipe):
+    """Another scenario's knob, or the list of scenarios, reruns nothing."""
+    plan = Plan(recipe, native_bf16=True)
+    changed = json.loads(json.dumps(recipe))
+    changed["loadgen"].update(scenarios=["Server"], server={**recipe["loadgen"]["server"], "latency_bound_ms": 15})
+    other = Plan(changed, native_bf16=True)
+    assert other.loadgen_options("SingleStream") == plan.loadgen_options("SingleStream")
+    assert other.loadgen_options("Server") != plan.loadgen_options("Server")
+    assert set(scenario_knobs(recipe["loadgen"], "Offline")["min_query_count"]) == {"Offline"}

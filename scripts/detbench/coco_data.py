@@ -62,6 +62,16 @@ def read_examples(files):
                 yield features
 
 
+def selected_records(record_dir, max_images=0, shard=0, shards=1):
+    """Yield (index in the TFRecord, features) of the records a job handles: the first
+    `max_images` (0: all), every `shards`-th from the `shard`-th, in order."""
+    for index, features in enumerate(read_examples(val_record_files(record_dir))):
+        if max_images and index >= max_images:
+            return
+        if index % shards == shard:
+            yield index, features
+
+
 def to_coco_results(image_id, height, width, outputs):
     """The graph's valid detections for one image as COCO result dicts."""
     results = []

@@ -10,6 +10,7 @@ import shlex
 
 from detbench.detection_graph import Interface
 from detbench.job_runtime import runtime_arguments
+from detbench.loadgen_driver import scenario_knobs
 from detbench.performance import parts_arguments
 from detbench.registry import graph_model, model_runtime, models_run_here, own_graph, reference_model
 
@@ -33,6 +34,8 @@ STAGE_JOBS = {
     "quantize_graph": "{model}",
     "benchmark_graph": "{model}",
     "benchmark_instances": "{model}-{instances}",
+    "run_loadgen": "{model}-{scenario}",
+    "loadgen_accuracy": "{model}",
     "detect_objects": "{model}-{shard}-of-{shards}",
     "evaluate_accuracy": "{model}",
     "compare_with_reference": "{model}",
@@ -100,6 +103,8 @@ class Plan:
         self.graph_models = [name for name, model in self.models.items() if own_graph(model)]
         # Models compared with a reference (agreement, layer drift): where they lose accuracy.
         self.compared_models = [name for name in self.default_models if self.reference(name) in self.default_models]
+        chosen = config["loadgen"]["models"]
+        self.loadgen_models = [name for name in self.default_models if chosen is None or name in chosen]
 
     # Downloads
     def download_identity(self, filename):
@@ -256,6 +261,26 @@ class Plan:
         parts = self.architecture(name)["parts"]
         return " ".join(options + [shlex.quote(flag) for flag in parts_arguments(parts)])
 
+    def loadgen_options(self, scenario):
+        """The loadgen knobs a scenario's job uses ("accuracy": the accuracy mode's) and the
+        noise limits, as run_loadgen.py takes them: another scenario's knob reruns nothing."""
+        settings = json.dumps(scenario_knobs(self.config["loadgen"], scenario), sort_keys=True)
+        noise = json.dumps(self.config["benchmark"]["noise"], sort_keys=True)
+        return f"--settings {shlex.quote(settings)} --noise {shlex.quote(noise)}"
+
+    def loadgen_results(self):
+        """{MODEL:SCENARIO: path} of the LoadGen scenarios of every model run under it."""
+        return {
+            f"{name}:{scenario}": f"results/loadgen/{name}/{scenario}.json"
+            for name in self.loadgen_models
+            for scenario in self.config["loadgen"]["scenarios"]
+        }
+
+    def loadgen_accuracy_results(self):
+        if not self.config["loadgen"]["accuracy"]:
+            return {}
+        return {name: f"results/loadgen/{name}/accuracy.json" for name in self.loadgen_models}
+
     def runtime_settings(self, name):
         model = self.models[name]
         return {
@@ -303,6 +328,8 @@ class Plan:
                 for name in self.default_models
                 for count in self.instance_layouts()
             },
+            "loadgen": self.loadgen_results(),
+            "loadgen-accuracy": self.loadgen_accuracy_results(),
             "accuracy": {name: f"results/accuracy/{name}.json" for name in self.default_models},
             "agreement": {name: f"results/diagnostics/{name}_agreement.json" for name in self.compared_models},
             "layer-drift": {name: f"results/diagnostics/{name}_layer_drift.json" for name in self.compared_models},
@@ -325,6 +352,11 @@ class Plan:
             jobs.append(("benchmark_graph", name, {"model": name}))
             for count in self.instance_layouts():
                 jobs.append(("benchmark_instances", f"{name}:{count}", {"model": name, "instances": count}))
+            if name in self.loadgen_models:
+                for scenario in self.config["loadgen"]["scenarios"]:
+                    jobs.append(("run_loadgen", f"{name}:{scenario}", {"model": name, "scenario": scenario}))
+                if self.config["loadgen"]["accuracy"]:
+                    jobs.append(("loadgen_accuracy", name, {"model": name}))
             for shard in range(shards):
                 jobs.append(("detect_objects", f"{name}:{shard}", {"model": name, "shard": shard, "shards": shards}))
             jobs.append(("evaluate_accuracy", name, {"model": name}))

@@ -101,6 +101,9 @@ def relation_problems(config, base=Path("."), schema=None):
                 problems.append(
                     f"config key downloads.{name}.url: no such file {path} (a URL is http://, https:// or file://)"
                 )
+    for name in config["loadgen"]["models"] or []:
+        if name not in models:
+            problems.append(f"config key loadgen.models: {name!r} is not a model ({', '.join(models)})")
     benchmark = config["benchmark"]
     if benchmark["warmup_steps"] >= benchmark["number_of_steps"]:
         problems.append(

@@ -12,6 +12,25 @@ from tools.demo.make_demo_data import FP32_ARCHIVE, FP32_MEMBER, INT8_GRAPH
 
 DEMO_BENCHMARK = {"number_of_steps": 60, "warmup_steps": 10, "batch_size": 1}
 DEMO_IMAGE_SIZE = [320, 320]
+# LoadGen in seconds, not MLPerf's 10 minutes: early stopping's 90th percentile needs 64
+# queries, so the demo's percentiles are 90 (MLPerf's MultiStream and Server hold 99).
+DEMO_LOADGEN = {
+    "scenarios": ["SingleStream", "Offline"],
+    "min_duration_ms": 500,
+    "min_query_count": {"SingleStream": 64, "MultiStream": 64, "Server": 64, "Offline": 1},
+    "warmup_queries": 5,
+    "multi_stream_percentile": 90,
+    "server": {"percentile": 90, "search_runs": 5},
+}
+# The twins take seconds a sample: one model of each architecture, a few queries (too few for
+# early stopping: the report says INVALID, and why).
+TWIN_LOADGEN = {
+    **DEMO_LOADGEN,
+    "models": ["fp32", "frcnn_fp32", "ssd_fp32"],
+    "min_duration_ms": 1000,
+    "min_query_count": {"SingleStream": 6, "MultiStream": 6, "Server": 6, "Offline": 1},
+    "warmup_queries": 2,
+}
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 # The twin's images are few: models quantized here calibrate on 4 of them.
 TWIN_CALIBRATION_IMAGES = 4
@@ -108,6 +127,7 @@ def demo_config(data_dir, base_url, layout="single_file"):
         models = {**demo_models(recipe["models"]["fp32"]["input"]["image_size"]), **family_models(zoo["models"])}
         architectures = {**architectures, **zoo["architectures"]}
     drift_images = 2
+    loadgen = TWIN_LOADGEN if "architectures" in manifest else DEMO_LOADGEN
     if manifest.get("registry") == "real":
         architectures, models, drift_images = REAL_ARCHITECTURES, real_models(), 4
     return {
@@ -126,6 +146,7 @@ def demo_config(data_dir, base_url, layout="single_file"):
         "architectures": architectures,
         "models": models,
         "benchmark": benchmark,
+        "loadgen": json.loads(json.dumps(loadgen)),
         "accuracy": {"max_images": 0, "shards": 1},
         "diagnostics": {"layer_drift_images": drift_images},
     }

@@ -72,12 +72,16 @@ class Results:
         drifts=None,
         quantizations=None,
         gate=None,
+        loadgen=None,
+        loadgen_accuracies=None,
     ):
-        """`gate`: the config's accuracy_gate (ratio, metric, reference, on_fail), or None."""
+        """`gate`: the config's accuracy_gate (ratio, metric, reference, on_fail), or None;
+        `loadgen`: LoadGen's scenario results by (model, scenario)."""
         self.models, self.order, self.gate = models, column_order(models), gate
         self.benchmarks, self.accuracies = benchmarks or {}, accuracies or {}
         self.instances, self.agreements = instances or {}, agreements or {}
         self.drifts, self.quantizations = drifts or {}, quantizations or {}
+        self.loadgen, self.loadgen_accuracies = loadgen or {}, loadgen_accuracies or {}
 
     def ordered(self, results):
         """(model, result) in column order."""

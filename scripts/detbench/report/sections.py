@@ -1,13 +1,13 @@
 """The report's further tables, each (header, rows): where the time goes, throughput by
-instances, layer drift, the machine while each benchmark ran, the tuning history and each
-stage's cost."""
+instances, layer drift, MLPerf LoadGen's scenarios, the machine while each benchmark ran, the
+tuning history and each stage's cost."""
 
 from pathlib import Path
 
 from detbench.common import StageError
 from detbench.performance import OTHER_PART
 from detbench.report.results import column_order
-from detbench.report.tables import number, percent
+from detbench.report.tables import number, percent, significant
 
 
 def drift_rows(models, drifts):
@@ -136,6 +136,88 @@ def machine_rows(models, benchmarks):
                 ],
             )
         )
+    return rows
+
+
+LOADGEN_HEADER = [
+    "Model",
+    "Scenario",
+    "Result",
+    "Validity",
+    "Latency p50 / p90 / p99 (ms)",
+    "Queries",
+    "Notes",
+    "LoadGen's summary",
+]
+SCENARIO_ORDER = ("SingleStream", "MultiStream", "Server", "Offline")
+
+
+def scenario_note(figures):
+    """Why a run is INVALID, the Server search's runs, and noise: what the figure rests on."""
+    notes = list(figures["invalid_because"])
+    if figures["scenario"] == "Server":
+        runs = figures["search"]["runs"]
+        notes.append(
+            f"p{figures['bound_percentile']:g} {figures['bound_latency_ms']:.1f} ms within the "
+            f"{figures['latency_bound_ms']:g} ms bound; {len(runs)} runs searched "
+            + ", ".join(f"{run['target_qps']:.3g} {run['validity']}" for run in runs)
+        )
+    if figures["scenario"] == "SingleStream" and figures.get("early_stopping_ms"):
+        notes.append(f"early stopping's p90 estimate {figures['early_stopping_ms']:.2f} ms")
+    if figures.get("machine", {}).get("noisy"):
+        notes.append("NOISY: " + "; ".join(figures["machine"]["noisy"]))
+    return "; ".join(notes) or "every constraint met"
+
+
+def loadgen_rows(models, loadgen):
+    """A row per model and scenario run under LoadGen, its headline metric as LoadGen logged it."""
+    rows = []
+    for name in column_order(models):
+        for scenario in SCENARIO_ORDER:
+            figures = loadgen.get((name, scenario))
+            if figures is None:
+                continue
+            metric = figures["metric"]
+            latency = figures["latency_ms"]
+            rows.append(
+                (
+                    name,
+                    [
+                        scenario,
+                        f"{metric['name']} {significant(metric['value'])} {metric['unit']}",
+                        figures["validity"],
+                        # Offline's one query has every sample issued at once: their latencies say nothing.
+                        "n/a"
+                        if scenario == "Offline"
+                        else " / ".join(number(latency.get(key), 2) for key in ("50.00", "90.00", "99.00")),
+                        str(figures["query_count"])
+                        + (f" of {figures['service_ms']['samples']} samples" if scenario == "Offline" else ""),
+                        scenario_note(figures),
+                        str(
+                            Path(figures["log_dir"])
+                            / figures.get("search", {}).get("best_log_dir", "")
+                            / "mlperf_log_summary.txt"
+                        ),
+                    ],
+                )
+            )
+    return rows
+
+
+LOADGEN_ACCURACY_HEADER = ["Model", "Images", "AP (LoadGen's accuracy log)", "AP (evaluate_accuracy)", "Same"]
+
+
+def loadgen_accuracy_rows(models, loadgen_accuracies, accuracies):
+    """LoadGen's accuracy mode scored beside the accuracy stage: the same images, the same AP."""
+    rows = []
+    for name in column_order(models):
+        result = loadgen_accuracies.get(name)
+        if result is None:
+            continue
+        ours = accuracies.get(name, {}).get("standard", {}).get("AP")
+        theirs = result["standard"]["AP"]
+        same = "n/a" if ours is None else ("yes" if abs(ours - theirs) < 5e-5 else "NO")
+        rows.append((name, [str(result["images"]), number(theirs, 4), number(ours, 4), same]))
     return rows
 
 

@@ -4,11 +4,15 @@ Markdown and HTML by document.py."""
 from detbench.report.document import Bullets, Document, Heading, Image, Paragraph, Table
 from detbench.report.sections import (
     COST_HEADER,
+    LOADGEN_ACCURACY_HEADER,
+    LOADGEN_HEADER,
     MACHINE_HEADER,
     TUNING_HEADER,
     cost_rows,
     drift_rows,
     instance_rows,
+    loadgen_accuracy_rows,
+    loadgen_rows,
     machine_rows,
     profile_rows,
     tuning_rows,
@@ -40,6 +44,16 @@ DRIFT_NOTE = (
     "Cosine similarity of each model's activations with its reference's on the same images, at the end of "
     "each ResNet block (each MobileNet layer or MobileNetV2 block) and at the heads (the JSON and the plot have "
     "every unit). It accumulates: the largest drop from the layer upstream is where the error comes in."
+)
+LOADGEN_NOTE = (
+    "MLPerf LoadGen driving the benchmark's session, images and settings (loadgen in the config): SingleStream's "
+    "latency percentile, MultiStream's per-query percentile, Server's highest Poisson rate whose latency "
+    "percentile stays within the bound (a bisection of LoadGen runs), Offline's throughput. Figures and validity "
+    "are LoadGen's own, from its detail log; a run too short for MLPerf's rules reads INVALID, with the reason."
+)
+LOADGEN_ACCURACY_NOTE = (
+    "LoadGen's accuracy mode over the accuracy images: its mlperf_log_accuracy.json scored as evaluate_accuracy "
+    "scores, beside the accuracy stage's AP."
 )
 MACHINE_NOTE = (
     "The machine while each benchmark's steps were timed: steal time (other guests of a hypervisor) and "
@@ -91,6 +105,11 @@ def summary_document(results, links, cost_paths=None, conversion=None):
     document.section("Where the time goes", PROFILE_NOTE, Table(*profile_rows(models, results.benchmarks)))
     instances = Table(*instance_rows(models, results.benchmarks, results.instances))
     document.section("Throughput by instances", INSTANCES_NOTE, instances)
+    document.section(
+        "MLPerf LoadGen scenarios", LOADGEN_NOTE, Table(LOADGEN_HEADER, loadgen_rows(models, results.loadgen))
+    )
+    accuracy_rows = loadgen_accuracy_rows(models, results.loadgen_accuracies, results.accuracies)
+    document.section("LoadGen accuracy mode", LOADGEN_ACCURACY_NOTE, Table(LOADGEN_ACCURACY_HEADER, accuracy_rows))
     document.section("Layer drift", DRIFT_NOTE, Table(*drift_rows(models, results.drifts)))
     machine = Table(MACHINE_HEADER, machine_rows(models, results.benchmarks))
     document.section("Machine", MACHINE_NOTE, machine)

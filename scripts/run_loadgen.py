@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Run a frozen detection graph under MLPerf LoadGen: one scenario, or its accuracy mode.
+
+The system under test is benchmark_graph's: the same session, interface, runtime settings
+and decoded val2017 JPEGs (an untimed preprocessing applied when LoadGen loads a sample),
+one sample per `session.run`. LoadGen's own files (mlperf_log_summary.txt,
+mlperf_log_detail.txt) are kept in `--log-dir`; the JSON's figures are read from them.
+
+Server: the highest target QPS whose run is VALID (its latency percentile within the bound)
+is found by bisection, each run's logs in its own folder. `--accuracy` runs LoadGen's
+AccuracyOnly mode over the accuracy stage's TFRecord images instead, and scores
+mlperf_log_accuracy.json with the scorer evaluate_detections uses.
+"""
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detbench.coco_data import detection_columns, quiet_coco, selected_records, standard_metrics
+from detbench.common import StageError, atomic_directory, atomic_file, run_main
+from detbench.config_schema import schema_defaults
+from detbench.detection_graph import (
+    OUTPUT_KEYS,
+    add_interface_arguments,
+    decode_image,
+    interface_of,
+    list_images,
+    open_checked_session,
+)
+from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings
+from detbench.loadgen_driver import (
+    DETECTION_FIELDS,
+    SCENARIOS,
+    SampleLibrary,
+    run_test,
+    scenario_figures,
+    search_server_qps,
+    loadgen_settings,
+)
+from detbench.machine import Activity, machine_state
+from detbench.timing import load_image
+
+log = logging.getLogger("run_loadgen")
+
+
+class GraphRunner:
+    """The session of one graph, fed as benchmark_graph feeds it."""
+
+    def __init__(self, graph_path, interface, applied):
+        self.session = open_checked_session(graph_path, applied, interface)
+        self.interface = interface
+
+    def prepare(self, image):
+        """What one sample is fed: the image, or its untimed preprocessing's output."""
+        return self.interface.timed_feed(self.session, image[None])
+
+    def __call__(self, feed):
+        return dict(zip(OUTPUT_KEYS, self.session.run(self.interface.fetches(), feed)))
+
+    def warm_up(self, feed, runs):
+        """Seconds of each warm-up run (graph set-up first): LoadGen times from its first query."""
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self(feed)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+
+def performance_library(runner, image_dir, knobs):
+    paths = list_images(image_dir)
+    return SampleLibrary(
+        len(paths), lambda index: runner.prepare(load_image(paths[index], None)), knobs["sample_count"]
+    )
+
+
+def run_scenario(runner, library, scenario, knobs, log_dir, noise_limits):
+    """One scenario's figures; for Server, the search's too. Logs under `log_dir`."""
+    first = library.load(0)
+    warm = runner.warm_up(first, max(knobs["warmup_queries"], 1))
+    service_ms = 1000 * statistics.median(warm[1:] or warm)
+    log.info("warm-up: %d runs, median %.2f ms after the first", len(warm), service_ms)
+    before = Activity()
+    if scenario == "Server":
+        figures, service = search_server(runner, library, knobs, log_dir, service_ms)
+    else:
+        settings = loadgen_settings(scenario, knobs, measured_latency_ms=service_ms)
+        detail, service = run_test(library, runner, settings, log_dir)
+        figures = scenario_figures(scenario, detail, knobs)
+    figures["machine"] = machine_state(before, Activity(), service, 0, noise_limits)
+    figures["service_ms"] = {
+        "p50": float(np.percentile(service, 50)) * 1000 if service else None,
+        "p90": float(np.percentile(service, 90)) * 1000 if service else None,
+        "samples": len(service),
+    }
+    figures["warmup_ms"] = [1000 * value for value in warm]
+    log.info(
+        "%s: %s %s %.2f %s (%s)",
+        scenario,
+        figures["validity"],
+        figures["metric"]["name"],
+        figures["metric"]["value"] or 0,
+        figures["metric"]["unit"],
+        "; ".join(figures["invalid_because"]) or "every constraint met",
+    )
+    return figures
+
+
+def search_server(runner, library, knobs, log_dir, service_ms):
+    """Bisection for the highest VALID target QPS: from half the worker's capacity (one sample
+    every `service_ms`) up to that capacity, or from `server.start_qps` if set."""
+    server = knobs["server"]
+    capacity = 1000.0 / service_ms
+    high = server["start_qps"] * 2 if server["start_qps"] else capacity
+    services = []
+
+    def run_at(qps):
+        detail, service = run_test(
+            library,
+            runner,
+            loadgen_settings("Server", knobs, target_qps=qps, measured_latency_ms=service_ms),
+            Path(log_dir) / f"qps-{qps:.3f}",
+        )
+        services.extend(service)
+        figures = scenario_figures("Server", detail, knobs)
+        log.info(
+            "Server at %.3f QPS: %s, p%g %.2f ms (bound %.1f ms)",
+            qps,
+            figures["validity"],
+            server["percentile"],
+            figures["bound_latency_ms"],
+            server["latency_bound_ms"],
+        )
+        return figures
+
+    best, tried = search_server_qps(run_at, high / 2, high, server["search_runs"], server["search_precision"])
+    if best is None:
+        raise StageError(
+            f"Server: no VALID run in {len(tried)} tries down to {tried[-1][0]:.3f} QPS (bound "
+            f"{server['latency_bound_ms']} ms at p{server['percentile']:g}): raise loadgen.server.latency_bound_ms "
+            "or loadgen.server.search_runs"
+        )
+    best["search"] = {
+        "runs": [{"target_qps": qps, "validity": validity} for qps, validity in tried],
+        "capacity_qps": capacity,
+        "best_log_dir": f"qps-{best['metric']['value']:.3f}",
+    }
+    return best, services
+
+
+def accuracy_samples(runner, record_dir, max_images):
+    """The accuracy stage's images: (image ids, sizes, a loader of each) from the TFRecord."""
+    records = [features for _, features in selected_records(record_dir, max_images)]
+    if not records:
+        raise StageError(f"{record_dir}: no records to run")
+    ids = [int(features["image/source_id"][0]) for features in records]
+
+    def load(index):
+        return runner.prepare(decode_image(records[index]["image/encoded"][0], f"image {ids[index]}"))
+
+    sizes = [(int(f["image/height"][0]), int(f["image/width"][0])) for f in records]
+    return ids, sizes, load
+
+
+def accuracy_detections(accuracy_log, image_ids, sizes):
+    """LoadGen's accuracy log back to COCO results: each response's float32 rows per image."""
+    try:
+        entries = json.loads(Path(accuracy_log).read_text())
+    except (OSError, ValueError) as error:
+        raise StageError(f"{accuracy_log}: not LoadGen's accuracy log ({error})") from None
+    detections, seen = [], set()
+    for entry in entries:
+        index = entry["qsl_idx"]
+        seen.add(index)
+        rows = np.frombuffer(bytes.fromhex(entry["data"]), np.float32).reshape(-1, DETECTION_FIELDS)
+        height, width = sizes[index]
+        for ymin, xmin, ymax, xmax, score, category in rows.tolist():
+            detections.append(
+                {
+                    "image_id": image_ids[index],
+                    "category_id": int(category),
+                    "bbox": [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height],
+                    "score": score,
+                }
+            )
+    if len(seen) != len(image_ids):
+        raise StageError(f"{accuracy_log}: {len(image_ids) - len(seen)} of {len(image_ids)} images have no response")
+    return detections
+
+
+def run_accuracy(runner, record_dir, annotations, max_images, knobs, log_dir):
+    ids, sizes, load = accuracy_samples(runner, record_dir, max_images)
+    library = SampleLibrary(len(ids), load, len(ids))
+    settings = loadgen_settings("Offline", knobs, accuracy=True)
+    detail, _ = run_test(library, runner, settings, log_dir, accuracy=True)
+    detections = accuracy_detections(Path(log_dir) / "mlperf_log_accuracy.json", ids, sizes)
+    standard, table = standard_metrics(quiet_coco(annotation_file=annotations), detection_columns(detections), ids)
+    log.info("COCO metrics of LoadGen's accuracy log, %d images:\n%s", len(ids), table)
+    return {
+        "mode": "AccuracyOnly",
+        "images": len(ids),
+        "detections": len(detections),
+        "standard": standard,
+        "loadgen_version": detail.get("loadgen_version"),
+    }
+
+
+def loadgen_stage(args, knobs):
+    applied = apply_runtime(runtime_settings(args))
+    runner = GraphRunner(args.graph, interface_of(args), applied)
+    noise = schema_defaults("benchmark")["noise"] if args.noise is None else json.loads(args.noise)
+    with atomic_directory(args.log_dir) as log_dir:
+        if args.accuracy:
+            if not (args.records and args.annotations):
+                raise StageError("--accuracy needs --records and --annotations")
+            result = run_accuracy(runner, args.records, args.annotations, args.max_images, knobs, log_dir)
+        else:
+            if not args.image_dir or args.scenario not in SCENARIOS:
+                raise StageError(f"--scenario one of {', '.join(SCENARIOS)} and --image-dir are needed")
+            library = performance_library(runner, args.image_dir, knobs)
+            result = run_scenario(runner, library, args.scenario, knobs, log_dir, noise)
+        result.update(settings=knobs, log_dir=str(args.log_dir), **environment_facts(args.graph, applied))
+        with atomic_file(args.output) as temporary:
+            temporary.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb")
+    parser.add_argument("--output", type=Path, required=True, help="results JSON")
+    parser.add_argument("--log-dir", type=Path, required=True, help="folder for LoadGen's mlperf_log_* files")
+    parser.add_argument("--scenario", choices=SCENARIOS, help="the performance scenario to run")
+    parser.add_argument("--image-dir", type=Path, help="folder of val2017 JPEGs (performance)")
+    parser.add_argument(
+        "--settings",
+        type=json.loads,
+        default={},
+        help="the config's loadgen block as JSON; keys left out take config/schema.yaml's defaults",
+    )
+    parser.add_argument("--noise", help="the config's benchmark.noise block as JSON (noisy-run limits)")
+    group = parser.add_argument_group("accuracy mode (LoadGen AccuracyOnly over the TFRecord)")
+    group.add_argument("--accuracy", action="store_true", help="run the accuracy mode and score its log")
+    group.add_argument("--records", type=Path, help="folder of coco_val.record*")
+    group.add_argument("--annotations", type=Path, help="instances_val2017.json")
+    group.add_argument("--max-images", type=int, default=0, help="the first N records (0: all)")
+    add_interface_arguments(parser)
+    add_runtime_arguments(parser)
+    args = parser.parse_args()
+    knobs = settings_with_defaults(args.settings)
+    loadgen_stage(args, knobs)
+
+
+def settings_with_defaults(given):
+    """The loadgen block completed with the schema's defaults, key by key (server's too)."""
+    defaults = schema_defaults("loadgen")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise StageError(f"--settings: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(defaults))}")
+    knobs = {**defaults, **given}
+    for nested in ("server", "min_query_count"):
+        knobs[nested] = {**defaults[nested], **given.get(nested, {})}
+    return knobs
+
+
+if __name__ == "__main__":
+    run_main(main)
