@@ -37,10 +37,10 @@ from detbench.loadgen_driver import (
     DETECTION_FIELDS,
     SCENARIOS,
     SampleLibrary,
+    loadgen_settings,
     run_test,
     scenario_figures,
     search_server_qps,
-    loadgen_settings,
 )
 from detbench.machine import Activity, machine_state
 from detbench.timing import load_image

@@ -13,11 +13,11 @@ from helpers import DEMO_MODELS, error_lines, read_json, run_script
 from detbench.common import StageError
 from detbench.loadgen_driver import (
     SampleLibrary,
+    loadgen_settings,
     read_detail_log,
     run_test,
     scenario_figures,
     search_server_qps,
-    loadgen_settings,
 )
 from tools.demo.demo_config import DEMO_LOADGEN
 
