@@ -142,6 +142,10 @@ def get_loadgen_options(wildcards):
     return PLAN.loadgen_options(wildcards.get("scenario", "accuracy"))
 
 
+def get_repeat_priority(wildcards):
+    return PLAN.repeat_priority(int(wildcards.repeat))
+
+
 def get_runtime_options(wildcards):
     """Not a function of `threads`: Snakemake records such params only after the job, so a
     changed runtime would rerun nothing."""

@@ -38,6 +38,7 @@ rule quantize_graph:
         benchmark_file("quantize_graph")
     wildcard_constraints:
         model=one_of(PLAN.quantized_models),
+    priority: PLAN.graph_priority()
     conda:
         "../envs/quantize.yaml"
     threads: get_inference_threads()

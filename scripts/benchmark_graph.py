@@ -66,6 +66,7 @@ def benchmark(
     with_roofline=True,
     parts=None,
     noise_limits=None,
+    repeat=1,
 ):
     if warmup_steps >= steps:
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
@@ -84,6 +85,7 @@ def benchmark(
     if barrier is not None:
         wait_for_instances(barrier, instance, instances)
     ends = []
+    started = time.time()
     before = Activity()
     seconds = time_steps(session, interface, batches, steps, ends)
     machine = machine_state(before, Activity(), seconds, warmup_steps, noise_limits)
@@ -155,6 +157,9 @@ def benchmark(
         "machine": machine,
         "instance": instance,
         "instances": instances,
+        # Which round of benchmark.repeats, and when it ran: rounds interleave across models.
+        "repeat": repeat,
+        "started_unix": started,
         "step_seconds": seconds,
         # Machine-wide monotonic clock: instances running together compare their steps.
         "step_end_monotonic": ends,
@@ -205,6 +210,9 @@ def main():
         default=True,
         help="count FLOPs and probe the threads' matmul rate after timing",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="which round of benchmark.repeats this is (recorded in the JSON)"
+    )
     group = parser.add_argument_group("one of several instances on a node (benchmark_instances.py starts them)")
     group.add_argument("--instance", type=int, default=0, help="this instance's index: it reads images[K::N]")
     group.add_argument("--instances", type=int, default=1, help="N, the instances sharing the node")
@@ -236,6 +244,7 @@ def main():
         args.roofline,
         args.parts,
         {"max_steal": args.max_steal, "max_other_cpu": args.max_other_cpu, "max_step_cv": args.max_step_cv},
+        args.repeat,
     )
 
 

@@ -69,6 +69,7 @@ def main():
     for kind, example in (
         ("benchmark", "results/benchmark/MODEL.json"),
         ("accuracy", "results/accuracy/MODEL.json"),
+        ("repeat", "MODEL:R=results/benchmark/repeats/MODEL-R.json (rounds 2, 3, ...)"),
         ("instances", "MODEL:N=results/benchmark/instances/MODEL-N.json"),
         ("loadgen", "MODEL:SCENARIO=results/loadgen/MODEL/SCENARIO.json"),
         ("loadgen-accuracy", "results/loadgen/MODEL/accuracy.json"),
@@ -95,6 +96,9 @@ def main():
     for key, result in load_keyed(args.instances, "instances").items():
         name, _, count = key.partition(":")
         instances[(name, int(count))] = result
+    repeats = {}
+    for key, result in sorted(load_keyed(args.repeat, "repeat").items(), key=lambda item: item[1]["repeat"]):
+        repeats.setdefault(key.partition(":")[0], []).append(result)
     loadgen = {tuple(key.split(":", 1)): result for key, result in load_keyed(args.loadgen, "loadgen").items()}
     results = Results(
         models,
@@ -107,6 +111,7 @@ def main():
         args.accuracy_gate,
         loadgen,
         load_keyed(args.loadgen_accuracy, "loadgen-accuracy"),
+        repeats,
     )
     unknown = sorted({*results.benchmarks, *results.accuracies, *(name for name, _ in loadgen)} - set(models))
     if unknown:

@@ -33,6 +33,7 @@ STAGE_JOBS = {
     "prepare_frozen_graph": "{model}",
     "quantize_graph": "{model}",
     "benchmark_graph": "{model}",
+    "benchmark_repeat": "{model}-{repeat}",
     "benchmark_instances": "{model}-{instances}",
     "run_loadgen": "{model}-{scenario}",
     "loadgen_accuracy": "{model}",
@@ -243,6 +244,19 @@ class Plan:
         """The reference's graph and the model's, loaded together."""
         return self.inference_mem_mb(self.reference(name)) + self.inference_mem_mb(name)
 
+    def repeats(self):
+        """The benchmark's rounds after the first (benchmark_graph's own job is round 1)."""
+        return list(range(2, self.config["benchmark"]["repeats"] + 1))
+
+    def repeat_priority(self, repeat):
+        """Snakemake runs ready jobs of higher priority first: every model's round r before any
+        round r + 1, so that a slow spell hits every model alike (A B C A B C)."""
+        return self.config["benchmark"]["repeats"] - repeat + 1
+
+    def graph_priority(self):
+        """Graphs made here (quantized) come before any round, so that no model joins late."""
+        return self.config["benchmark"]["repeats"] + 1
+
     def benchmark_options(self, name):
         settings = self.config["benchmark"]
         options = [
@@ -323,6 +337,11 @@ class Plan:
     def report_inputs(self):
         return {
             "benchmark": {name: f"results/benchmark/{name}.json" for name in self.default_models},
+            "repeat": {
+                f"{name}:{repeat}": f"results/benchmark/repeats/{name}-{repeat}.json"
+                for name in self.default_models
+                for repeat in self.repeats()
+            },
             "instances": {
                 f"{name}:{count}": f"results/benchmark/instances/{name}-{count}.json"
                 for name in self.default_models
@@ -350,6 +369,7 @@ class Plan:
         jobs += [("quantize_graph", name, {"model": name}) for name in self.quantized_models]
         for name in self.default_models:
             jobs.append(("benchmark_graph", name, {"model": name}))
+            jobs += [("benchmark_repeat", f"{name}:{r}", {"model": name, "repeat": r}) for r in self.repeats()]
             for count in self.instance_layouts():
                 jobs.append(("benchmark_instances", f"{name}:{count}", {"model": name, "instances": count}))
             if name in self.loadgen_models:

@@ -186,9 +186,9 @@ MARKERS = ("s", "^", "D", "v", "P", "X", "o")
 
 
 def plot_speedup_vs_accuracy(results, path):
-    """One point per model: speed-up over its reference against the AP it loses; references
-    are (0, 1), one star. Colour: architecture; marker: the model within it. Up and to the
-    left is better."""
+    """One point per model: speed-up over its reference against the AP it loses, with the
+    speed-up's 95% interval over the benchmark's rounds; references are (0, 1), one star.
+    Colour: architecture; marker: the model within it. Up and to the left is better."""
     figure, axis = plt.subplots(figsize=(9, 5))
     colours = plt.get_cmap("tab10").colors
     references = False
@@ -207,7 +207,12 @@ def plot_speedup_vs_accuracy(results, path):
         for number, (name, lost, ratio) in enumerate(compared):
             label = f"{results.label(name)} ({architecture})"
             marker = MARKERS[number % len(MARKERS)]
-            axis.scatter(lost, ratio, color=colours[index % len(colours)], marker=marker, s=50, alpha=0.85, label=label)
+            colour = colours[index % len(colours)]
+            axis.scatter(lost, ratio, color=colour, marker=marker, s=50, alpha=0.85, label=label)
+            estimate = results.benchmarks[name].get("speedup_over_rounds")
+            if estimate is not None:  # its 95% interval over the benchmark's rounds
+                below, above = ratio - estimate["low"], estimate["high"] - ratio
+                axis.errorbar(lost, ratio, yerr=[[below], [above]], fmt="none", ecolor=colour, capsize=4, alpha=0.7)
     if references:
         axis.scatter(0, 1, color="black", marker="*", s=120, label="references (each architecture's FP32)")
     if axis.collections:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from detbench.common import StageError, keyed_paths
+from detbench.intervals import interval, latency_percentile, ratio_interval, throughput
 
 
 def load_json(path):
@@ -40,7 +41,8 @@ def group_by_architecture(models):
 
 
 def throughput_ratio(benchmarks, models, name):
-    """Throughput over the model's reference's; None without one (1.0 for a reference itself)."""
+    """Throughput over the model's reference's (the median over rounds where there are
+    several); None without one (1.0 for a reference itself)."""
     reference = models[name]["reference"]
     if name not in benchmarks:
         return None
@@ -48,7 +50,33 @@ def throughput_ratio(benchmarks, models, name):
         return 1.0
     if reference not in benchmarks:
         return None
+    if "speedup_over_rounds" in benchmarks[name]:
+        return benchmarks[name]["speedup_over_rounds"]["median"]
     return benchmarks[name]["throughput_images_per_second"] / benchmarks[reference]["throughput_images_per_second"]
+
+
+def round_steps(result):
+    """A benchmark round's timed step seconds, warm-up left out."""
+    return result["step_seconds"][result["warmup_steps"] :]
+
+
+def attach_intervals(models, benchmarks, repeats):
+    """Each benchmark gains `over_rounds` (latency percentiles and throughput: medians over its
+    rounds with 95% intervals) and, beside a benchmarked reference, `speedup_over_rounds`.
+    `repeats`: {model: [its later rounds' results]}; the benchmark itself is round 1."""
+    rounds = {
+        name: [round_steps(result)] + [round_steps(r) for r in repeats.get(name, [])]
+        for name, result in benchmarks.items()
+    }
+    for name, result in benchmarks.items():
+        rate = throughput(result["batch_size"])
+        result["over_rounds"] = {
+            "latency_ms": {f"p{q}": interval(rounds[name], latency_percentile(q)) for q in (50, 90, 99)},
+            "throughput_images_per_second": interval(rounds[name], rate),
+        }
+        reference = models.get(name, {}).get("reference")
+        if reference in benchmarks:
+            result["speedup_over_rounds"] = ratio_interval(rounds[name], rounds[reference], rate)
 
 
 def ap_lost(accuracies, models, name):
@@ -74,14 +102,17 @@ class Results:
         gate=None,
         loadgen=None,
         loadgen_accuracies=None,
+        repeats=None,
     ):
         """`gate`: the config's accuracy_gate (ratio, metric, reference, on_fail), or None;
-        `loadgen`: LoadGen's scenario results by (model, scenario)."""
+        `loadgen`: LoadGen's scenario results by (model, scenario); `repeats`: each model's
+        benchmark rounds after the first, as a list."""
         self.models, self.order, self.gate = models, column_order(models), gate
         self.benchmarks, self.accuracies = benchmarks or {}, accuracies or {}
         self.instances, self.agreements = instances or {}, agreements or {}
         self.drifts, self.quantizations = drifts or {}, quantizations or {}
         self.loadgen, self.loadgen_accuracies = loadgen or {}, loadgen_accuracies or {}
+        attach_intervals(models, self.benchmarks, repeats or {})
 
     def ordered(self, results):
         """(model, result) in column order."""

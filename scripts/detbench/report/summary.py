@@ -1,6 +1,7 @@
 """The summary's one document: which tables, notes and pictures, in what order. Rendered to
 Markdown and HTML by document.py."""
 
+from detbench.intervals import METHOD
 from detbench.report.document import Bullets, Document, Heading, Image, Paragraph, Table
 from detbench.report.sections import (
     COST_HEADER,
@@ -29,7 +30,8 @@ MATRIX_NOTE = (
     "Each model beside its reference (its architecture's FP32): speed-up is throughput over the "
     "reference's, AP lost the reference's standard AP minus the model's. Legacy AP is the recipe's "
     "evaluator; published AP is Intel's, from its zoo's sample logs. The accuracy gate is MLPerf's kind of "
-    "target: a share of the reference's figure (accuracy_gate in the config)."
+    "target: a share of the reference's figure (accuracy_gate in the config). Latency, throughput and speed-up: "
+    f"the {METHOD}, in brackets; a speed-up whose interval holds 1.0 reads no difference measured."
 )
 PROFILE_NOTE = (
     "Op time summed over traced steps run after the timed ones, by the name scope of each node "

@@ -3,6 +3,7 @@ the full table (a column per model, a row per figure), with the lines that expla
 
 import re
 
+from detbench.intervals import holds
 from detbench.job_runtime import INT8_FLAGS, int8_native
 from detbench.report.results import ap_lost, column_order, matrix_order, throughput_ratio
 
@@ -17,6 +18,26 @@ def significant(value):
 
 def percent(value, digits=0):
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def with_interval(estimate, digits=2):
+    """A median and its 95% interval, e.g. "1291.20 [1270.02, 1310.51]"."""
+    return f"{estimate['median']:.{digits}f} [{estimate['low']:.{digits}f}, {estimate['high']:.{digits}f}]"
+
+
+def benchmark_figure(benchmark, *keys, digits=2):
+    """A benchmark's figure with its interval over rounds where it has one, e.g. ("latency_ms", "p50")."""
+    if not benchmark:
+        return "n/a"
+    estimate = benchmark.get("over_rounds")
+    for key in keys:
+        estimate = None if estimate is None else estimate.get(key)
+    if estimate is not None:
+        return with_interval(estimate, digits)
+    value = benchmark
+    for key in keys:
+        value = value.get(key)
+    return number(value, digits)
 
 
 MATRIX_HEADER = [
@@ -47,8 +68,8 @@ def matrix_rows(models, benchmarks, accuracies, quantizations=None, gate=None):
                 [
                     models[name]["architecture"],
                     precision_label(models, benchmarks, name) + tolerance_mark((quantizations or {}).get(name)),
-                    number(benchmark["latency_ms"]["p50"], 2) if benchmark else "n/a",
-                    number(benchmark["throughput_images_per_second"], 2) if benchmark else "n/a",
+                    benchmark_figure(benchmark, "latency_ms", "p50"),
+                    benchmark_figure(benchmark, "throughput_images_per_second"),
                     number(accuracy["standard"]["AP"]) if accuracy else "n/a",
                     number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
                     models[name]["published"].get("AP", "n/a"),
@@ -119,6 +140,10 @@ def speedup(benchmarks, models, name, missing=""):
     reference = models[name]["reference"]
     if reference is None:
         return ""
+    estimate = benchmarks.get(name, {}).get("speedup_over_rounds")
+    if estimate is not None:
+        text = f"{estimate['median']:.2f}x [{estimate['low']:.2f}, {estimate['high']:.2f}] over {reference}"
+        return text + (": no difference measured" if holds(estimate) else "")
     ratio = throughput_ratio(benchmarks, models, name)
     return missing if ratio is None else f"{ratio:.2f}x over {reference}"
 
@@ -154,11 +179,17 @@ def figure_rows(models, benchmarks, accuracies, agreements, names):
         row("Architecture", lambda name: models[name]["architecture"]),
         row("Precision", lambda name: precision_label(models, benchmarks, name)),
         *(
-            row(f"Latency {key} (ms)", lambda name, key=key: number(value_at(benchmarks, name, "latency_ms", key), 2))
+            row(f"Latency {key} (ms)", lambda name, key=key: benchmark_figure(benchmarks.get(name), "latency_ms", key))
             for key in ("p50", "p90", "p99")
         ),
         row(
-            "Throughput (images/s)", lambda name: number(value_at(benchmarks, name, "throughput_images_per_second"), 2)
+            "Throughput (images/s)", lambda name: benchmark_figure(benchmarks.get(name), "throughput_images_per_second")
+        ),
+        row(
+            "Benchmark rounds",
+            lambda name: str(
+                value_at(benchmarks, name, "over_rounds", "throughput_images_per_second", "rounds") or "n/a"
+            ),
         ),
         row("Speed-up over reference (throughput)", lambda name: speedup(benchmarks, models, name)),
         row(
