@@ -32,6 +32,7 @@ from detbench.detection_graph import (
 )
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
 from detbench.machine import Activity, machine_state
+from detbench.onednn_dispatch import captured_stdout, dispatch_facts, enable_verbose
 from detbench.performance import add_parts_argument, count_flops, probe_rates, profile, roofline
 from detbench.timing import BatchPrefetcher, summarize, time_steps
 
@@ -87,7 +88,11 @@ def benchmark(
     ends = []
     started = time.time()
     before = Activity()
-    seconds = time_steps(session, interface, batches, steps, ends)
+    with captured_stdout() as verbose:
+        seconds = time_steps(session, interface, batches, steps, ends)
+    onednn = dispatch_facts(verbose[0])
+    if onednn:
+        log.info("oneDNN %s dispatched for %s: %s", onednn["version"], onednn["isa"], ", ".join(onednn["kernel_isas"]))
     machine = machine_state(before, Activity(), seconds, warmup_steps, noise_limits)
     if machine["noisy"]:
         log.warning("noisy run: %s", "; ".join(machine["noisy"]))
@@ -155,6 +160,8 @@ def benchmark(
         **environment_facts(graph_path, applied),
         # What else the machine did while the steps were timed, and whether that makes it noisy.
         "machine": machine,
+        # What oneDNN ran: its version, the ISA it dispatched for, each primitive's implementation.
+        "onednn_dispatch": onednn,
         "instance": instance,
         "instances": instances,
         # Which round of benchmark.repeats, and when it ran: rounds interleave across models.
@@ -225,6 +232,7 @@ def main():
         raise StageError("batch size and steps must be positive, warm-up steps not negative")
     if not 0 <= args.instance < args.instances:
         raise StageError(f"--instance {args.instance} is not in 0..{args.instances - 1}")
+    enable_verbose()
     applied = apply_runtime(runtime_settings(args))
     benchmark(
         args.graph,

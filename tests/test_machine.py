@@ -1,10 +1,15 @@
 """The machine's state beside every benchmark: steal and other processes' time over the timed
-steps, the step times' variation, and the marks of a noisy run."""
+steps, the step times' variation, the marks of a noisy run, and what oneDNN dispatched."""
+
+import os
 
 import pytest
+from helpers import read_json
 
+from detbench.job_runtime import int8_native
 from detbench.machine import NOISE_LIMITS, Activity, machine_state, noise_marks, step_variation
-from detbench.report.sections import MACHINE_HEADER, machine_rows
+from detbench.onednn_dispatch import captured_stdout, dispatch_facts
+from detbench.report.sections import MACHINE_HEADER, core_list, dispatch_text, machine_rows
 
 
 def test_steal_and_other_processes_are_shares_over_the_span():
@@ -53,3 +58,45 @@ def test_the_report_marks_a_noisy_benchmark():
     assert len(MACHINE_HEADER) == len(rows[0][1]) + 1
     assert rows[0][1][2] == "2400 / n/a" and rows[0][1][-1] == "NOISY: steal time 5.0% > 2%"
     assert machine_rows(models, {"fp32": {**result, "machine": None}}) == []
+
+
+VERBOSE = """onednn_verbose,v1,info,oneDNN v3.7.3 (commit N/A)
+onednn_verbose,v1,info,cpu,runtime:threadpool,nthr:2
+onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions
+onednn_verbose,v1,primitive,info,template:operation,engine,primitive,implementation,prop_kind
+onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,brg_conv_fwd:avx512_core,forward_training,src:f32
+onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,brg_conv_fwd:avx512_core,forward_training,src:f32
+onednn_verbose,v1,primitive,create:cache_hit,cpu,reorder,jit:uni,undef,src:f32
+2026-12-07 INFO not oneDNN's
+"""
+
+
+def test_onednn_dispatch_is_read_from_its_creation_lines():
+    facts = dispatch_facts(VERBOSE)
+    assert facts == {
+        "version": "3.7.3",
+        "isa": "Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions",
+        "implementations": {"brg_conv_fwd:avx512_core": 2, "jit:uni": 1},
+        "kernel_isas": ["avx512_core", "uni"],
+    }
+    assert dispatch_facts("no verbose here\n") is None
+    assert dispatch_text(facts).startswith("v3.7.3: Intel AVX-512 with AVX512BW") and dispatch_text(None).startswith(
+        "oneDNN off"
+    )
+    assert core_list([0, 1, 2, 3, 8, 10, 11]) == "0-3, 8, 10-11" and core_list(None) == "n/a"
+
+
+def test_what_a_library_writes_to_standard_output_is_captured_and_passed_on(capfd):
+    with captured_stdout() as text:
+        os.write(1, b"onednn_verbose,v1,info,oneDNN v9.9\n")  # as C++ writes: below Python's sys.stdout
+    assert text == ["onednn_verbose,v1,info,oneDNN v9.9\n"]
+    assert "oneDNN v9.9" in capfd.readouterr().out
+
+
+def test_the_demo_benchmarks_say_what_onednn_dispatched(finished_run):
+    int8 = read_json(finished_run, "results/benchmark/int8.json")["onednn_dispatch"]
+    assert int8["version"] and int8["isa"] and int8["implementations"]
+    if int8_native():  # Intel's INT8 convolutions on VNNI (or AMX) kernels
+        assert any("vnni" in isa or "amx" in isa for isa in int8["kernel_isas"]), int8
+    summary = (finished_run.workdir / "results/report/summary.md").read_text()
+    assert f"v{int8['version']}: {int8['isa']}" in summary

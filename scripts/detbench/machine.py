@@ -101,6 +101,8 @@ def machine_state(before, after, seconds, warmup_steps, limits=None):
     state = {
         **frequency_facts(),
         "kernel": platform.release(),
+        # The cores this process may run on: its binding (numactl, taskset, a cluster's cgroup).
+        "cores_used": sorted(os.sched_getaffinity(0)),
         **after.since(before),
         "load_average_1min": os.getloadavg()[0],
         "available_memory_mb": available_mb(),

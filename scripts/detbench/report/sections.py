@@ -99,6 +99,8 @@ MACHINE_HEADER = [
     "MHz now / max",
     "Kernel",
     "TensorFlow",
+    "Cores used",
+    "oneDNN dispatched",
     "Steal",
     "Other processes",
     "Load (1 min)",
@@ -106,6 +108,26 @@ MACHINE_HEADER = [
     "Step CV",
     "Noisy",
 ]
+
+
+def core_list(cores):
+    """Cores as ranges, e.g. "0-3, 8"; n/a where the result predates the record."""
+    if not cores:
+        return "n/a"
+    ranges, start = [], cores[0]
+    for previous, core in zip(cores, cores[1:] + [None]):
+        if core != previous + 1:
+            ranges.append(str(start) if start == previous else f"{start}-{previous}")
+            start = core
+    return ", ".join(ranges)
+
+
+def dispatch_text(dispatch):
+    """oneDNN's version, the ISA it dispatched for and its kernels' ISAs; "oneDNN off" without it."""
+    if not dispatch:
+        return "oneDNN off (or no record)"
+    kernels = ", ".join(dispatch["kernel_isas"]) or "no kernels created"
+    return f"v{dispatch['version']}: {dispatch['isa'] or 'ISA not named'} (kernels: {kernels})"
 
 
 def machine_rows(models, benchmarks):
@@ -127,6 +149,8 @@ def machine_rows(models, benchmarks):
                     megahertz,
                     state["kernel"],
                     result["tensorflow_version"],
+                    core_list(state.get("cores_used")),
+                    dispatch_text(result.get("onednn_dispatch")),
                     percent(state["steal_fraction"], 1),
                     percent(state["other_cpu_fraction"], 1),
                     number(state["load_average_1min"], 2),
