@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,59 +24,26 @@ from detbench.coco_data import detection_columns, quiet_coco, selected_records, 
 from detbench.common import StageError, atomic_directory, atomic_file, run_main
 from detbench.config_schema import schema_defaults
 from detbench.detection_graph import (
-    OUTPUT_KEYS,
     add_interface_arguments,
     decode_image,
     interface_of,
-    list_images,
-    open_checked_session,
 )
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings
 from detbench.loadgen_driver import (
     DETECTION_FIELDS,
     OFFLINE_MARGIN,
     SCENARIOS,
+    GraphRunner,
     SampleLibrary,
     loadgen_settings,
+    performance_library,
     run_test,
     scenario_figures,
     search_server_qps,
 )
 from detbench.machine import Activity, machine_state
-from detbench.timing import load_image
 
 log = logging.getLogger("run_loadgen")
-
-
-class GraphRunner:
-    """The session of one graph, fed as benchmark_graph feeds it."""
-
-    def __init__(self, graph_path, interface, applied):
-        self.session = open_checked_session(graph_path, applied, interface)
-        self.interface = interface
-
-    def prepare(self, image):
-        """What one sample is fed: the image, or its untimed preprocessing's output."""
-        return self.interface.timed_feed(self.session, image[None])
-
-    def __call__(self, feed):
-        return dict(zip(OUTPUT_KEYS, self.session.run(self.interface.fetches(), feed)))
-
-    def warm_up(self, feed, runs):
-        """Seconds of each warm-up run (graph set-up first): LoadGen times from its first query."""
-        seconds = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self(feed)
-            seconds.append(time.perf_counter() - start)
-        return seconds
-
-
-def performance_library(runner, image_dir, knobs):
-    paths = list_images(image_dir)
-    return SampleLibrary(
-        len(paths), lambda index: runner.prepare(load_image(paths[index], None)), knobs["sample_count"]
-    )
 
 
 def run_scenario(runner, library, scenario, knobs, log_dir, noise_limits):

@@ -125,6 +125,21 @@ def test_fp32_int8_and_bf16_find_what_is_in_the_photos(real_run):
         assert agreement["confident_detections"] >= 30 and agreement["confident_agreement"] >= 0.9, model
 
 
+def test_loadgens_accuracy_mode_scores_as_the_accuracy_stage(real_run):
+    """On a model that sees, LoadGen's accuracy log gives the accuracy stage's 12 numbers, and
+    the report sets them side by side."""
+    for model in ("ssdlite_fp32", "ssdlite_int8", "ssdlite_bf16"):
+        loadgen = read_json(real_run, f"results/loadgen/{model}/accuracy.json")
+        accuracy = read_json(real_run, f"results/accuracy/{model}.json")
+        assert loadgen["images"] == accuracy["images"] == 15 and loadgen["detections"] == accuracy["detections"]
+        for metric, value in accuracy["standard"].items():
+            assert loadgen["standard"][metric] == pytest.approx(value, abs=1e-6), (model, metric)
+    summary = (real_run.workdir / "results/report/summary.md").read_text()
+    assert "## LoadGen accuracy mode" in summary
+    rows = [line for line in summary.splitlines() if line.startswith("| ssdlite_") and line.endswith("| yes |")]
+    assert len(rows) == 3
+
+
 def test_the_self_made_int8_keeps_every_convolution_fused_with_its_bias(real_run):
     """The exporter merged 10 residual sums with their BatchNorm offsets; reordered, every
     projection gets Neural Compressor's fused bias kernel: no plain QuantizedConv2D is left."""

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from detbench.common import StageError
+from detbench.detection_graph import OUTPUT_KEYS, list_images, open_checked_session
+from detbench.timing import load_image
 
 log = logging.getLogger("run_loadgen")
 
@@ -158,6 +160,37 @@ class DetectionSUT:
     def stop(self):
         self.queries.put(None)
         self.worker.join()
+
+
+class GraphRunner:
+    """The session of one graph, fed as benchmark_graph feeds it."""
+
+    def __init__(self, graph_path, interface, applied):
+        self.session = open_checked_session(graph_path, applied, interface)
+        self.interface = interface
+
+    def prepare(self, image):
+        """What one sample is fed: the image, or its untimed preprocessing's output."""
+        return self.interface.timed_feed(self.session, image[None])
+
+    def __call__(self, feed):
+        return dict(zip(OUTPUT_KEYS, self.session.run(self.interface.fetches(), feed)))
+
+    def warm_up(self, feed, runs):
+        """Seconds of each warm-up run (graph set-up first): LoadGen times from its first query."""
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self(feed)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+
+def performance_library(runner, image_dir, knobs):
+    paths = list_images(image_dir)
+    return SampleLibrary(
+        len(paths), lambda index: runner.prepare(load_image(paths[index], None)), knobs["sample_count"]
+    )
 
 
 def detection_rows(outputs):

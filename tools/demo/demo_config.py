@@ -27,8 +27,8 @@ DEMO_LOADGEN = {
 TWIN_LOADGEN = {
     **DEMO_LOADGEN,
     "models": ["fp32", "frcnn_fp32", "ssd_fp32"],
-    "min_duration_ms": 1000,
-    "min_query_count": {"SingleStream": 6, "MultiStream": 6, "Server": 6, "Offline": 1},
+    "min_duration_ms": 0,
+    "min_query_count": {"SingleStream": 6, "MultiStream": 6, "Server": 6, "Offline": 4},
     "warmup_queries": 2,
 }
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -130,6 +130,7 @@ def demo_config(data_dir, base_url, layout="single_file"):
     loadgen = TWIN_LOADGEN if "architectures" in manifest else DEMO_LOADGEN
     if manifest.get("registry") == "real":
         architectures, models, drift_images = REAL_ARCHITECTURES, real_models(), 4
+        loadgen = {**DEMO_LOADGEN, "accuracy": True}  # a model that sees: LoadGen's accuracy log scored
     return {
         "downloads": downloads,
         "download_settings": {"retries": 2, "backoff_seconds": 0.2, "connect_timeout": 5, "read_timeout": 30},
