@@ -115,51 +115,63 @@ class SampleLibrary:
 
 
 class DetectionSUT:
-    """LoadGen's system under test: queries queue for one worker thread that runs each sample
-    through `run_sample` and completes it. In accuracy mode each response carries the sample's
-    detections as float32 rows (DETECTION_FIELDS), which LoadGen writes to its accuracy log."""
+    """LoadGen's system under test: each sample runs through `run_sample` and is completed. In
+    SingleStream and MultiStream (`inline`), where LoadGen waits for a query before issuing the
+    next, a query runs on LoadGen's issuing thread, as MLPerf's reference harness runs it: no
+    hand-over to another thread in the latency. Otherwise queries queue for one worker thread,
+    so that Server's arrivals are never held up. In accuracy mode each response carries the
+    sample's detections as float32 rows (DETECTION_FIELDS), which LoadGen writes to its log."""
 
-    def __init__(self, library, run_sample, accuracy=False):
+    def __init__(self, library, run_sample, accuracy=False, inline=False):
         self.library = library
         self.run_sample = run_sample
         self.accuracy = accuracy
+        self.inline = inline
         self.queries = queue.Queue()
         self.error = None
         # Each sample's `run_sample` time: the session alone, without LoadGen's part.
         self.service_seconds = []
-        self.worker = threading.Thread(target=self.serve, daemon=True)
-        self.worker.start()
+        self.worker = None if inline else threading.Thread(target=self.serve, daemon=True)
+        if self.worker is not None:
+            self.worker.start()
 
     def issue_queries(self, samples):
-        self.queries.put(list(samples))
+        if self.inline:
+            self.complete(samples)
+        else:
+            self.queries.put(list(samples))
 
     def flush_queries(self):
         pass
 
     def serve(self):
-        lg = loadgen()
         while (samples := self.queries.get()) is not None:
-            for sample in samples:
-                payload = b""
-                try:
-                    start = time.perf_counter()
-                    outputs = self.run_sample(self.library.loaded[sample.index])
-                    self.service_seconds.append(time.perf_counter() - start)
-                    if self.accuracy:
-                        payload = detection_rows(outputs).tobytes()
-                except Exception as error:  # LoadGen must still see every sample complete
-                    if self.error is None:
-                        self.error = error
-                buffer = array.array("B", payload)
-                address, length = buffer.buffer_info()
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, address, length)])
+            self.complete(samples)
+
+    def complete(self, samples):
+        lg = loadgen()
+        for sample in samples:
+            payload = b""
+            try:
+                start = time.perf_counter()
+                outputs = self.run_sample(self.library.loaded[sample.index])
+                self.service_seconds.append(time.perf_counter() - start)
+                if self.accuracy:
+                    payload = detection_rows(outputs).tobytes()
+            except Exception as error:  # LoadGen must still see every sample complete
+                if self.error is None:
+                    self.error = error
+            buffer = array.array("B", payload)
+            address, length = buffer.buffer_info()
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, address, length)])
 
     def construct(self):
         return loadgen().ConstructSUT(self.issue_queries, self.flush_queries)
 
     def stop(self):
-        self.queries.put(None)
-        self.worker.join()
+        if self.worker is not None:
+            self.queries.put(None)
+            self.worker.join()
 
 
 class GraphRunner:
@@ -212,7 +224,8 @@ def run_test(library, run_sample, settings, log_dir, accuracy=False):
     lg = loadgen()
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    sut = DetectionSUT(library, run_sample, accuracy)
+    streams = settings.scenario in (loadgen().TestScenario.SingleStream, loadgen().TestScenario.MultiStream)
+    sut = DetectionSUT(library, run_sample, accuracy, inline=streams)
     sut_handle, qsl_handle = sut.construct(), library.construct()
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = str(log_dir)
