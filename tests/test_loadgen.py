@@ -13,12 +13,14 @@ from helpers import DEMO_MODELS, error_lines, read_json, run_script
 from detbench.common import StageError
 from detbench.loadgen_driver import (
     SampleLibrary,
+    invalid_because,
     loadgen_settings,
     read_detail_log,
     run_test,
     scenario_figures,
     search_server_qps,
 )
+from detbench.report.sections import metric_value
 from tools.demo.demo_config import DEMO_LOADGEN
 
 # The knobs of the script runs below: the demo's, MultiStream and Server with them.
@@ -219,3 +221,19 @@ def test_the_server_search_finds_a_fixed_service_times_known_rate(tmp_path):
     expected_p90 = queue_percentile(found, measured, percentile)
     assert best["bound_latency_ms"] == pytest.approx(1000 * expected_p90, rel=0.15)
     assert best["bound_latency_ms"] <= bound * 1000
+
+
+def test_an_invalid_run_says_why_in_one_sentence():
+    detail = {
+        "result_min_duration_met": True,
+        "result_min_queries_met": False,
+        "early_stopping_met": False,
+        "early_stopping_result": " * Only processed 6 queries.  * Need to process at least 64 queries for early stopping.",
+    }
+    assert invalid_because(detail) == [
+        "min query count not reached",
+        "early stopping not satisfied: Only processed 6 queries; Need to process at least 64 queries for early stopping",
+    ]
+    assert invalid_because({"result_perf_constraints_met": False}) == ["latency bound exceeded"]
+    assert metric_value({"value": 1488.974, "unit": "ms"}) == "1488.97"
+    assert metric_value({"value": 0.7771, "unit": "samples/s"}) == "0.777"

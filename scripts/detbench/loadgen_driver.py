@@ -262,13 +262,18 @@ def percentile_key(percentile):
     return f"result_{percentile:.2f}_percentile_latency_ns"
 
 
+def early_stopping_words(detail):
+    """LoadGen's early-stopping verdict, its bullet list as one sentence."""
+    text = " ".join(str(detail.get("early_stopping_result", "")).split())
+    return "; ".join(part.strip().rstrip(".") for part in text.split("*") if part.strip())
+
+
 def invalid_because(detail):
     """What LoadGen found unmet, in its words: none for a VALID run."""
     checks = {
         "result_min_duration_met": "min duration not reached",
         "result_min_queries_met": "min query count not reached",
-        "early_stopping_met": "early stopping not satisfied: "
-        + " ".join(str(detail.get("early_stopping_result", "")).split()),
+        "early_stopping_met": "early stopping not satisfied: " + early_stopping_words(detail),
         "result_perf_constraints_met": "latency bound exceeded",
     }
     return [reason for key, reason in checks.items() if detail.get(key) is False]

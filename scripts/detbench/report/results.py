@@ -64,18 +64,18 @@ def attach_intervals(models, benchmarks, repeats):
     """Each benchmark gains `over_rounds` (latency percentiles and throughput: medians over its
     rounds with 95% intervals) and, beside a benchmarked reference, `speedup_over_rounds`.
     `repeats`: {model: [its later rounds' results]}; the benchmark itself is round 1."""
+    timed = {name: result for name, result in benchmarks.items() if result.get("step_seconds")}
     rounds = {
-        name: [round_steps(result)] + [round_steps(r) for r in repeats.get(name, [])]
-        for name, result in benchmarks.items()
+        name: [round_steps(result)] + [round_steps(r) for r in repeats.get(name, [])] for name, result in timed.items()
     }
-    for name, result in benchmarks.items():
+    for name, result in timed.items():
         rate = throughput(result["batch_size"])
         result["over_rounds"] = {
             "latency_ms": {f"p{q}": interval(rounds[name], latency_percentile(q)) for q in (50, 90, 99)},
             "throughput_images_per_second": interval(rounds[name], rate),
         }
         reference = models.get(name, {}).get("reference")
-        if reference in benchmarks:
+        if reference in timed:
             result["speedup_over_rounds"] = ratio_interval(rounds[name], rounds[reference], rate)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from detbench.common import StageError
 from detbench.performance import OTHER_PART
 from detbench.report.results import column_order
-from detbench.report.tables import number, percent, significant
+from detbench.report.tables import number, percent
 
 
 def drift_rows(models, drifts):
@@ -193,6 +193,14 @@ def scenario_note(figures):
     return "; ".join(notes) or "every constraint met"
 
 
+def metric_value(metric):
+    """A LoadGen headline figure: ms to 2 decimals, rates to 3 significant digits (1 decimal above 100)."""
+    value = metric["value"]
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if metric["unit"] == "ms" else (f"{value:.1f}" if value >= 100 else f"{value:.3g}")
+
+
 def loadgen_rows(models, loadgen):
     """A row per model and scenario run under LoadGen, its headline metric as LoadGen logged it."""
     rows = []
@@ -208,7 +216,7 @@ def loadgen_rows(models, loadgen):
                     name,
                     [
                         scenario,
-                        f"{metric['name']} {significant(metric['value'])} {metric['unit']}",
+                        f"{metric['name']} {metric_value(metric)} {metric['unit']}",
                         figures["validity"],
                         # Offline's one query has every sample issued at once: their latencies say nothing.
                         "n/a"
