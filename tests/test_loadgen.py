@@ -228,11 +228,11 @@ def test_an_invalid_run_says_why_in_one_sentence():
         "result_min_duration_met": True,
         "result_min_queries_met": False,
         "early_stopping_met": False,
-        "early_stopping_result": " * Only processed 6 queries.  * Need to process at least 64 queries for early stopping.",
+        "early_stopping_result": " * Only processed 6 queries.  * Need to process at least 64 queries.",
     }
     assert invalid_because(detail) == [
         "min query count not reached",
-        "early stopping not satisfied: Only processed 6 queries; Need to process at least 64 queries for early stopping",
+        "early stopping not satisfied: Only processed 6 queries; Need to process at least 64 queries",
     ]
     assert invalid_because({"result_perf_constraints_met": False}) == ["latency bound exceeded"]
     assert metric_value({"value": 1488.974, "unit": "ms"}) == "1488.97"
