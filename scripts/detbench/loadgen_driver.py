@@ -258,6 +258,14 @@ def read_detail_log(path):
     return values
 
 
+# The latency scenarios' headline: the knob of its percentile, what it measures, and the detail
+# log's key of early stopping's estimate of it (in ns).
+LATENCY_METRICS = {
+    "SingleStream": ("single_stream_percentile", "latency", "early_stopping_latency_ss"),
+    "MultiStream": ("multi_stream_percentile", "latency of a query", "early_stopping_latency_ms"),
+}
+
+
 def percentile_key(percentile):
     return f"result_{percentile:.2f}_percentile_latency_ns"
 
@@ -301,18 +309,16 @@ def scenario_figures(scenario, detail, knobs):
         "errors": detail.get("num_errors", 0),
         "invalid_because": invalid_because(detail),
     }
+    if scenario in LATENCY_METRICS:
+        knob, what, early_stopping_key = LATENCY_METRICS[scenario]
+        percentile = knobs[knob]
+        value = detail[percentile_key(percentile)] / 1e6
+        figures["metric"] = {"name": f"p{percentile:g} {what}", "unit": "ms", "value": value}
+        figures["early_stopping_ms"] = detail.get(early_stopping_key, 0) / 1e6 or None
     if scenario == "SingleStream":
-        percentile = knobs["single_stream_percentile"]
-        figures["metric"] = {"name": f"p{percentile:g} latency", "unit": "ms"}
-        figures["metric"]["value"] = detail[percentile_key(percentile)] / 1e6
-        figures["early_stopping_ms"] = detail.get("early_stopping_latency_ss", 0) / 1e6 or None
         figures["qps_with_loadgen_overhead"] = detail.get("result_qps_with_loadgen_overhead")
         figures["qps_without_loadgen_overhead"] = detail.get("result_qps_without_loadgen_overhead")
     elif scenario == "MultiStream":
-        percentile = knobs["multi_stream_percentile"]
-        figures["metric"] = {"name": f"p{percentile:g} latency of a query", "unit": "ms"}
-        figures["metric"]["value"] = detail[percentile_key(percentile)] / 1e6
-        figures["early_stopping_ms"] = detail.get("early_stopping_latency_ms", 0) / 1e6 or None
         figures["samples_per_query"] = detail.get("effective_samples_per_query")
     elif scenario == "Server":
         percentile = knobs["server"]["percentile"]
