@@ -117,6 +117,8 @@ def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
         "prepare_frozen_graph": 2,
         "quantize_graph": 1,
         "benchmark_graph": 4,
+        "benchmark_repeat": 4,
+        "run_loadgen": 8,
         "detect_objects": 4,
         "evaluate_accuracy": 4,
         "compare_with_reference": 3,
@@ -148,7 +150,9 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     # Each shard an exclusive job whose two pinned instances share its node.
     config["accuracy"].update(shards=2, instances_per_node=2)
     config["inference_threads"] = 2
-    config["benchmark"].update(number_of_steps=20, warmup_steps=5)
+    # One benchmark round and no LoadGen: their jobs are inference jobs like the benchmark's.
+    config["benchmark"].update(number_of_steps=20, warmup_steps=5, repeats=1)
+    config["loadgen"]["scenarios"] = []
     workflow = Workflow(tmp_path / "slurm-run", config)
     # The data and graphs of the shared local run (resources/ and the cost files of the jobs
     # that made them, times kept): what runs on SLURM is every job that measures or scores.

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import Workflow
+from helpers import DEMO_MODELS, Workflow
 from prepare_frozen_graph import check_detection_graph
 
 from detbench.coco_data import read_examples
@@ -26,6 +26,8 @@ RULES_RUN_ONCE = {
     "prepare_frozen_graph": 2,
     "quantize_graph": 1,
     "benchmark_graph": 4,
+    "benchmark_repeat": 4,
+    "run_loadgen": 8,
     "detect_objects": 4,
     "evaluate_accuracy": 4,
     "compare_with_reference": 3,
@@ -88,6 +90,10 @@ def test_every_rule_wrote_its_log(finished_run):
         "benchmark_graph/fp32.log",
         "benchmark_graph/int8.log",
         "benchmark_graph/int8_inc.log",
+        "benchmark_repeat/bf16-2.log",
+        "benchmark_repeat/fp32-2.log",
+        "benchmark_repeat/int8-2.log",
+        "benchmark_repeat/int8_inc-2.log",
         "checkout_tensorflow_models.log",
         "compare_with_reference/bf16.log",
         "compare_with_reference/int8.log",
@@ -115,6 +121,11 @@ def test_every_rule_wrote_its_log(finished_run):
         "prepare_frozen_graph/fp32.log",
         "prepare_frozen_graph/int8.log",
         "quantize_graph/int8_inc.log",
+        *(
+            f"run_loadgen/{model}-{scenario}.log"
+            for model in sorted(DEMO_MODELS)
+            for scenario in ("Offline", "SingleStream")
+        ),
         "write_empty_annotations.log",
     ]
     assert "sha256" in (workflow.workdir / "logs/download_file/val2017.zip.log").read_text()
@@ -172,6 +183,8 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
         "download_file": 1,
         "prepare_frozen_graph": 1,
         "benchmark_graph": 1,
+        "benchmark_repeat": 1,
+        "run_loadgen": 2,
         "detect_objects": 1,
         "evaluate_accuracy": 1,
         "compare_with_reference": 1,
@@ -202,6 +215,8 @@ def test_reruns_exactly_what_a_change_touches(finished_run, tmp_path, demo_data,
     assert workflow.planned_jobs() == {
         "quantize_graph": 1,
         "benchmark_graph": 1,
+        "benchmark_repeat": 1,
+        "run_loadgen": 2,
         "detect_objects": 1,
         "evaluate_accuracy": 1,
         "compare_with_reference": 1,
@@ -226,6 +241,8 @@ def test_a_model_is_one_registry_entry(finished_run, tmp_path):
     assert workflow.planned_jobs() == {
         "quantize_graph": 1,
         "benchmark_graph": 1,
+        "benchmark_repeat": 1,
+        "run_loadgen": 2,
         "detect_objects": 1,
         "evaluate_accuracy": 1,
         "compare_with_reference": 1,
@@ -238,6 +255,8 @@ def test_a_model_is_one_registry_entry(finished_run, tmp_path):
     config["models"]["bf16"]["runtime"] = {"kmp_blocktime": 0}
     assert workflow.planned_jobs() == {
         "benchmark_graph": 1,
+        "benchmark_repeat": 1,
+        "run_loadgen": 2,
         "detect_objects": 1,
         "evaluate_accuracy": 1,
         "compare_with_reference": 1,

@@ -130,7 +130,8 @@ def demo_config(data_dir, base_url, layout="single_file"):
     loadgen = TWIN_LOADGEN if "architectures" in manifest else DEMO_LOADGEN
     if manifest.get("registry") == "real":
         architectures, models, drift_images = REAL_ARCHITECTURES, real_models(), 4
-        loadgen = {**DEMO_LOADGEN, "accuracy": True}  # a model that sees: LoadGen's accuracy log scored
+        # A model that sees: LoadGen's accuracy log scored (its scenarios are the demo's code again).
+        loadgen = {**DEMO_LOADGEN, "scenarios": [], "accuracy": True}
     return {
         "downloads": downloads,
         "download_settings": {"retries": 2, "backoff_seconds": 0.2, "connect_timeout": 5, "read_timeout": 30},
