@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detbench.coco_data import detection_columns, quiet_coco, selected_records, standard_metrics
+from detbench.coco_data import detection_columns, quiet_coco, selected_records, standard_metrics, to_coco_results
 from detbench.common import StageError, atomic_directory, atomic_file, run_main
 from detbench.config_schema import schema_defaults
 from detbench.detection_graph import (
@@ -157,16 +157,14 @@ def accuracy_detections(accuracy_log, image_ids, sizes):
         index = entry["qsl_idx"]
         seen.add(index)
         rows = np.frombuffer(bytes.fromhex(entry["data"]), np.float32).reshape(-1, DETECTION_FIELDS)
-        height, width = sizes[index]
-        for ymin, xmin, ymax, xmax, score, category in rows.tolist():
-            detections.append(
-                {
-                    "image_id": image_ids[index],
-                    "category_id": int(category),
-                    "bbox": [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height],
-                    "score": score,
-                }
-            )
+        # The rows as the graph's outputs for one image, converted as detect_objects converts them.
+        outputs = {
+            "num_detections": [len(rows)],
+            "detection_boxes": [rows[:, :4]],
+            "detection_scores": [rows[:, 4]],
+            "detection_classes": [rows[:, 5]],
+        }
+        detections += to_coco_results(image_ids[index], *sizes[index], outputs)
     if len(seen) != len(image_ids):
         raise StageError(f"{accuracy_log}: {len(image_ids) - len(seen)} of {len(image_ids)} images have no response")
     return detections
