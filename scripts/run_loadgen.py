@@ -31,8 +31,8 @@ from detbench.detection_graph import (
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings
 from detbench.loadgen_driver import (
     DETECTION_FIELDS,
-    OFFLINE_MARGIN,
     SCENARIOS,
+    SPEED_MARGIN,
     GraphRunner,
     SampleLibrary,
     loadgen_settings,
@@ -59,10 +59,11 @@ def run_scenario(runner, library, scenario, knobs, log_dir, noise_limits):
         settings = loadgen_settings(scenario, knobs, measured_latency_ms=service_ms)
         detail, service = run_test(library, runner, settings, log_dir)
         figures = scenario_figures(scenario, detail, knobs)
-        if resize_offline(scenario, figures, knobs):
-            # Sized from a warm-up slower than the run: LoadGen's advice, a higher expected QPS.
-            log.info("Offline ended before min duration: again, expecting %.1f samples/s", figures["metric"]["value"])
-            settings.offline_expected_qps = OFFLINE_MARGIN * figures["metric"]["value"]
+        if fell_short_of_min_duration(figures, knobs):
+            # Sized from a warm-up faster (SingleStream, MultiStream) or slower (Offline) than the
+            # run itself: LoadGen's advice, an expectation from what the run measured.
+            log.info("%s ended before min duration: again, expecting the run's own speed", scenario)
+            expect_measured_speed(settings, scenario, figures)
             detail, service = run_test(library, runner, settings, log_dir)
             figures = scenario_figures(scenario, detail, knobs)
     figures["machine"] = machine_state(before, Activity(), service, 0, noise_limits)
@@ -84,10 +85,23 @@ def run_scenario(runner, library, scenario, knobs, log_dir, noise_limits):
     return figures
 
 
-def resize_offline(scenario, figures, knobs):
-    """Whether an Offline run sized from the warm-up fell short of min duration only."""
+def fell_short_of_min_duration(figures, knobs):
+    """Whether a run sized from the warm-up (not from the config) fell short of min duration (and
+    so, with few queries, perhaps of early stopping's count too)."""
     measured = knobs["offline_expected_qps"] is None and knobs["expected_latency_ms"] is None
-    return scenario == "Offline" and measured and figures["invalid_because"] == ["min duration not reached"]
+    return measured and "min duration not reached" in figures["invalid_because"]
+
+
+def expect_measured_speed(settings, scenario, figures):
+    """LoadGen's settings expecting what a run measured, with room for a faster rerun: LoadGen
+    generates queries (one for Offline) from the expectation and the run must last min duration."""
+    measured = figures["metric"]["value"]
+    if scenario == "Offline":
+        settings.offline_expected_qps = SPEED_MARGIN * measured
+    elif scenario == "SingleStream":
+        settings.single_stream_expected_latency_ns = int(measured * 1e6 / SPEED_MARGIN)
+    elif scenario == "MultiStream":
+        settings.multi_stream_expected_latency_ns = int(measured * 1e6 / SPEED_MARGIN)
 
 
 def search_server(runner, library, knobs, log_dir, service_ms):
