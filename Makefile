@@ -22,10 +22,10 @@ help:
 	@echo "make run       - the whole workflow on COCO val2017 and Intel's graphs (needs internet)"
 	@echo "make lint      - snakemake --lint, snakefmt, ruff check and ruff format --check"
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-quantize.txt requirements-twin.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-dev.txt requirements-openvino.txt requirements-quantize.txt requirements-twin.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-openvino.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-quantize.txt -r requirements-twin.txt
 	# the shared library (scripts/detbench) and tools/, importable from anywhere in the venv
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .

@@ -6,7 +6,7 @@ from pathlib import Path
 
 # scripts/ is on sys.path (the Snakefile put it there to read the config file first).
 from detbench.config_schema import load_schema, stop_if
-from detbench.job_runtime import bf16_native
+from detbench.job_runtime import bf16_native, openvino_version
 from detbench.plan import (
     Plan,
     benchmark_file,
@@ -29,6 +29,8 @@ PLAN = Plan(config, bf16_native())
 for note in PLAN.left_out:
     print(note, file=sys.stderr)
 MODELS = list(config["models"])
+# The IRs are OpenVINO's: another version converts and quantizes them anew.
+OPENVINO_VERSION = openvino_version()
 
 
 wildcard_constraints:
@@ -106,6 +108,14 @@ def get_quantize_inputs(wildcards):
 
 def get_quantize_options(wildcards):
     return PLAN.quantize_options(wildcards.model)
+
+
+def get_openvino_quantize_inputs(wildcards):
+    return PLAN.openvino_quantize_inputs(wildcards.model)
+
+
+def get_openvino_quantize_options(wildcards):
+    return PLAN.openvino_quantize_options(wildcards.model)
 
 
 def get_tuning_inputs_option(wildcards, input):

@@ -38,7 +38,7 @@ rule measure_layer_drift:
     benchmark:
         benchmark_file("measure_layer_drift")
     wildcard_constraints:
-        model=one_of(PLAN.compared_models),
+        model=one_of(PLAN.drift_models),
     conda:
         "../envs/tensorflow.yaml"
     threads: get_inference_threads()

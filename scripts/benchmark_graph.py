@@ -27,9 +27,8 @@ from detbench.detection_graph import (
     interface_of,
     kernels_in,
     list_images,
-    open_checked_session,
-    traced_node_times,
 )
+from detbench.engines import open_engine
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings, usable_cores
 from detbench.machine import Activity, machine_state
 from detbench.onednn_dispatch import captured_stdout, dispatch_facts, enable_verbose
@@ -73,7 +72,7 @@ def benchmark(
         raise StageError(f"warmup_steps ({warmup_steps}) must be less than number_of_steps ({steps})")
     if batch_size > 1 and image_size is None:
         raise StageError("batch_size > 1 needs an image size, so that a batch is well formed")
-    session = open_checked_session(graph_path, applied, interface)
+    engine = open_engine(graph_path, applied, interface)
     # Several instances on one node: each reads its own share of the images.
     images = list_images(image_dir)[instance::instances]
     if not images:
@@ -89,7 +88,7 @@ def benchmark(
     started = time.time()
     before = Activity()
     with captured_stdout() as verbose:
-        seconds = time_steps(session, interface, batches, steps, ends)
+        seconds = time_steps(engine, batches, steps, ends)
     onednn = dispatch_facts(verbose[0])
     if onednn:
         log.info("oneDNN %s dispatched for %s: %s", onednn["version"], onednn["isa"], ", ".join(onednn["kernel_isas"]))
@@ -99,7 +98,7 @@ def benchmark(
     summary = summarize(seconds, warmup_steps, batch_size)
     # Traced and counted after the timed steps, never during them.
     batch = next(prefetcher.images.batches(batch_size))
-    node_times = traced_node_times(session, interface, batch, max(profile_steps, 1))
+    node_times = engine.node_times(batch, max(profile_steps, 1))
     kernels = kernels_in(node_times)
     bfloat16 = bfloat16_share(node_times)
     if applied["precision"] == "bf16":
@@ -112,8 +111,9 @@ def benchmark(
             ", ".join(bfloat16["kernels"]) or "none",
         )
     flops = probe = achieved = None
-    if with_roofline:
-        flops = count_flops(session, interface.feed(batch), parts or {})
+    # FLOPs are counted by TensorFlow's profiler: an OpenVINO job has no roofline of its own.
+    if with_roofline and engine.name == "tensorflow":
+        flops = count_flops(engine.session, interface.feed(batch), parts or {})
         probe = probe_rates(applied["intra_op_threads"] or usable_cores())
         achieved = roofline(flops, batch_size, summary["throughput_images_per_second"], probe, applied["precision"])
         share = achieved["fraction_of_probe"]
@@ -158,6 +158,7 @@ def benchmark(
         "roofline": achieved,
         "probe": probe,
         **environment_facts(graph_path, applied),
+        **engine.facts(),
         # What else the machine did while the steps were timed, and whether that makes it noisy.
         "machine": machine,
         # What oneDNN ran: its version, the ISA it dispatched for, each primitive's implementation.
@@ -207,7 +208,7 @@ def add_benchmark_arguments(parser):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb")
+    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb, or model.xml (openvino)")
     parser.add_argument("--image-dir", type=Path, required=True, help="folder of val2017 JPEGs")
     parser.add_argument("--output", type=Path, required=True, help="results JSON")
     add_benchmark_arguments(parser)

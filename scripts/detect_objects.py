@@ -40,11 +40,10 @@ from detbench.config_schema import schema_defaults
 from detbench.detection_graph import (
     add_interface_arguments,
     decode_image,
-    detect,
-    executed_kernels,
     interface_of,
-    open_checked_session,
+    kernels_in,
 )
+from detbench.engines import open_engine
 from detbench.job_runtime import (
     add_runtime_arguments,
     apply_runtime,
@@ -142,11 +141,19 @@ class Checkpoint:
 
 
 def detect_objects(
-    graph_path, interface, record_dir, applied, output, max_images=0, shard=0, shards=1, checkpoint_every=50
+    graph_path,
+    interface,
+    record_dir,
+    applied,
+    output,
+    max_images=0,
+    shard=0,
+    shards=1,
+    checkpoint_every=50,
 ):
     if not 0 <= shard < shards:
         raise StageError(f"shard {shard} is not in 0..{shards - 1}")
-    session = open_checked_session(graph_path, applied, interface)
+    engine = open_engine(graph_path, applied, interface)
     checkpoint = checkpoint_path(output)
     identity = job_identity(graph_path, record_dir, max_images, shard, shards)
     saved = load_checkpoint(checkpoint, identity)
@@ -168,8 +175,8 @@ def detect_objects(
         image = decode_image(features["image/encoded"][0], name)[None]
         height, width = image.shape[1:3]
         if kernels is None:
-            kernels = executed_kernels(session, interface, image)
-        found = to_coco_results(image_id, height, width, detect(session, interface, image))
+            kernels = kernels_in(engine.node_times(image, 1))
+        found = to_coco_results(image_id, height, width, engine.detect(image))
         detections.extend(found)
         image_ids.append(image_id)
         record_indices.append(index)
@@ -184,7 +191,7 @@ def detect_objects(
         log.warning("no images for shard %d of %d (max_images %d)", shard, shards, max_images)
     log.info("%d detections in %d images (shard %d of %d)", len(detections), len(image_ids), shard, shards)
     # The checkpoint identity has hashed the graph already (217 MB for R-FCN).
-    facts = environment_facts(graph_path, applied, identity["graph_sha256"])
+    facts = {**environment_facts(graph_path, applied, identity["graph_sha256"]), **engine.facts()}
     result = write_detections(output, identity, image_ids, record_indices, kernels, facts, detections)
     checkpoint.unlink(missing_ok=True)
     return result
@@ -333,7 +340,7 @@ def detect_with_instances(
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb")
+    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb, or model.xml (openvino)")
     parser.add_argument("--records", type=Path, required=True, help="folder of coco_val.record*")
     parser.add_argument("--output", type=Path, required=True, help="detections JSON")
     parser.add_argument("--max-images", type=int, default=0, help="first N records only (0: all)")

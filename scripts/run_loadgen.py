@@ -28,6 +28,7 @@ from detbench.detection_graph import (
     decode_image,
     interface_of,
 )
+from detbench.engines import open_engine
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, environment_facts, runtime_settings
 from detbench.loadgen_driver import (
     DETECTION_FIELDS,
@@ -203,7 +204,8 @@ def run_accuracy(runner, record_dir, annotations, max_images, knobs, log_dir):
 
 def loadgen_stage(args, knobs):
     applied = apply_runtime(runtime_settings(args))
-    runner = GraphRunner(args.graph, interface_of(args), applied)
+    engine = open_engine(args.graph, applied, interface_of(args))
+    runner = GraphRunner(engine)
     noise = schema_defaults("benchmark")["noise"] if args.noise is None else json.loads(args.noise)
     with atomic_directory(args.log_dir) as log_dir:
         if args.accuracy:
@@ -215,7 +217,9 @@ def loadgen_stage(args, knobs):
                 raise StageError(f"--scenario one of {', '.join(SCENARIOS)} and --image-dir are needed")
             library = performance_library(runner, args.image_dir, knobs)
             result = run_scenario(runner, library, args.scenario, knobs, log_dir, noise)
-        result.update(settings=knobs, log_dir=str(args.log_dir), **environment_facts(args.graph, applied))
+        result.update(
+            settings=knobs, log_dir=str(args.log_dir), **environment_facts(args.graph, applied), **engine.facts()
+        )
         with atomic_file(args.output) as temporary:
             temporary.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -223,7 +227,7 @@ def loadgen_stage(args, knobs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb")
+    parser.add_argument("--graph", type=Path, required=True, help="frozen_inference_graph.pb, or model.xml (openvino)")
     parser.add_argument("--output", type=Path, required=True, help="results JSON")
     parser.add_argument("--log-dir", type=Path, required=True, help="folder for LoadGen's mlperf_log_* files")
     parser.add_argument("--scenario", choices=SCENARIOS, help="the performance scenario to run")

@@ -63,7 +63,7 @@ def small_tmpfs(tmp_path):
 def finished_run(tmp_path_factory, demo_data):
     """One complete run of the default target on the demo data, shared by read-only tests."""
     server = FileServer(demo_data / "files").start()
-    config = demo_config(demo_data, server.url)
+    config = demo_config(demo_data, server.url, openvino=True)
     config["benchmark"].update(number_of_steps=40, warmup_steps=5)
     workflow = Workflow(tmp_path_factory.mktemp("finished") / "run", config)
     workflow.run()
@@ -75,7 +75,7 @@ def finished_run(tmp_path_factory, demo_data):
 def twin_run(tmp_path_factory):
     require_built(TWIN, "twin")
     server = FileServer(TWIN / "files").start()
-    config = demo_config(TWIN, server.url)
+    config = demo_config(TWIN, server.url, openvino=True)
     config["models"] = {name: config["models"][name] for name in MODELS}
     for model in config["models"].values():
         if model.get("legacy_images"):

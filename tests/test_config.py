@@ -230,11 +230,12 @@ def test_bf16_runs_by_default_only_where_the_cpu_has_bf16_instructions(demo_data
     assert checked_config(config, SCHEMA) == [] and config["models"]["bf16"]["allow_emulation"] is False
     assert models_run_here(config, native_bf16=True) == (list(config["models"]), [])
     kept, notes = models_run_here(config, native_bf16=False)
-    assert kept == ["fp32", "int8", "int8_inc"] and notes == [
+    assert kept == ["fp32", "int8", "int8_inc", "openvino_fp32", "openvino_int8"] and notes[0] == (
         "note: model bf16 left out: this CPU has neither avx512_bf16 nor amx_bf16, so oneDNN would emulate BF16 "
         "slowly; models.bf16.allow_emulation: true runs it anyway, marked emulated"
-    ]
-    config["models"]["bf16"]["allow_emulation"] = True
+    )
+    assert len(notes) == 2 and notes[1].startswith("note: model openvino_bf16 left out")
+    config["models"]["bf16"]["allow_emulation"] = config["models"]["openvino_bf16"]["allow_emulation"] = True
     assert models_run_here(config, native_bf16=False)[0] == list(config["models"])
     # A job refuses it on such a CPU, naming the flags, unless emulation is allowed.
     with pytest.raises(
@@ -270,10 +271,12 @@ def test_zoo_config_adds_the_family_to_the_recipe(tmp_path):
     assert all(entry["url"].startswith("https://") for entry in zoo["downloads"].values())
     assert zoo["models"]["ssd_int8"]["preprocess"]["download"] == "ssdmobilenet_preprocess.pb"
     jobs = Workflow(tmp_path, merged).planned_jobs()
-    bf16_models = 3 if bf16_native() else 0
+    bf16_models = 4 if bf16_native() else 0  # three on TensorFlow, R-FCN's on OpenVINO
     assert jobs["download_file"] == 9 and jobs["convert_coco_to_tfrecord"] == 1
-    assert jobs["benchmark_graph"] == 9 + bf16_models and jobs["prepare_frozen_graph"] == 6
+    assert jobs["benchmark_graph"] == 9 + 6 + bf16_models and jobs["prepare_frozen_graph"] == 6
     assert jobs["quantize_graph"] == 3
+    # Each architecture's FP32 graph converted once, and quantized by NNCF once.
+    assert jobs["convert_to_openvino"] == 3 and jobs["quantize_openvino"] == 3
 
 
 def test_every_problem_is_one_line_at_once_with_no_trace_lines(tmp_path, demo_data):

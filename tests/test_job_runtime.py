@@ -25,15 +25,30 @@ def parsed(arguments):
 
 
 def test_runtime_flags_give_the_settings_back():
-    settings = {**schema_defaults("runtime.bf16"), "precision": "bf16", "allow_emulation": True, "numa_socket": 1}
+    settings = {
+        **schema_defaults("runtime.bf16"),
+        "engine": "tensorflow",
+        "precision": "bf16",
+        "allow_emulation": True,
+        "numa_socket": 1,
+    }
     assert parsed(runtime_arguments(settings)) == settings
+    # An OpenVINO job's: its engine and OpenVINO's properties, which a TensorFlow job's flags leave out.
+    openvino = {**settings, "engine": "openvino", "openvino_streams": 2, "openvino_mode": "throughput"}
+    assert parsed(runtime_arguments({**openvino, "openvino_pinning": False})) == {**openvino, "openvino_pinning": False}
+    assert not any("openvino" in flag for flag in runtime_arguments(settings))
     # A job's threads stand in for 0, and intra-op threads for 0 OpenMP threads.
     resolved = parsed(runtime_arguments({**settings, "intra_op_threads": 0, "omp_num_threads": 0}, threads=6))
     assert resolved["intra_op_threads"] == 6 and resolved["omp_num_threads"] == 6
 
 
 def test_a_script_run_by_hand_takes_the_schemas_fp32_defaults():
-    assert parsed([]) == {**schema_defaults("runtime.fp32"), "precision": "fp32", "allow_emulation": False}
+    assert parsed([]) == {
+        **schema_defaults("runtime.fp32"),
+        "engine": "tensorflow",
+        "precision": "fp32",
+        "allow_emulation": False,
+    }
 
 
 def test_pinned_instances_run_on_their_own_cores_and_say_who_wrote_what(capfd):

@@ -34,18 +34,23 @@ def changed(config, **sections):
 
 def test_model_lists_follow_the_registry(recipe):
     plan = Plan(recipe, native_bf16=True)
-    assert plan.default_models == ["fp32", "int8", "int8_inc", "bf16"] and plan.left_out == []
+    openvino = ["openvino_fp32", "openvino_int8", "openvino_bf16"]
+    assert plan.default_models == ["fp32", "int8", "int8_inc", "bf16", *openvino] and plan.left_out == []
     assert plan.downloaded_models == ["fp32", "int8"]
-    assert plan.quantized_models == ["int8_inc"]
-    assert plan.compared_models == ["int8", "int8_inc", "bf16"]
+    assert plan.quantized_models == ["int8_inc"] and plan.openvino_quantized == ["openvino_int8"]
+    assert plan.compared_models == ["int8", "int8_inc", "bf16", *openvino]
+    assert plan.drift_models == ["int8", "int8_inc", "bf16"]
     assert plan.graph("bf16") == plan.graph("fp32") == "resources/models/fp32/frozen_inference_graph.pb"
+    assert plan.graph("openvino_bf16") == plan.graph("openvino_fp32") == "resources/openvino/fp32/model.xml"
     assert plan.reference("int8_inc") == "fp32" and plan.reference("fp32") is None
+    assert plan.reference("openvino_fp32") == "fp32" and plan.engine_peer("openvino_int8") == "int8_inc"
 
 
 def test_bf16_without_its_instructions_is_left_out_and_said(recipe):
     plan = Plan(recipe, native_bf16=False)
     assert "bf16" not in plan.default_models and "bf16" not in plan.compared_models
-    assert len(plan.left_out) == 1 and "models.bf16.allow_emulation" in plan.left_out[0]
+    assert "openvino_bf16" not in plan.default_models
+    assert len(plan.left_out) == 2 and "models.bf16.allow_emulation" in plan.left_out[0]
     assert "bf16" not in plan.report_models() and "bf16" not in plan.gallery_detections()
 
 
@@ -98,7 +103,15 @@ def test_every_job_before_the_report_has_its_cost(recipe):
 
 def test_the_gallery_puts_each_reference_first(recipe):
     plan = Plan(recipe, native_bf16=True)
-    assert list(plan.gallery_detections()) == ["fp32", "int8", "int8_inc", "bf16"]
+    assert list(plan.gallery_detections()) == [
+        "fp32",
+        "int8",
+        "int8_inc",
+        "bf16",
+        "openvino_fp32",
+        "openvino_int8",
+        "openvino_bf16",
+    ]
 
 
 def without_constraints(pattern):

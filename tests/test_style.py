@@ -38,7 +38,7 @@ def pins(lines):
 
 def test_conda_environments_use_the_requirements_pins():
     requirements = {}
-    for name in ("requirements.txt", "requirements-quantize.txt"):
+    for name in ("requirements.txt", "requirements-quantize.txt", "requirements-openvino.txt"):
         requirements.update(pins((REPO_ROOT / name).read_text().splitlines()))
     # envs/quantize.yaml: conda's `tensorflow` is requirements.txt's tensorflow-cpu (same version).
     requirements["tensorflow"] = requirements["tensorflow-cpu"]

@@ -18,6 +18,7 @@ from helpers import (
     RFCN_MODELS,
     TWIN,
     TWIN_LEGACY_IMAGES,
+    TWIN_RUN_BENCHMARK,
     family,
     read_json,
 )
@@ -125,10 +126,13 @@ def test_every_job_has_a_benchmark_file_and_the_report_sums_them(twin_run):
 
 def test_the_report_has_a_column_per_model_against_fp32(twin_run):
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
-    assert "|  | int8 | bf16 | fp32 | frcnn_int8 | frcnn_fp32 | ssd_int8 | ssd_fp32 |" in summary
+    assert (
+        "|  | int8 | bf16 | fp32 | frcnn_int8 | frcnn_fp32 | ssd_int8 | ssd_openvino_fp32 | ssd_openvino_int8 "
+        "| ssd_fp32 |" in summary
+    )
     speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over reference"))
     assert speedups.count(" over fp32") == 2 and speedups.count(" over frcnn_fp32") == 1
-    assert speedups.count(" over ssd_fp32") == 1
+    assert speedups.count(" over ssd_fp32") == 3
 
 
 def test_the_report_opens_with_the_family_matrix_and_the_speedup_plot(twin_run):
@@ -136,8 +140,8 @@ def test_the_report_opens_with_the_family_matrix_and_the_speedup_plot(twin_run):
     summary = (twin_run.workdir / "results/report/summary.md").read_text()
     lines = summary.splitlines()
     start = lines.index(
-        "| Model | Architecture | Precision | Latency p50 (ms) | Throughput (images/s) | AP | Legacy AP "
-        "| Published AP | Speed-up over reference | AP lost | Accuracy gate |"
+        "| Model | Architecture | Precision | Engine | Latency p50 (ms) | Throughput (images/s) | AP | Legacy AP "
+        "| Published AP | Speed-up over reference | Speed-up over TensorFlow | AP lost | Accuracy gate |"
     )
     assert start < lines.index("## Every figure")
     rows = [line.split(" | ") for line in lines[start + 2 : start + 2 + len(MODELS)]]
@@ -149,23 +153,28 @@ def test_the_report_opens_with_the_family_matrix_and_the_speedup_plot(twin_run):
         "frcnn_int8",
         "ssd_fp32",
         "ssd_int8",
+        "ssd_openvino_fp32",
+        "ssd_openvino_int8",
     ]
     by_model = {row[0].strip("| "): row for row in rows}
-    assert by_model["frcnn_int8"][1] == "faster_rcnn_resnet50" and by_model["frcnn_int8"][7] == "0.310"
-    assert by_model["ssd_fp32"][8] == "reference" and "] over ssd_fp32" in by_model["ssd_int8"][8]
+    assert by_model["frcnn_int8"][1] == "faster_rcnn_resnet50" and by_model["frcnn_int8"][8] == "0.310"
+    assert by_model["ssd_fp32"][9] == "reference" and "] over ssd_fp32" in by_model["ssd_int8"][9]
+    assert by_model["ssd_openvino_int8"][3] == "openvino" and "] over ssd_fp32" in by_model["ssd_openvino_int8"][9]
+    assert by_model["ssd_openvino_fp32"][10].split(" [")[0].endswith("x") and by_model["ssd_int8"][10] == ""
     # Random weights find nothing: every AP is 0, which meets 99% of 0.
-    assert by_model["ssd_int8"][10] == "PASS: AP 0.000, target 0.000 (99% of ssd_fp32's 0.000) |"
-    assert by_model["ssd_int8"][6].endswith(f"(first {TWIN_LEGACY_IMAGES})") and "(first" not in by_model["int8"][6]
-    # The speed-up: the median over the two rounds of each model's throughput, one over the other.
+    assert by_model["ssd_int8"][12] == "PASS: AP 0.000, target 0.000 (99% of ssd_fp32's 0.000) |"
+    assert by_model["ssd_int8"][7].endswith(f"(first {TWIN_LEGACY_IMAGES})") and "(first" not in by_model["int8"][7]
+    # The speed-up: the median over the rounds of each model's throughput, one over the other.
     rounds = {
-        model: [
-            read_json(twin_run, path)["throughput_images_per_second"]
-            for path in (f"results/benchmark/{model}.json", f"results/benchmark/repeats/{model}-2.json")
+        model: [read_json(twin_run, f"results/benchmark/{model}.json")["throughput_images_per_second"]]
+        + [
+            read_json(twin_run, f"results/benchmark/repeats/{model}-{r}.json")["throughput_images_per_second"]
+            for r in range(2, TWIN_RUN_BENCHMARK["repeats"] + 1)
         ]
         for model in ("ssd_int8", "ssd_fp32")
     }
     ratio = statistics.median(rounds["ssd_int8"]) / statistics.median(rounds["ssd_fp32"])
-    assert by_model["ssd_int8"][8].startswith(f"{ratio:.2f}x [")
+    assert by_model["ssd_int8"][9].startswith(f"{ratio:.2f}x [")
     plot = twin_run.workdir / "results/report/speedup_vs_accuracy.png"
     assert (
         plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![speedup_vs_accuracy](speedup_vs_accuracy.png)" in summary
@@ -243,11 +252,11 @@ def test_each_architecture_is_profiled_by_its_own_parts(twin_run, model):
         assert 2.2e9 < flops["total"] < 2.8e9 and flops["by_part"]["feature_extractor"] > 0.8 * flops["total"]
 
 
-@pytest.mark.parametrize("model", ["fp32", "frcnn_fp32", "ssd_fp32"])
+@pytest.mark.parametrize("model", ["fp32", "ssd_fp32", "ssd_openvino_fp32"])
 def test_loadgen_single_stream_and_offline_on_each_architecture(twin_run, model):
-    """One model of each architecture under LoadGen: its logs kept, a few queries (INVALID by
-    early stopping, which the result says), and SingleStream's latency that of the benchmark's
-    session."""
+    """R-FCN's and SSD's FP32 under LoadGen, SSD's on each engine: its logs kept, a few queries
+    (INVALID by early stopping, which the result says), and SingleStream's latency that of the
+    benchmark's session."""
     for scenario in ("SingleStream", "Offline"):
         result = read_json(twin_run, f"results/loadgen/{model}/{scenario}.json")
         assert (twin_run.workdir / f"results/loadgen/{model}/{scenario}/mlperf_log_summary.txt").is_file()

@@ -300,11 +300,6 @@ def kernels_in(node_times):
     return sorted({node.kernel for node in node_times if node.kernel})
 
 
-def executed_kernels(session, interface, images):
-    """The kernels one traced run executed."""
-    return kernels_in(traced_node_times(session, interface, images))
-
-
 # The casts the BF16 rewrite adds are named "<node>-0-CastToBf16-0-AutoMixedPrecision".
 AMP_CAST_MARK = "AutoMixedPrecision"
 

@@ -25,6 +25,8 @@ from detbench.common import StageError
 log = logging.getLogger("job_runtime")
 
 PRECISIONS = ("fp32", "int8", "bf16")
+# What runs a model: detbench/engines.py opens it on one of these.
+ENGINES = ("tensorflow", "openvino")
 RELAUNCHED = "RFCN_RUNTIME_APPLIED"
 RUNTIME_SETTINGS = "RFCN_RUNTIME_SETTINGS"
 TCMALLOC_PATTERNS = ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so")
@@ -95,14 +97,21 @@ def runtime_environment(settings):
         "onednn": bool(settings["onednn"]),
         "tcmalloc": None,
         "numa_socket": settings["numa_socket"],
+        "engine": settings["engine"],
         "precision": settings["precision"],
         "allow_emulation": settings["allow_emulation"],
+        "openvino_streams": settings["openvino_streams"],
+        "openvino_mode": settings["openvino_mode"],
+        "openvino_pinning": settings["openvino_pinning"],
     }
     environment["OMP_NUM_THREADS"] = str(applied["omp_num_threads"])
     environment["KMP_BLOCKTIME"] = str(applied["kmp_blocktime"])
     environment["KMP_AFFINITY"] = str(applied["kmp_affinity"])
     environment["TF_ENABLE_ONEDNN_OPTS"] = "1" if applied["onednn"] else "0"
-    if settings["tcmalloc"]:
+    if settings["tcmalloc"] and settings["engine"] == "openvino":
+        # OpenVINO allocates through TBB: under a preloaded TCMalloc it aborts ("free(): invalid pointer").
+        log.info("TCMalloc not preloaded: an OpenVINO job allocates through TBB")
+    elif settings["tcmalloc"]:
         library = find_tcmalloc()
         if library:
             preload = environment.get("LD_PRELOAD", "")
@@ -162,10 +171,17 @@ def add_runtime_arguments(parser):
     group.add_argument("--onednn", action=argparse.BooleanOptionalAction, help="TF_ENABLE_ONEDNN_OPTS")
     group.add_argument("--tcmalloc", action=argparse.BooleanOptionalAction, help="LD_PRELOAD TCMalloc")
     group.add_argument("--numa-socket", type=int, help="bind to one socket with numactl")
+    group.add_argument(
+        "--engine", choices=ENGINES, default="tensorflow", help="tensorflow (a frozen .pb) or openvino (an IR .xml)"
+    )
+    group.add_argument("--openvino-streams", type=int, help="OpenVINO: NUM_STREAMS")
+    group.add_argument("--openvino-mode", choices=("latency", "throughput"), help="OpenVINO: PERFORMANCE_HINT")
+    group.add_argument("--openvino-pinning", action=argparse.BooleanOptionalAction, help="OpenVINO: ENABLE_CPU_PINNING")
     parser.set_defaults(**defaults)
 
 
 RUNTIME_KEYS = (
+    "engine",
     "precision",
     "allow_emulation",
     "intra_op_threads",
@@ -176,6 +192,9 @@ RUNTIME_KEYS = (
     "onednn",
     "tcmalloc",
     "numa_socket",
+    "openvino_streams",
+    "openvino_mode",
+    "openvino_pinning",
 )
 
 
@@ -202,6 +221,14 @@ def runtime_arguments(settings, threads=0):
         arguments.append("--allow-emulation")
     if settings.get("numa_socket") is not None:
         arguments.append(f"--numa-socket={settings['numa_socket']}")
+    if settings.get("engine", "tensorflow") != "tensorflow":
+        # Only where they apply: a TensorFlow job's command (and so its rerun) does not change.
+        arguments += [
+            f"--engine={settings['engine']}",
+            f"--openvino-streams={settings['openvino_streams']}",
+            f"--openvino-mode={settings['openvino_mode']}",
+            "--openvino-pinning" if settings["openvino_pinning"] else "--no-openvino-pinning",
+        ]
     return arguments
 
 
@@ -289,6 +316,16 @@ def memory_policy():
         first = Path("/proc/self/numa_maps").read_text().split("\n", 1)[0]
         return first.split()[1]
     except (OSError, IndexError):
+        return None
+
+
+def openvino_version():
+    """The installed OpenVINO's version, read without importing it (None: not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
         return None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from detbench.common import StageError
-from detbench.detection_graph import OUTPUT_KEYS, list_images, open_checked_session
+from detbench.detection_graph import list_images
 from detbench.timing import load_image
 
 log = logging.getLogger("run_loadgen")
@@ -176,18 +176,17 @@ class DetectionSUT:
 
 
 class GraphRunner:
-    """The session of one graph, fed as benchmark_graph feeds it."""
+    """A model on its engine (engines.py), fed as benchmark_graph feeds it."""
 
-    def __init__(self, graph_path, interface, applied):
-        self.session = open_checked_session(graph_path, applied, interface)
-        self.interface = interface
+    def __init__(self, engine):
+        self.engine = engine
 
     def prepare(self, image):
         """What one sample is fed: the image, or its untimed preprocessing's output."""
-        return self.interface.timed_feed(self.session, image[None])
+        return self.engine.timed_input(image[None])
 
     def __call__(self, feed):
-        return dict(zip(OUTPUT_KEYS, self.session.run(self.interface.fetches(), feed)))
+        return self.engine.run(feed)
 
     def warm_up(self, feed, runs):
         """Seconds of each warm-up run (graph set-up first): LoadGen times from its first query."""

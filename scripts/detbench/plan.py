@@ -12,7 +12,16 @@ from detbench.detection_graph import Interface
 from detbench.job_runtime import runtime_arguments
 from detbench.loadgen_driver import scenario_knobs
 from detbench.performance import parts_arguments
-from detbench.registry import graph_model, model_runtime, models_run_here, own_graph, reference_model
+from detbench.registry import (
+    engine_peer,
+    graph_model,
+    ir_model,
+    model_runtime,
+    models_run_here,
+    on_tensorflow,
+    own_graph,
+    reference_model,
+)
 
 DOWNLOADS = "resources/downloads"
 COCO_IMAGES = "resources/coco/val2017"
@@ -32,6 +41,8 @@ STAGE_JOBS = {
     "convert_coco_to_tfrecord": "",
     "prepare_frozen_graph": "{model}",
     "quantize_graph": "{model}",
+    "convert_to_openvino": "{model}",
+    "quantize_openvino": "{model}",
     "benchmark_graph": "{model}",
     "benchmark_repeat": "{model}-{repeat}",
     "benchmark_instances": "{model}-{instances}",
@@ -85,6 +96,11 @@ def graph_path(name):
     return f"resources/models/{name}/frozen_inference_graph.pb"
 
 
+def openvino_path(name, file="model.xml"):
+    """A file of the OpenVINO IR named after `name` (registry.ir_model)."""
+    return f"resources/openvino/{name}/{file}"
+
+
 def keyed(paths):
     """KEY=PATH arguments of one kind of input, quoted for the shell."""
     return " ".join(shlex.quote(f"{key}={path}") for key, path in paths.items())
@@ -100,10 +116,23 @@ class Plan:
         self.default_models, self.left_out = models_run_here(config, native_bf16)
         # Models whose graph file is their own: downloaded, or quantized here from another.
         self.downloaded_models = [name for name, model in self.models.items() if "download" in model]
-        self.quantized_models = [name for name, model in self.models.items() if "quantize" in model]
+        self.quantized_models = [
+            name for name, model in self.models.items() if "quantize" in model and on_tensorflow(model)
+        ]
+        # OpenVINO: the TensorFlow graphs converted to IR, and the IRs NNCF quantizes.
+        self.openvino_models = [name for name, model in self.models.items() if not on_tensorflow(model)]
+        self.openvino_quantized = [name for name in self.openvino_models if "quantize" in self.models[name]]
+        self.openvino_converted = sorted(
+            {
+                self.models[name].get("graph_of") or self.models[name]["quantize"]["from"]
+                for name in self.openvino_models
+            }
+        )
         self.graph_models = [name for name, model in self.models.items() if own_graph(model)]
         # Models compared with a reference (agreement, layer drift): where they lose accuracy.
         self.compared_models = [name for name in self.default_models if self.reference(name) in self.default_models]
+        # Layer drift reads TensorFlow's activations: TensorFlow models only.
+        self.drift_models = [name for name in self.compared_models if on_tensorflow(self.models[name])]
         chosen = config["loadgen"]["models"]
         self.loadgen_models = [name for name in self.default_models if chosen is None or name in chosen]
 
@@ -138,8 +167,14 @@ class Plan:
         return self.config["architectures"][self.models[name]["architecture"]]
 
     def graph(self, name):
-        """The graph file a model runs: its own, or that of the model its graph_of names."""
+        """The file a model runs: its own graph, or that of the model its graph_of names; for
+        an openvino model, its IR."""
+        if not on_tensorflow(self.models[name]):
+            return openvino_path(ir_model(self.models, name))
         return graph_path(graph_model(self.models, name))
+
+    def engine_peer(self, name):
+        return engine_peer(self.models, name)
 
     def reference(self, name):
         return reference_model(self.models, name)
@@ -210,6 +245,17 @@ class Plan:
                 self.units_options(name),
             ]
         return " ".join(options)
+
+    def openvino_quantize_inputs(self, name):
+        """The FP32 IR NNCF quantizes, and Neural Compressor's calibration folder."""
+        return {
+            "model": openvino_path(self.models[name]["quantize"]["from"]),
+            "images": self.calibration_dir(name),
+        }
+
+    def openvino_quantize_options(self, name):
+        settings = self.models[name]["quantize"]
+        return f"--calibration-images {settings['calibration_images']} --seed {settings['seed']}"
 
     @staticmethod
     def tuning_options(records=None, annotations=None):
@@ -299,6 +345,7 @@ class Plan:
         model = self.models[name]
         return {
             **model_runtime(self.config, name),
+            "engine": model["engine"],
             "precision": model["precision"],
             "allow_emulation": model["allow_emulation"],
         }
@@ -351,7 +398,7 @@ class Plan:
             "loadgen-accuracy": self.loadgen_accuracy_results(),
             "accuracy": {name: f"results/accuracy/{name}.json" for name in self.default_models},
             "agreement": {name: f"results/diagnostics/{name}_agreement.json" for name in self.compared_models},
-            "layer-drift": {name: f"results/diagnostics/{name}_layer_drift.json" for name in self.compared_models},
+            "layer-drift": {name: f"results/diagnostics/{name}_layer_drift.json" for name in self.drift_models},
             "quantization": {
                 name: f"resources/models/{name}/quantization.json"
                 for name in self.quantized_models
@@ -367,6 +414,8 @@ class Plan:
         jobs += [(stage, "all", {}) for stage in DATA_STAGES]
         jobs += [("prepare_frozen_graph", name, {"model": name}) for name in self.downloaded_models]
         jobs += [("quantize_graph", name, {"model": name}) for name in self.quantized_models]
+        jobs += [("convert_to_openvino", name, {"model": name}) for name in self.openvino_converted]
+        jobs += [("quantize_openvino", name, {"model": name}) for name in self.openvino_quantized]
         for name in self.default_models:
             jobs.append(("benchmark_graph", name, {"model": name}))
             jobs += [("benchmark_repeat", f"{name}:{r}", {"model": name, "repeat": r}) for r in self.repeats()]
@@ -380,8 +429,8 @@ class Plan:
             for shard in range(shards):
                 jobs.append(("detect_objects", f"{name}:{shard}", {"model": name, "shard": shard, "shards": shards}))
             jobs.append(("evaluate_accuracy", name, {"model": name}))
-        for name in self.compared_models:
-            jobs += [(stage, name, {"model": name}) for stage in ("compare_with_reference", "measure_layer_drift")]
+        jobs += [("compare_with_reference", name, {"model": name}) for name in self.compared_models]
+        jobs += [("measure_layer_drift", name, {"model": name}) for name in self.drift_models]
         jobs.append(("draw_gallery", "all", {}))
         return jobs
 
@@ -397,7 +446,10 @@ class Plan:
             name: {
                 "architecture": self.models[name]["architecture"],
                 "precision": self.models[name]["precision"],
+                "engine": self.models[name]["engine"],
                 "reference": self.reference(name),
+                # An openvino model's TensorFlow model of the same precision: the engines' ratio.
+                "engine_peer": self.engine_peer(name),
                 "published": self.models[name]["published"],
             }
             for name in self.default_models

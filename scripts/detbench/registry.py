@@ -9,12 +9,28 @@ import copy
 import re
 from pathlib import Path
 
-from detbench.config_schema import apply_defaults, schema_problems, typed_command_line_values
+from detbench.config_schema import apply_defaults, schema_defaults, schema_problems, typed_command_line_values
+
+# Neural Compressor's quantize keys that NNCF (an openvino model's quantize) does not take.
+TENSORFLOW_ONLY_QUANTIZE_KEYS = (
+    "weight_granularity",
+    "keep_fp32",
+    "accuracy_tolerance",
+    "tuning_images",
+    "max_trials",
+    "fallback_order",
+    "on_tolerance_miss",
+)
+
+
+def on_tensorflow(model):
+    return model.get("engine", "tensorflow") == "tensorflow"
 
 
 def own_graph(model):
-    """Whether a model's graph is its own (downloaded or quantized here), not another model's."""
-    return "download" in model or "quantize" in model
+    """Whether a model's TensorFlow graph is its own (downloaded or quantized here), not
+    another model's; an openvino model has none (its IR is converted or quantized here)."""
+    return on_tensorflow(model) and ("download" in model or "quantize" in model)
 
 
 def graph_model(models, name):
@@ -22,23 +38,51 @@ def graph_model(models, name):
     return models[name].get("graph_of", name)
 
 
+def ir_model(models, name):
+    """An openvino model's IR is named after the model it comes from: itself, quantized here
+    by NNCF, or the TensorFlow model whose graph it converts (graph_of)."""
+    return name if "quantize" in models[name] else models[name]["graph_of"]
+
+
 def fp32_models(models, architecture):
-    """The fp32 models of an architecture: what its other models are compared with."""
+    """The TensorFlow fp32 models of an architecture: what its other models are compared with."""
     return [
-        name for name, entry in models.items() if entry["precision"] == "fp32" and entry["architecture"] == architecture
+        name
+        for name, entry in models.items()
+        if entry["precision"] == "fp32" and entry["architecture"] == architecture and on_tensorflow(entry)
     ]
 
 
 def reference_model(models, name):
-    """The model `name` is compared with: its `reference`, else the one fp32 model of its
-    architecture (none for an fp32 model itself, or where there is none or several)."""
+    """The model `name` is compared with: its `reference`, else the one TensorFlow fp32 model
+    of its architecture (none for that model itself, or where there is none or several)."""
     model = models[name]
     if "reference" in model:
         return model["reference"]
     candidates = fp32_models(models, model["architecture"])
-    if model["precision"] == "fp32" or len(candidates) != 1:
+    if len(candidates) != 1 or candidates[0] == name or (model["precision"] == "fp32" and on_tensorflow(model)):
         return None
     return candidates[0]
+
+
+def engine_peer(models, name):
+    """What an openvino model's speed is compared with on TensorFlow: the model of its precision
+    made from the same graph (fp32: that graph's model; bf16: its TensorFlow bf16; int8: the
+    graph Neural Compressor quantized from the same model). None for a TensorFlow model."""
+    model = models[name]
+    if on_tensorflow(model):
+        return None
+    source = model.get("graph_of") or model["quantize"]["from"]
+    if model["precision"] == "fp32":
+        return source
+    peers = [
+        other
+        for other, entry in models.items()
+        if on_tensorflow(entry)
+        and entry["precision"] == model["precision"]
+        and source in (entry.get("graph_of"), entry.get("quantize", {}).get("from"))
+    ]
+    return peers[0] if len(peers) == 1 else None
 
 
 def models_run_here(config, native_bf16):
@@ -128,6 +172,7 @@ def model_problems(config, name, model, downloaded, base, schema):
             f"{key}.preprocess: only a downloaded graph takes a preprocessing graph; a quantized or "
             "graph_of model runs its source's graph, already joined"
         )
+    problems += engine_problems(config, key, model, downloaded)
     settings = model.get("quantize")
     if settings is not None:
         if settings["from"] not in downloaded:
@@ -180,6 +225,32 @@ def model_problems(config, name, model, downloaded, base, schema):
         runtime_schema = {**schema["definitions"]["runtime_settings"], "definitions": schema["definitions"]}
         for problem in schema_problems(model_runtime(config, name), runtime_schema):
             problems.append(problem.replace("config key ", f"{key}.runtime.", 1))
+    return problems
+
+
+def engine_problems(config, key, model, downloaded):
+    """An openvino model comes from a TensorFlow model's graph: converted (graph_of, fp32 or
+    bf16) or quantized by NNCF (quantize, int8); Neural Compressor's keys do not apply."""
+    if on_tensorflow(model):
+        return []
+    models, problems = config["models"], []
+    if "download" in model:
+        problems.append(f"{key}.download: an openvino model is converted here: name graph_of (or quantize.from)")
+    if model["precision"] == "int8" and "quantize" not in model:
+        problems.append(
+            f"{key}.quantize: an openvino int8 model is quantized here by NNCF: give quantize.from, "
+            "the TensorFlow fp32 model"
+        )
+    if model["precision"] != "int8" and "graph_of" not in model:
+        problems.append(f"{key}.graph_of: name the TensorFlow model whose graph OpenVINO runs")
+    source = model.get("graph_of") or model.get("quantize", {}).get("from")
+    if source in models and not on_tensorflow(models[source]):
+        problems.append(f"{key}: {source!r} is an openvino model; name a TensorFlow one to convert")
+    settings = model.get("quantize") or {}
+    defaults = schema_defaults("models.*.quantize")
+    for option in TENSORFLOW_ONLY_QUANTIZE_KEYS:
+        if settings.get(option, defaults[option]) != defaults[option]:
+            problems.append(f"{key}.quantize.{option}: Neural Compressor's; NNCF (engine openvino) does not take it")
     return problems
 
 

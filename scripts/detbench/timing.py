@@ -110,14 +110,15 @@ class BatchPrefetcher:
             yield batch
 
 
-def time_steps(session, interface, batches, steps, ends=None):
-    """Seconds per step, timing `session.run` alone; logs as the recipe's benchmark does.
-    `ends` (a list) receives each step's end on the machine-wide monotonic clock."""
+def time_steps(engine, batches, steps, ends=None):
+    """Seconds per step, timing the engine's run alone (`session.run` for TensorFlow); logs as
+    the recipe's benchmark does. `ends` (a list) receives each step's end on the machine-wide
+    monotonic clock."""
     seconds = []
     for step, batch in zip(range(steps), batches):
-        feed = interface.timed_feed(session, batch)
+        prepared = engine.timed_input(batch)
         start = time.perf_counter()
-        session.run(interface.fetches(), feed)
+        engine.run(prepared)
         seconds.append(time.perf_counter() - start)
         if ends is not None:
             ends.append(time.monotonic())

@@ -115,7 +115,7 @@ def run_workflow(workdir, data, cores, extra):
     server = FileServer(data / "files").start()
     try:
         configfile = workdir / "config.yaml"
-        configfile.write_text(yaml.safe_dump(demo_config(data, server.url), sort_keys=False))
+        configfile.write_text(yaml.safe_dump(demo_config(data, server.url, openvino=True), sort_keys=False))
         command = snakemake_command(workdir, configfile, cores, extra)
         log.info("$ %s", " ".join(command))
         environment = local_run_environment()

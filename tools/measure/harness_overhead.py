@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from detbench.detection_graph import default_interface, detect, open_session
+from detbench.engines import TensorFlowEngine
 from detbench.job_runtime import usable_cores
 from detbench.timing import BatchPrefetcher, load_batch, time_steps
 from tools.demo.make_demo_data import build_detector, mini_coco
@@ -39,7 +40,7 @@ def harness_loop(session, paths, steps):
     """Mean seconds per image as benchmark_graph.py reports it, JPEGs read by its prefetcher."""
     prefetcher = BatchPrefetcher(paths, 1, None, steps)
     prefetcher.wait_until_full()
-    return statistics.fmean(time_steps(session, default_interface(), iter(prefetcher), steps))
+    return statistics.fmean(time_steps(TensorFlowEngine(session, default_interface()), iter(prefetcher), steps))
 
 
 def main():

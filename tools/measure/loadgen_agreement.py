@@ -22,6 +22,7 @@ import numpy as np
 
 from detbench.common import StageError, run_main
 from detbench.detection_graph import Interface, list_images
+from detbench.engines import open_engine
 from detbench.job_runtime import apply_runtime, cpu_flags, cpu_model, usable_cores
 from detbench.loadgen_driver import GraphRunner, SampleLibrary, loadgen_settings, run_test, scenario_figures
 from detbench.timing import load_image, time_steps
@@ -51,7 +52,7 @@ def model_runner(workdir, name):
     plan = Plan(config, native_bf16=True)
     applied = apply_runtime({**plan.runtime_settings(name), "intra_op_threads": 0, "inter_op_threads": 1})
     graph = workdir / plan.graph(name)
-    return GraphRunner(graph, Interface.of_model(config["models"][name]), applied)
+    return GraphRunner(open_engine(graph, applied, Interface.of_model(config["models"][name])))
 
 
 def measure(runner, images, steps, warmup, rounds, log_dir):
@@ -61,7 +62,7 @@ def measure(runner, images, steps, warmup, rounds, log_dir):
     loop, loadgen = [], []
     for round_index in range(rounds):
         raw = (images[index % len(images)][None] for index in range(steps))
-        seconds = np.array(time_steps(runner.session, runner.interface, raw, steps)[warmup:]) * 1000
+        seconds = np.array(time_steps(runner.engine, raw, steps)[warmup:]) * 1000
         loop.append({"p50": np.percentile(seconds, 50), "p90": np.percentile(seconds, 90)})
         knobs = {**KNOBS, "min_query_count": {"SingleStream": steps - warmup}}
         service = 1000 * statistics.median(seconds / 1000)

@@ -188,7 +188,8 @@ MARKERS = ("s", "^", "D", "v", "P", "X", "o")
 def plot_speedup_vs_accuracy(results, path):
     """One point per model: speed-up over its reference against the AP it loses, with the
     speed-up's 95% interval over the benchmark's rounds; references are (0, 1), one star.
-    Colour: architecture; marker: the model within it. Up and to the left is better."""
+    Colour: architecture; marker: the model within it; filled: TensorFlow, hollow: OpenVINO.
+    Up and to the left is better."""
     figure, axis = plt.subplots(figsize=(9, 5))
     colours = plt.get_cmap("tab10").colors
     references = False
@@ -205,10 +206,13 @@ def plot_speedup_vs_accuracy(results, path):
         references |= any(results.models[name]["reference"] is None for name, _, _ in points)
         compared = [point for point in points if results.models[point[0]]["reference"] is not None]
         for number, (name, lost, ratio) in enumerate(compared):
-            label = f"{results.label(name)} ({architecture})"
+            engine = results.models[name].get("engine", "tensorflow")
+            label = f"{results.label(name)} ({architecture}, {engine})"
             marker = MARKERS[number % len(MARKERS)]
             colour = colours[index % len(colours)]
-            axis.scatter(lost, ratio, color=colour, marker=marker, s=50, alpha=0.85, label=label)
+            # The engine: filled for TensorFlow, hollow for OpenVINO.
+            face = colour if engine == "tensorflow" else "none"
+            axis.scatter(lost, ratio, facecolors=face, edgecolors=colour, marker=marker, s=50, alpha=0.85, label=label)
             estimate = results.benchmarks[name].get("speedup_over_rounds")
             if estimate is not None:  # its 95% interval over the benchmark's rounds
                 below, above = ratio - estimate["low"], estimate["high"] - ratio

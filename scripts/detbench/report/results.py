@@ -62,7 +62,8 @@ def round_steps(result):
 
 def attach_intervals(models, benchmarks, repeats):
     """Each benchmark gains `over_rounds` (latency percentiles and throughput: medians over its
-    rounds with 95% intervals) and, beside a benchmarked reference, `speedup_over_rounds`.
+    rounds with 95% intervals) and, beside a benchmarked reference, `speedup_over_rounds`; an
+    openvino model beside its TensorFlow peer, `engine_ratio_over_rounds`.
     `repeats`: {model: [its later rounds' results]}; the benchmark itself is round 1."""
     timed = {name: result for name, result in benchmarks.items() if result.get("step_seconds")}
     rounds = {
@@ -77,6 +78,9 @@ def attach_intervals(models, benchmarks, repeats):
         reference = models.get(name, {}).get("reference")
         if reference in timed:
             result["speedup_over_rounds"] = ratio_interval(rounds[name], rounds[reference], rate)
+        peer = models.get(name, {}).get("engine_peer")
+        if peer in timed:
+            result["engine_ratio_over_rounds"] = ratio_interval(rounds[name], rounds[peer], rate)
 
 
 def ap_lost(accuracies, models, name):

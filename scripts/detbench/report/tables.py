@@ -44,12 +44,14 @@ MATRIX_HEADER = [
     "Model",
     "Architecture",
     "Precision",
+    "Engine",
     "Latency p50 (ms)",
     "Throughput (images/s)",
     "AP",
     "Legacy AP",
     "Published AP",
     "Speed-up over reference",
+    "Speed-up over TensorFlow",
     "AP lost",
     "Accuracy gate",
 ]
@@ -68,12 +70,14 @@ def matrix_rows(models, benchmarks, accuracies, quantizations=None, gate=None):
                 [
                     models[name]["architecture"],
                     precision_label(models, benchmarks, name) + tolerance_mark((quantizations or {}).get(name)),
+                    engine_label(models, name),
                     benchmark_figure(benchmark, "latency_ms", "p50"),
                     benchmark_figure(benchmark, "throughput_images_per_second"),
                     number(accuracy["standard"]["AP"]) if accuracy else "n/a",
                     number(accuracy["legacy"]["AP"]) + legacy_scope(accuracy) if accuracy else "n/a",
                     models[name]["published"].get("AP", "n/a"),
                     "reference" if reference is None else speedup(benchmarks, models, name, "n/a"),
+                    engine_speedup(benchmarks, models, name),
                     "" if reference is None else number(None if lost is None else round(lost, 3) + 0.0),  # no "-0.000"
                     gate_text(accuracy_gate(models, accuracies, gate, name), reference) if gate else "",
                 ],
@@ -148,6 +152,23 @@ def speedup(benchmarks, models, name, missing=""):
     return missing if ratio is None else f"{ratio:.2f}x over {reference}"
 
 
+def engine_label(models, name):
+    return models[name].get("engine", "tensorflow")
+
+
+def engine_speedup(benchmarks, models, name):
+    """An openvino model's throughput over its TensorFlow peer's (the same precision from the
+    same graph: registry.engine_peer), e.g. "0.71x [0.69, 0.74] over fp32"; "" for the others."""
+    peer = models[name].get("engine_peer")
+    if peer is None:
+        return ""
+    estimate = benchmarks.get(name, {}).get("engine_ratio_over_rounds")
+    if estimate is None:
+        return "n/a"
+    text = f"{estimate['median']:.2f}x [{estimate['low']:.2f}, {estimate['high']:.2f}] over {peer}"
+    return text + (": no difference measured" if holds(estimate) else "")
+
+
 def without_int8_instructions(result):
     """An INT8 benchmark on a CPU with none of INT8_FLAGS (its flags as the job recorded them)."""
     return result["precision"] == "int8" and not int8_native(result["cpu_flags"])
@@ -178,6 +199,7 @@ def figure_rows(models, benchmarks, accuracies, agreements, names):
     rows = [
         row("Architecture", lambda name: models[name]["architecture"]),
         row("Precision", lambda name: precision_label(models, benchmarks, name)),
+        row("Engine", lambda name: engine_label(models, name)),
         *(
             row(f"Latency {key} (ms)", lambda name, key=key: benchmark_figure(benchmarks.get(name), "latency_ms", key))
             for key in ("p50", "p90", "p99")
@@ -192,6 +214,7 @@ def figure_rows(models, benchmarks, accuracies, agreements, names):
             ),
         ),
         row("Speed-up over reference (throughput)", lambda name: speedup(benchmarks, models, name)),
+        row("Speed-up over TensorFlow (same precision)", lambda name: engine_speedup(benchmarks, models, name)),
         row(
             "Op time in bfloat16 (traced)",
             lambda name: percent(value_at(benchmarks, name, "bfloat16", "op_time_fraction")),
