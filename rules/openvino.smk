@@ -30,11 +30,13 @@ rule convert_to_openvino:
         openvino=OPENVINO_VERSION,
         min_agreement=config["openvino"]["min_agreement"],
         interface=get_interface_options,
-        runtime=get_runtime_options,
+        # As a detection's: the check's detections do not depend on the thread count.
+        runtime=get_detection_runtime_options,
+        thread_options=get_detection_thread_options,
     shell:
         "python {params.script} --graph {input.graph:q} --check-images {input.images:q}"
         " --output-dir resources/openvino/{wildcards.model} --min-agreement {params.min_agreement}"
-        " {params.interface} {params.runtime} > {log:q} 2>&1"
+        " {params.interface} {params.runtime} {params.thread_options} > {log:q} 2>&1"
 
 
 rule quantize_openvino:

@@ -216,8 +216,12 @@ def upstream_inference_differences(workdir, precision, folder):
     return images, mismatches, worst_score, worst_box
 
 
-# The demo registry's models (tools/demo/demo_config.py).
+# The demo registry's models (tools/demo/demo_config.py): on TensorFlow, then on OpenVINO (the
+# finished run has both; runs about the workflow itself, the first only).
 DEMO_MODELS = ("int8", "fp32", "int8_inc", "bf16")
+DEMO_OPENVINO_MODELS = ("openvino_fp32", "openvino_int8", "openvino_bf16")
+# The models the finished demo run runs LoadGen on: OpenVINO's FP32 beside TensorFlow's four.
+DEMO_LOADGEN_MODELS = (*DEMO_MODELS, "openvino_fp32")
 
 
 def result(workflow, kind, model):

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import DEMO_MODELS, error_lines, read_json, run_script
+from helpers import DEMO_LOADGEN_MODELS, error_lines, read_json, run_script
 
 from detbench.common import StageError
 from detbench.config_schema import schema_defaults
@@ -36,7 +36,7 @@ def summary_value(path, label):
     return match.group(1)
 
 
-@pytest.mark.parametrize("model", DEMO_MODELS)
+@pytest.mark.parametrize("model", DEMO_LOADGEN_MODELS)
 def test_single_stream_and_offline_ran_for_every_demo_model(finished_run, model):
     """The workflow ran both configured scenarios; the JSON's figures are LoadGen's, as its
     summary prints them, and its logs are kept."""
@@ -60,7 +60,7 @@ def test_the_report_shows_the_scenarios(finished_run):
     summary = (finished_run.workdir / "results/report/summary.md").read_text()
     assert "## MLPerf LoadGen scenarios" in summary
     rows = [line for line in summary.splitlines() if "| SingleStream |" in line or "| Offline |" in line]
-    assert len(rows) == 2 * len(DEMO_MODELS) and all("VALID" in row for row in rows)
+    assert len(rows) == 2 * len(DEMO_LOADGEN_MODELS) and all("VALID" in row for row in rows)
     assert "results/loadgen/fp32/SingleStream/mlperf_log_summary.txt" in summary
 
 

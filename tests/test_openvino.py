@@ -10,7 +10,7 @@ from helpers import error_lines, read_json, run_script
 
 from detbench.config_schema import load_schema
 from detbench.plan import Plan
-from detbench.registry import config_problems, engine_peer, reference_model
+from detbench.registry import checked_config, config_problems, engine_peer, reference_model
 from tools.demo.demo_config import demo_config
 
 OPENVINO_MODELS = ("openvino_fp32", "openvino_int8", "openvino_bf16")
@@ -19,7 +19,7 @@ OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_dete
 
 def demo_registry(demo_data):
     config = demo_config(demo_data, "http://127.0.0.1:9", openvino=True)
-    assert not config_problems(config, load_schema())
+    assert checked_config(config, load_schema()) == []
     return config
 
 
@@ -32,19 +32,14 @@ def test_openvino_models_come_from_tensorflow_graphs(demo_data):
     assert reference_model(models, "fp32") is None
     assert [engine_peer(models, name) for name in OPENVINO_MODELS] == ["fp32", "int8_inc", "bf16"]
     assert engine_peer(models, "int8_inc") is None
-    broken = {
-        "download": {"download": models["int8"]["download"]},
-        "graph_of": {"graph_of": "openvino_fp32"},
-    }
-    problems = config_problems(
-        {**config, "models": {**models, "openvino_fp32": {**models["openvino_fp32"], **broken["download"]}}},
-        load_schema(),
-    )
+    downloaded = {key: value for key, value in models["openvino_fp32"].items() if key != "graph_of"}
+    downloaded["download"] = models["int8"]["download"]
+    problems = config_problems({**config, "models": {**models, "openvino_fp32": downloaded}}, load_schema())
     assert problems == [
         "config key models.openvino_fp32.download: an openvino model is converted here: name graph_of "
         "(or quantize.from)"
     ]
-    int8 = {key: value for key, value in models["openvino_int8"].items() if key != "quantize"}
+    int8 = {**{key: value for key, value in models["openvino_int8"].items() if key != "quantize"}, "graph_of": "fp32"}
     tuned = {**models["openvino_int8"], "quantize": {"from": "fp32", "accuracy_tolerance": 0.01}}
     problems = config_problems(
         {
@@ -52,7 +47,7 @@ def test_openvino_models_come_from_tensorflow_graphs(demo_data):
             "models": {
                 **models,
                 "openvino_int8": int8,
-                "openvino_bf16": {**models["openvino_bf16"], **broken["graph_of"]},
+                "openvino_bf16": {**models["openvino_bf16"], "graph_of": "openvino_fp32"},
             },
         },
         load_schema(),

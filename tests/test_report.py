@@ -104,15 +104,34 @@ def test_the_matrix_gives_each_model_its_speedup_and_ap_lost_against_its_referen
     rows = dict(matrix_rows(REGISTRY, RESULTS, ACCURACIES))
     assert list(rows) == ["rfcn_fp32", "rfcn_int8", "ssd_fp32", "ssd_bf16", "ssd_int8"]
     # Without an accuracy gate, its column is empty.
-    assert rows["rfcn_fp32"] == ["rfcn", "fp32", "1000.00", "1.00", "0.350", "0.340", "0.347", "reference", "", ""]
-    assert rows["rfcn_int8"][7:] == ["3.00x over rfcn_fp32", "0.030", ""]
-    assert rows["ssd_int8"][5] == "0.160 (first 20)" and rows["ssd_int8"][7:] == ["1.50x over ssd_fp32", "0.060", ""]
+    assert rows["rfcn_fp32"] == [
+        "rfcn",
+        "fp32",
+        "tensorflow",
+        "1000.00",
+        "1.00",
+        "0.350",
+        "0.340",
+        "0.347",
+        "reference",
+        "",
+        "",
+        "",
+    ]
+    assert rows["rfcn_int8"][8:] == ["3.00x over rfcn_fp32", "", "0.030", ""]
+    assert rows["ssd_int8"][6] == "0.160 (first 20)" and rows["ssd_int8"][8:] == [
+        "1.50x over ssd_fp32",
+        "",
+        "0.060",
+        "",
+    ]
     # No accuracy for ssd_bf16: its speed-up still, its AP not.
-    assert rows["ssd_bf16"][1] == "bf16 (emulated)" and rows["ssd_bf16"][4:] == [
+    assert rows["ssd_bf16"][1] == "bf16 (emulated)" and rows["ssd_bf16"][5:] == [
         "n/a",
         "n/a",
         "n/a",
         "0.50x over ssd_fp32",
+        "",
         "n/a",
         "",
     ]

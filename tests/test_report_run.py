@@ -21,15 +21,17 @@ def test_report_has_every_model_and_plots(finished_run):
     report = finished_run.workdir / "results/report"
     summary = (report / "summary.md").read_text()
     # Grouped by architecture, the reference last; each model against its reference.
-    assert "|  | int8 | int8_inc | bf16 | fp32 |" in summary and "| Latency p50 (ms) |" in summary
-    assert "| Architecture | rfcn_resnet101 | rfcn_resnet101 | rfcn_resnet101 | rfcn_resnet101 |" in summary
+    columns = "| int8 | int8_inc | bf16 | openvino_fp32 | openvino_int8 | openvino_bf16 | fp32 |"
+    assert f"|  {columns}" in summary and "| Latency p50 (ms) |" in summary
+    assert "| Architecture |" + " rfcn_resnet101 |" * 7 in summary
+    assert "| Engine |" + " tensorflow |" * 3 + " openvino |" * 3 + " tensorflow |" in summary
     emulated = "" if bf16_native() else " (emulated)"
-    assert f"| Precision | int8 | int8 | bf16{emulated} | fp32 |" in summary
+    assert f"| Precision | int8 | int8 | bf16{emulated} | fp32 | int8 | bf16{emulated} | fp32 |" in summary
     speedups = next(line for line in summary.splitlines() if line.startswith("| Speed-up over reference (throughput)"))
-    assert speedups.count("] over fp32") == 3 and speedups.endswith("|  |")
-    assert "| AP | 0.875 | 0.875 | 0.875 | 0.875 |" in summary
-    assert "| Legacy AP (recipe's evaluator) | 0.844 | 0.844 | 0.844 | 0.844 |" in summary
-    assert "| Reference detections reproduced | 1.000 | 1.000 | 1.000 |  |" in summary
+    assert speedups.count("] over fp32") == 6 and speedups.endswith("|  |")
+    assert "| AP |" + " 0.875 |" * 7 in summary
+    assert "| Legacy AP (recipe's evaluator) |" + " 0.844 |" * 7 in summary
+    assert "| Reference detections reproduced |" + " 1.000 |" * 6 + "  |" in summary
     assert "int8_inc: quantized here with Intel Neural Compressor, 1 of 1 convolutions in INT8" in summary
     assert "drawn from val2017, the evaluation set" in summary
     assert "AP 0.347, AP50 0.532" in summary
@@ -55,7 +57,7 @@ def test_snakemake_report_shows_the_results_with_captions(finished_run, tmp_path
 def test_changing_number_of_steps_reruns_only_benchmarks_and_report(finished_run):
     finished_run.config["benchmark"]["number_of_steps"] = 41
     try:
-        assert finished_run.planned_jobs() == {"benchmark_graph": 4, "benchmark_repeat": 4, "make_report": 1, "all": 1}
+        assert finished_run.planned_jobs() == {"benchmark_graph": 7, "benchmark_repeat": 7, "make_report": 1, "all": 1}
     finally:
         finished_run.config["benchmark"]["number_of_steps"] = 40
 
@@ -64,9 +66,9 @@ def test_another_core_count_reruns_the_benchmarks_and_no_detection(finished_run)
     """Detections do not depend on the thread count: no detection, scoring or diagnostic reruns
     for another --cores. The benchmarks do, and their JSON and the report say with how many."""
     assert finished_run.planned_jobs("--cores", "1") == {
-        "benchmark_graph": 4,
-        "benchmark_repeat": 4,
-        "run_loadgen": 8,
+        "benchmark_graph": 7,
+        "benchmark_repeat": 7,
+        "run_loadgen": 10,
         "make_report": 1,
         "all": 1,
     }

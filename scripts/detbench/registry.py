@@ -235,7 +235,7 @@ def engine_problems(config, key, model, downloaded):
         return []
     models, problems = config["models"], []
     if "download" in model:
-        problems.append(f"{key}.download: an openvino model is converted here: name graph_of (or quantize.from)")
+        return [f"{key}.download: an openvino model is converted here: name graph_of (or quantize.from)"]
     if model["precision"] == "int8" and "quantize" not in model:
         problems.append(
             f"{key}.quantize: an openvino int8 model is quantized here by NNCF: give quantize.from, "

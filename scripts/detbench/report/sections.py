@@ -7,7 +7,7 @@ from pathlib import Path
 from detbench.common import StageError
 from detbench.performance import OTHER_PART
 from detbench.report.results import column_order
-from detbench.report.tables import number, percent
+from detbench.report.tables import engine_version, number, percent
 
 
 def drift_rows(models, drifts):
@@ -98,7 +98,7 @@ MACHINE_HEADER = [
     "Governor",
     "MHz now / max",
     "Kernel",
-    "TensorFlow",
+    "Engine",
     "Cores used",
     "oneDNN dispatched",
     "Steal",
@@ -127,7 +127,9 @@ def dispatch_text(dispatch):
     if not dispatch:
         return "oneDNN off (or no record)"
     kernels = ", ".join(dispatch["kernel_isas"]) or "no kernels created"
-    return f"v{dispatch['version']}: {dispatch['isa'] or 'ISA not named'} (kernels: {kernels})"
+    # OpenVINO's own oneDNN prints no version line.
+    version = f"v{dispatch['version']}" if dispatch["version"] else "version not printed"
+    return f"{version}: {dispatch['isa'] or 'ISA not named'} (kernels: {kernels})"
 
 
 def machine_rows(models, benchmarks):
@@ -148,7 +150,7 @@ def machine_rows(models, benchmarks):
                     state["governor"] or "n/a",
                     megahertz,
                     state["kernel"],
-                    result["tensorflow_version"],
+                    engine_version(result),
                     core_list(state.get("cores_used")),
                     dispatch_text(result.get("onednn_dispatch")),
                     percent(state["steal_fraction"], 1),

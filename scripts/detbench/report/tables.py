@@ -156,6 +156,13 @@ def engine_label(models, name):
     return models[name].get("engine", "tensorflow")
 
 
+def engine_version(result):
+    """e.g. "TensorFlow 2.21.0" or "OpenVINO 2026.4.1" (results from before engines: TensorFlow)."""
+    if result.get("engine") == "openvino":
+        return f"OpenVINO {result['engine_version'].split('-')[0]}"
+    return f"TensorFlow {result['tensorflow_version']}"
+
+
 def engine_speedup(benchmarks, models, name):
     """An openvino model's throughput over its TensorFlow peer's (the same precision from the
     same graph: registry.engine_peer), e.g. "0.71x [0.69, 0.74] over fp32"; "" for the others."""
@@ -285,7 +292,7 @@ def detail_lines(models, benchmarks, accuracies, quantizations, names):
                 f"{result['warmup_steps']} warm-up, {result['runtime']['intra_op_threads']} intra-op threads, "
                 f"oneDNN {'on' if result['onednn'] else 'off'}, "
                 f"TCMalloc {'on' if result['runtime']['tcmalloc'] else 'off'}, "
-                f"TensorFlow {result['tensorflow_version']}, {result['cpu_model']} "
+                f"{engine_version(result)}, {result['cpu_model']} "
                 f"({', '.join(result['cpu_flags']) or 'no listed vector flags'})"
             )
             if result.get("emulated"):
