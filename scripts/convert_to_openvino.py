@@ -12,7 +12,6 @@ node, in one line.
 """
 
 import argparse
-import json
 import logging
 import re
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from detbench.agreement import agreement, by_image
 from detbench.coco_data import to_coco_results
-from detbench.common import StageError, atomic_directory, run_main
+from detbench.common import StageError, run_main
 from detbench.detection_graph import (
     add_interface_arguments,
     check_interface,
@@ -32,11 +31,10 @@ from detbench.detection_graph import (
 )
 from detbench.engines import OpenVINOEngine, TensorFlowEngine, first_line
 from detbench.job_runtime import add_runtime_arguments, apply_runtime, runtime_settings
+from detbench.openvino_ir import write_ir
 from detbench.openvino_ops import conversion_extensions
 
 log = logging.getLogger("convert_to_openvino")
-
-IR_NAME = "model.xml"
 
 
 def unconverted_ops(message):
@@ -110,22 +108,20 @@ def convert_to_openvino(graph_path, output_dir, interface, applied, check_image,
     model = convert(graph_path, graph_def)
     seconds = time.perf_counter() - started
     log.info("converted in %.1f s: %d ops", seconds, len(model.get_ordered_ops()))
-    with atomic_directory(output_dir) as folder:
-        # FP32 weights as they are: save_model would otherwise store them in FP16.
-        ov.save_model(model, folder / IR_NAME, compress_to_fp16=False)
+
+    def checked(ir_path):
         # The IR's outputs are checked when the engine opens it (output_ports).
-        check = check_detections(graph_path, folder / IR_NAME, interface, applied, check_image, min_agreement)
-        report = {
+        return {
             "graph": str(graph_path),
             "openvino_version": ov.get_version(),
             "conversion_seconds": seconds,
             "ops": len(model.get_ordered_ops()),
             "inputs": [port.get_any_name() for port in model.inputs],
             "outputs": sorted(name for port in model.outputs for name in port.get_names()),
-            "check": check,
+            "check": check_detections(graph_path, ir_path, interface, applied, check_image, min_agreement),
         }
-        (folder / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+
+    return write_ir(model, output_dir, "conversion.json", checked)
 
 
 def main():

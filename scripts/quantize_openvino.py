@@ -10,20 +10,19 @@ FakeQuantize nodes, and in how long.
 """
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
-from detbench.common import StageError, atomic_directory, run_main
+from detbench.common import StageError, run_main
 from detbench.config_schema import schema_defaults
 from detbench.detection_graph import decode_image
 from detbench.engines import first_line
+from detbench.openvino_ir import write_ir
 from detbench.quantization import calibration_images
 
 log = logging.getLogger("quantize_openvino")
 
-IR_NAME = "model.xml"
 QUANTIZED_TYPES = ("Convolution", "GroupConvolution")
 
 
@@ -61,21 +60,18 @@ def quantize_openvino(model_path, image_dir, output_dir, count, seed):
     if not fake_quantize:
         raise StageError(f"{model_path}: NNCF quantized nothing (no convolution took a FakeQuantize)")
     log.info("NNCF: %d FakeQuantize nodes on %d images in %.1f s", fake_quantize, len(images), seconds)
-    with atomic_directory(output_dir) as folder:
-        ov.save_model(quantized, folder / IR_NAME, compress_to_fp16=False)
-        report = {
-            "source": str(model_path),
-            "tool": "nncf",
-            "nncf_version": nncf.__version__,
-            "openvino_version": ov.get_version(),
-            "calibration_images": [path.name for path in paths],
-            "seed": seed,
-            "quantized_types": list(QUANTIZED_TYPES),
-            "fake_quantize_nodes": fake_quantize,
-            "seconds": seconds,
-        }
-        (folder / "quantization.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    report = {
+        "source": str(model_path),
+        "tool": "nncf",
+        "nncf_version": nncf.__version__,
+        "openvino_version": ov.get_version(),
+        "calibration_images": [path.name for path in paths],
+        "seed": seed,
+        "quantized_types": list(QUANTIZED_TYPES),
+        "fake_quantize_nodes": fake_quantize,
+        "seconds": seconds,
+    }
+    return write_ir(quantized, output_dir, "quantization.json", lambda _: report)
 
 
 def main():
