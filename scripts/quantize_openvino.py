@@ -11,6 +11,7 @@ FakeQuantize nodes, and in how long.
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -82,9 +83,15 @@ def main():
     defaults = schema_defaults("models.*.quantize")
     parser.add_argument("--calibration-images", type=int, default=defaults["calibration_images"])
     parser.add_argument("--seed", type=int, default=defaults["seed"])
+    parser.add_argument(
+        "--threads", type=int, default=0, help="cores OpenVINO may use while NNCF calibrates (0: all the job's)"
+    )
     args = parser.parse_args()
     if args.calibration_images < 1:
         raise StageError("--calibration-images must be at least 1")
+    if args.threads:
+        # NNCF compiles the model with OpenVINO's defaults: all the cores it may run on.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     quantize_openvino(args.model, args.images, args.output_dir, args.calibration_images, args.seed)
 
 

