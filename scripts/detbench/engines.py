@@ -10,13 +10,9 @@ for the CPU). The stages that run a model (benchmark, detection, LoadGen) open i
 - `facts()`: the engine, its version and its settings, for the results' provenance.
 """
 
-import logging
-
 from detbench.common import StageError
 from detbench.detection_graph import OUTPUT_KEYS, NodeTime, detect, open_checked_session, traced_node_times
 from detbench.job_runtime import ENGINES
-
-log = logging.getLogger("engines")
 
 # OpenVINO's CPU plugin computes in these element types per precision: bf16 by its inference
 # precision hint (its own conversion of the FP32 model), the rest as the model's weights say.

@@ -172,7 +172,7 @@ def model_problems(config, name, model, downloaded, base, schema):
             f"{key}.preprocess: only a downloaded graph takes a preprocessing graph; a quantized or "
             "graph_of model runs its source's graph, already joined"
         )
-    problems += engine_problems(config, key, model, downloaded)
+    problems += engine_problems(config, key, model)
     settings = model.get("quantize")
     if settings is not None:
         if settings["from"] not in downloaded:
@@ -228,7 +228,7 @@ def model_problems(config, name, model, downloaded, base, schema):
     return problems
 
 
-def engine_problems(config, key, model, downloaded):
+def engine_problems(config, key, model):
     """An openvino model comes from a TensorFlow model's graph: converted (graph_of, fp32 or
     bf16) or quantized by NNCF (quantize, int8); Neural Compressor's keys do not apply."""
     if on_tensorflow(model):
