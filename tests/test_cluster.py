@@ -152,7 +152,7 @@ def test_workflow_on_slurm_equals_local_run(slurm, tmp_path, demo_data, file_ser
     config["inference_threads"] = 2
     # One benchmark round and no LoadGen: their jobs are inference jobs like the benchmark's.
     config["benchmark"].update(number_of_steps=20, warmup_steps=5, repeats=1)
-    config["loadgen"]["scenarios"] = []
+    config["loadgen"].update(scenarios=[], models=None)
     workflow = Workflow(tmp_path / "slurm-run", config)
     # The data and graphs of the shared local run (resources/ and the cost files of the jobs
     # that made them, times kept): what runs on SLURM is every job that measures or scores.

@@ -202,7 +202,7 @@ def test_two_instances_share_the_node_and_add_up(finished_run, tmp_path):
 def test_layouts_plan_one_benchmark_job_each(finished_run):
     finished_run.config["benchmark"]["instances"] = [1, 2]
     try:
-        assert finished_run.planned_jobs() == {"benchmark_instances": 4, "make_report": 1, "all": 1}
+        assert finished_run.planned_jobs() == {"benchmark_instances": 7, "make_report": 1, "all": 1}
     finally:
         finished_run.config["benchmark"].pop("instances")
 
