@@ -66,6 +66,7 @@ def run_scenario(runner, library, scenario, knobs, log_dir, noise_limits):
             expect_measured_speed(settings, scenario, figures)
             detail, service = run_test(library, runner, settings, log_dir)
             figures = scenario_figures(scenario, detail, knobs)
+            figures["rerun"] = "the first run, sized from the warm-up, ended before min duration"
     figures["machine"] = machine_state(before, Activity(), service, 0, noise_limits)
     figures["service_ms"] = {
         "p50": float(np.percentile(service, 50)) * 1000 if service else None,
