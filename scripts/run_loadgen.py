@@ -60,8 +60,8 @@ def run_scenario(runner, library, scenario, knobs, log_dir, noise_limits):
         detail, service = run_test(library, runner, settings, log_dir)
         figures = scenario_figures(scenario, detail, knobs)
         if fell_short_of_min_duration(figures, knobs):
-            # Sized from a warm-up faster (SingleStream, MultiStream) or slower (Offline) than the
-            # run itself: LoadGen's advice, an expectation from what the run measured.
+            # Sized from a warm-up slower than the run itself: too few queries generated (or too
+            # small an Offline query). LoadGen's advice: an expectation from what the run measured.
             log.info("%s ended before min duration: again, expecting the run's own speed", scenario)
             expect_measured_speed(settings, scenario, figures)
             detail, service = run_test(library, runner, settings, log_dir)
