@@ -251,6 +251,7 @@ def test_a_run_sized_from_a_slow_warm_up_runs_again_at_its_own_speed(tmp_path):
     )
     assert (figures["validity"], figures["invalid_because"]) == ("VALID", [])
     assert figures["query_count"] > 30 and figures["metric"]["value"] < 5
+    assert figures["rerun"].endswith("ended before min duration")
 
 
 def test_an_invalid_run_says_why_in_one_sentence():
