@@ -237,8 +237,8 @@ def result(workflow, kind, model):
 # the zoo shipped them.
 RFCN_MODELS = ("int8", "fp32", "bf16")
 FAMILY_MODELS = ("frcnn_int8", "frcnn_fp32", "ssd_int8", "ssd_fp32")
-# SSD-MobileNet on OpenVINO, FP32 and NNCF's INT8 (Faster R-CNN's and R-FCN's: make twin-demo).
-OPENVINO_TWIN_MODELS = ("ssd_openvino_fp32", "ssd_openvino_int8")
+# Faster R-CNN and SSD-MobileNet on OpenVINO, FP32 and NNCF's INT8 (R-FCN's: make twin-demo).
+OPENVINO_TWIN_MODELS = ("frcnn_openvino_fp32", "frcnn_openvino_int8", "ssd_openvino_fp32", "ssd_openvino_int8")
 MODELS = RFCN_MODELS + FAMILY_MODELS + OPENVINO_TWIN_MODELS
 # Detections per image: the configs' max_total_detections (R-FCN, Faster R-CNN 300; SSD 100).
 DETECTIONS_PER_IMAGE = {"rfcn": 300, "frcnn": 300, "ssd": 100}
