@@ -9,7 +9,16 @@ import pytest
 # Intel's INT8 kernels need oneDNN, which is read once, when TensorFlow loads.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from helpers import MODELS, TWIN, TWIN_LEGACY_IMAGES, TWIN_RUN_BENCHMARK, Workflow, require_built  # noqa: E402
+from helpers import (  # noqa: E402
+    MODELS,
+    TWIN,
+    TWIN_ACCURACY_IMAGES,
+    TWIN_LEGACY_IMAGES,
+    TWIN_RUN_BENCHMARK,
+    TWIN_RUN_LOADGEN_MODELS,
+    Workflow,
+    require_built,
+)
 
 from tools.demo.demo_config import demo_config  # noqa: E402
 from tools.demo.make_demo_data import DEFAULT_WHEEL, make_demo_data  # noqa: E402
@@ -81,6 +90,8 @@ def twin_run(tmp_path_factory):
         if model.get("legacy_images"):
             model["legacy_images"] = TWIN_LEGACY_IMAGES
     config["benchmark"].update(TWIN_RUN_BENCHMARK)
+    config["accuracy"]["max_images"] = TWIN_ACCURACY_IMAGES
+    config["loadgen"]["models"] = TWIN_RUN_LOADGEN_MODELS
     workflow = Workflow(tmp_path_factory.mktemp("twin") / "run", config)
     workflow.run()
     yield workflow

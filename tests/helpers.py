@@ -169,22 +169,36 @@ def require_built(folder, target):
         pytest.skip(f"no data in {folder}: run `make {target}`")
 
 
-def upstream_inference_differences(workdir, precision, folder):
+def first_records(files, count, output):
+    """The first `count` records of TFRecord files, copied byte for byte into `output`."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(output)) as writer:
+        for raw in tf.data.TFRecordDataset([str(path) for path in files]).take(count).as_numpy_iterator():
+            writer.write(raw)
+    return [output]
+
+
+def upstream_inference_differences(workdir, precision, folder, max_images=0):
     """A finished run's detections of one model against the recipe's own infer_detections on
-    the same TFRecord and graph (tools/upstream/upstream_infer.py): images compared, class
-    mismatches, and the largest score and normalized box differences, position by position."""
+    the same TFRecord (its first `max_images` records, as the run's accuracy.max_images; 0: all)
+    and graph (tools/upstream/upstream_infer.py): images compared, class mismatches, and the
+    largest score and normalized box differences, position by position."""
     import numpy as np
 
     from detbench.coco_data import read_examples
 
     output = folder / f"upstream-{precision}.record"
+    records = sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*"))
+    if max_images:
+        records = first_records(records, max_images, folder / "first.record")
     run = subprocess.run(
         [
             sys.executable,
             str(REPO_ROOT / "tools/upstream/upstream_infer.py"),
             workdir / f"resources/models/{precision}/frozen_inference_graph.pb",
             output,
-            *sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*")),
+            *records,
         ],
         capture_output=True,
         text=True,
@@ -237,17 +251,22 @@ def result(workflow, kind, model):
 # the zoo shipped them.
 RFCN_MODELS = ("int8", "fp32", "bf16")
 FAMILY_MODELS = ("frcnn_int8", "frcnn_fp32", "ssd_int8", "ssd_fp32")
-# Faster R-CNN and SSD-MobileNet on OpenVINO, FP32 and NNCF's INT8 (R-FCN's: make twin-demo).
-OPENVINO_TWIN_MODELS = ("frcnn_openvino_fp32", "frcnn_openvino_int8", "ssd_openvino_fp32", "ssd_openvino_int8")
+# SSD-MobileNet on OpenVINO, FP32 and NNCF's INT8. R-FCN's and Faster R-CNN's are make
+# twin-demo's: Faster R-CNN's two added 338 s to this run (3.5-4.4 s an image on OpenVINO).
+OPENVINO_TWIN_MODELS = ("ssd_openvino_fp32", "ssd_openvino_int8")
+# LoadGen on SSD-MobileNet's FP32 on each engine (make twin-demo adds R-FCN's FP32).
+TWIN_RUN_LOADGEN_MODELS = ["ssd_fp32", "ssd_openvino_fp32"]
 MODELS = RFCN_MODELS + FAMILY_MODELS + OPENVINO_TWIN_MODELS
 # Detections per image: the configs' max_total_detections (R-FCN, Faster R-CNN 300; SSD 100).
 DETECTIONS_PER_IMAGE = {"rfcn": 300, "frcnn": 300, "ssd": 100}
 # A shorter benchmark than make twin-demo's (20 steps after 5, 3 traced), in one round (the
 # demo's run has rounds): every model is timed, profiled and probed all the same.
 TWIN_RUN_BENCHMARK = {"number_of_steps": 10, "warmup_steps": 2, "profile_steps": 1, "repeats": 1}
-# The SSD twin's legacy metrics score its first 20 records, as Intel's SSD loop scored the first
-# 4,952 of val2017's 5,000.
-TWIN_LEGACY_IMAGES = 20
+# The twin run detects on the first 12 of the twin's 24 images (make twin-demo on all): each
+# model's detections cost its per-image time again, Faster R-CNN's 3-4 s. The SSD twin's legacy
+# metrics score the first 10 of those, as Intel's SSD loop scored the first 4,952 of val2017's 5,000.
+TWIN_ACCURACY_IMAGES = 12
+TWIN_LEGACY_IMAGES = 10
 
 
 def read_json(workflow, path):

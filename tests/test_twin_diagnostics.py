@@ -7,6 +7,7 @@ import re
 
 import pytest
 from helpers import (
+    TWIN_ACCURACY_IMAGES,
     Workflow,
     agreement_with_fp32,
     error_lines,
@@ -228,8 +229,8 @@ def test_a_killed_two_instance_detection_job_resumes_through_snakemake(twin_run,
         (int(ran), int(taken))
         for ran, taken in re.findall(r"(\d+) images run in this job, (\d+) taken from a checkpoint", log)
     ]
-    assert len(counts) == 2 and sum(ran + taken for ran, taken in counts) == 24
-    assert 4 <= sum(taken for _, taken in counts) and sum(ran for ran, _ in counts) < 24
+    assert len(counts) == 2 and sum(ran + taken for ran, taken in counts) == TWIN_ACCURACY_IMAGES
+    assert 4 <= sum(taken for _, taken in counts) and sum(ran for ran, _ in counts) < TWIN_ACCURACY_IMAGES
     assert not list(folder.glob(".*"))
     result = json.loads((folder / "detections-0-of-1.json").read_text())
     assert [item["runtime"]["intra_op_threads"] for item in result["instances"]] == [1, 1]
@@ -306,9 +307,9 @@ def test_twin_detections_equal_the_recipes_infer_detections(twin_run, tmp_path):
 
     for precision in ("int8", "fp32"):
         images, mismatches, worst_score, worst_box = upstream_inference_differences(
-            twin_run.workdir, precision, tmp_path
+            twin_run.workdir, precision, tmp_path, TWIN_ACCURACY_IMAGES
         )
-        assert images == 24 and mismatches == 0, precision
+        assert images == TWIN_ACCURACY_IMAGES and mismatches == 0, precision
         assert worst_score <= 1e-6 and worst_box <= 1e-6, (precision, worst_score, worst_box)
     import io
 

@@ -25,9 +25,9 @@ DEMO_LOADGEN = {
     "multi_stream_percentile": 90,
     "server": {"percentile": 90, "search_runs": 5},
 }
-# The twins take seconds a sample: R-FCN's and SSD's FP32 on each engine (Faster R-CNN's 2.8 s
-# a sample does not fit CI), a few queries (too few for early stopping: the report says
-# INVALID, and why).
+# The twins take seconds a sample: R-FCN's FP32 and SSD's on each engine (Faster R-CNN's 2.8 s
+# a sample does not fit CI; the tests' twin run keeps SSD's only), a few queries (too few for
+# early stopping: the report says INVALID, and why).
 TWIN_LOADGEN = {
     **DEMO_LOADGEN,
     "models": ["fp32", "ssd_fp32", "ssd_openvino_fp32"],
