@@ -6,6 +6,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from detbench.performance import OTHER_PART
 from detbench.report.results import ap_lost, group_by_architecture, throughput_ratio
@@ -225,6 +226,11 @@ def plot_speedup_vs_accuracy(results, path):
         axis.text(0.5, 0.5, "no model with both a benchmark and an accuracy", ha="center", transform=axis.transAxes)
     axis.axhline(1.0, color="gray", linestyle=":", linewidth=0.8)
     axis.axvline(0.0, color="gray", linestyle=":", linewidth=0.8)
+    # AP is reported to three decimals: an axis narrower than 0.01 would spread what rounds to 0.
+    low, high = axis.get_xlim()
+    if high - low < 0.01:
+        axis.set_xlim((low + high) / 2 - 0.005, (low + high) / 2 + 0.005)
+    axis.xaxis.set_major_formatter(FormatStrFormatter("%.3f"))
     axis.set(
         xlabel="AP lost against the reference (COCO AP points)",
         ylabel="speed-up over the reference (throughput)",
