@@ -169,7 +169,7 @@ def require_built(folder, target):
         pytest.skip(f"no data in {folder}: run `make {target}`")
 
 
-def first_records(files, count, output):
+def copy_first_records(files, count, output):
     """The first `count` records of TFRecord files, copied byte for byte into `output`."""
     import tensorflow as tf
 
@@ -191,7 +191,7 @@ def upstream_inference_differences(workdir, precision, folder, max_images=0):
     output = folder / f"upstream-{precision}.record"
     records = sorted((workdir / "resources/coco_tfrecord").glob("coco_val.record*"))
     if max_images:
-        records = first_records(records, max_images, folder / "first.record")
+        records = copy_first_records(records, max_images, folder / "first.record")
     run = subprocess.run(
         [
             sys.executable,

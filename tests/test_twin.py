@@ -26,7 +26,8 @@ from helpers import (
 )
 
 # The whole workflow on the twin is set up inside the first test that uses it: 1,025 s on 2 cores
-# of an AVX-512 EPYC with Faster R-CNN's OpenVINO models in it, above pytest.ini's 900 s per test.
+# of an AVX-512 EPYC while it still held Faster R-CNN's two OpenVINO models (338 s of that, since
+# moved to make twin-demo), above pytest.ini's 900 s per test.
 pytestmark = pytest.mark.timeout(2400)
 
 
